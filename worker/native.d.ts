@@ -1,0 +1,134 @@
+/**
+ * Hand-written types of the native addon (kernels/napi → kernels/build/latentmesh_native.node).
+ * Only worker/engine.ts loads it. Slow calls return Promises; native errors arrive as Error
+ * objects whose message starts with the native call's name (e.g. "Engine.step: ...").
+ */
+
+/** Dense model shape handed to the native side; built from a validated ModelConfig in TS. */
+export interface NativeModelSpec {
+  vocabSize: number;
+  hiddenSize: number;
+  /** One letter per block: M (Mamba-2), E (MoE), * (attention), - (MLP). */
+  pattern: string;
+  /** MTP block pattern (may be empty). */
+  mtpPattern: string;
+  normEps: number;
+  tieWordEmbeddings: boolean;
+  // Mamba-2
+  mambaNumHeads: number;
+  mambaHeadDim: number;
+  ssmStateSize: number;
+  nGroups: number;
+  convKernel: number;
+  chunkSize: number;
+  timeStepMin: number;
+  timeStepMax: number;
+  useConvBias: boolean;
+  mambaProjBias: boolean;
+  // attention
+  numAttentionHeads: number;
+  numKeyValueHeads: number;
+  headDim: number;
+  attentionBias: boolean;
+  // MoE / MLP
+  intermediateSize: number;
+  moeIntermediateSize: number;
+  moeSharedExpertIntermediateSize: number;
+  nRoutedExperts: number;
+  numExpertsPerTok: number;
+  nGroup: number;
+  topkGroup: number;
+  normTopkProb: boolean;
+  routedScalingFactor: number;
+  /** 0 when the model has no LatentMoE projections. */
+  moeLatentSize: number;
+  mlpBias: boolean;
+}
+
+/** Where one tensor's bytes are: validated by worker/checkpoint.ts before the native side reads them. */
+export interface NativeTensorRef {
+  name: string;
+  file: string;
+  /** Byte offset of the data in the file. */
+  offset: number;
+  nbytes: number;
+  dtype: "F32" | "BF16" | "F16";
+  shape: number[];
+}
+
+export interface NativeEngineOptions {
+  spec: NativeModelSpec;
+  /** Every tensor of the checkpoint; empty with loadFormat "dummy". */
+  tensors: NativeTensorRef[];
+  loadFormat: "safetensors" | "dummy";
+  /** Seed of dummy weights. */
+  dummySeed: number;
+  backend: "cpu" | "cuda";
+  /** Number of sequence slots (Mamba conv + SSM state each). */
+  maxSlots: number;
+  /** Tokens per KV-cache block. */
+  kvBlockSize: number;
+  /** KV blocks in the pool (shared by all slots, per attention layer). */
+  numKvBlocks: number;
+  /** CPU threads for GEMMs (cpu backend). */
+  threads: number;
+}
+
+export interface NativeSampling {
+  /** 0 = greedy. */
+  temperature: number;
+  /** 0 = off. */
+  topK: number;
+  /** 1 = off. */
+  topP: number;
+  /** Per-request seed; the token at position p is drawn with a generator keyed by (seed, p). */
+  seed: number;
+}
+
+/** One sequence's share of a step. */
+export interface NativeStepSequence {
+  slotId: number;
+  /** Tokens fed in this step (a prefill chunk or one decode token). */
+  tokens: Int32Array;
+  /** Tokens already in the slot's state before this step; 0 resets the slot's state. */
+  position: number;
+  /** KV block ids covering positions [0, position + tokens.length); may be empty without attention layers. */
+  blockTable: Int32Array;
+  /** Sample a token after the last fed token (false for intermediate prefill chunks). */
+  sample: boolean;
+  /** Return logits: "none", "last" (1 row), or "all" (one row per fed token). */
+  logits: "none" | "last" | "all";
+  sampling: NativeSampling;
+}
+
+export interface NativeStepResult {
+  /** One entry per sequence: the sampled token, or -1 where sample was false. */
+  tokens: Int32Array;
+  /** Rows of vocabSize floats for the sequences that asked for logits, in order. */
+  logits: Float32Array;
+}
+
+export interface NativeEngineInfo {
+  backend: "cpu" | "cuda";
+  maxSlots: number;
+  kvBlockSize: number;
+  numKvBlocks: number;
+  numParameters: number;
+  /** Bytes of state per slot (conv + SSM). */
+  stateBytesPerSlot: number;
+}
+
+export interface NativeEngine {
+  readonly info: NativeEngineInfo;
+  /** Run one forward step over a mixed batch. Never call again before the promise settles. */
+  step(sequences: NativeStepSequence[]): Promise<NativeStepResult>;
+  /** Free native memory; the engine is unusable afterwards. */
+  close(): void;
+}
+
+export interface NativeAddon {
+  version(): string;
+  backends(): string[];
+  /** Loads weights (slow: runs off the main thread). */
+  createEngine(options: NativeEngineOptions): Promise<NativeEngine>;
+}
