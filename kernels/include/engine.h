@@ -1,5 +1,14 @@
-// Public C++ surface of the LatentMesh engine (used by kernels/napi and kernels/tests).
+// Public C++ surface of the LatentMesh engine, used by kernels/napi (the addon) and kernels/tests.
+//
+// A model is a stack of blocks (Mamba-2, MoE, attention, MLP) described by ModelSpec. Sequences
+// live in slots: each slot owns a conv state and an fp32 SSM state per Mamba layer; attention
+// layers share a paged KV pool addressed through per-sequence block tables. One step() runs a
+// mixed batch (prefill chunks and decode tokens of many sequences) and samples one token per
+// sequence that asks for it. Errors are thrown as lm::Error; nothing calls exit().
 #pragma once
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -7,5 +16,107 @@ namespace lm {
 
 const char* engine_version();
 std::vector<std::string> available_backends();
+
+/** Every engine failure: the message names the call or tensor at fault. */
+struct Error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+enum class BlockKind : char { Mamba = 'M', MoE = 'E', Attention = '*', MLP = '-' };
+
+/** The model's shape, already validated in TypeScript (contracts/model-config.ts). */
+struct ModelSpec {
+  int vocab_size = 0;
+  int hidden_size = 0;
+  std::string pattern;      // one BlockKind char per layer
+  std::string mtp_pattern;  // MTP blocks (loaded by a later issue)
+  float norm_eps = 1e-5f;
+  bool tie_word_embeddings = false;
+  // Mamba-2
+  int mamba_num_heads = 0, mamba_head_dim = 0, ssm_state_size = 0, n_groups = 1, conv_kernel = 4, chunk_size = 128;
+  float time_step_min = 0.f, time_step_max = 1e30f;  // dt clamp (time_step_limit); (0, inf) = none
+  bool use_conv_bias = true, mamba_proj_bias = false;
+  // attention
+  int num_attention_heads = 0, num_key_value_heads = 0, head_dim = 0;
+  bool attention_bias = false;
+  // MLP / MoE
+  int intermediate_size = 0, moe_intermediate_size = 0, moe_shared_expert_intermediate_size = 0;
+  int n_routed_experts = 0, num_experts_per_tok = 0, n_group = 1, topk_group = 1;
+  bool norm_topk_prob = true;
+  float routed_scaling_factor = 1.f;
+  int moe_latent_size = 0;  // 0: no LatentMoE projections
+  bool mlp_bias = false;
+
+  int mamba_inner() const { return mamba_num_heads * mamba_head_dim; }
+  int conv_dim() const { return mamba_inner() + 2 * n_groups * ssm_state_size; }
+  int moe_input_size() const { return moe_latent_size > 0 ? moe_latent_size : hidden_size; }
+  int count(BlockKind k) const;
+};
+
+enum class DType { F32, BF16, F16 };
+
+/** Where one tensor's bytes lie in a checkpoint file (validated by worker/checkpoint.ts). */
+struct TensorRef {
+  std::string name;
+  std::string file;
+  uint64_t offset = 0;
+  uint64_t nbytes = 0;
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;
+};
+
+struct EngineOptions {
+  ModelSpec spec;
+  std::vector<TensorRef> tensors;
+  bool dummy = false;
+  uint64_t dummy_seed = 0;
+  std::string backend = "cpu";
+  int max_slots = 8;
+  int kv_block_size = 16;
+  int num_kv_blocks = 256;
+  int threads = 0;  // 0: hardware concurrency
+};
+
+struct Sampling {
+  float temperature = 0.f;  // 0: greedy
+  int top_k = 0;            // 0: off
+  float top_p = 1.f;        // 1: off
+  uint64_t seed = 0;
+};
+
+enum class LogitsMode { None, Last, All };
+
+/** One sequence's share of a step. */
+struct StepSeq {
+  int slot = 0;
+  std::vector<int32_t> tokens;       // fed this step
+  int position = 0;                  // tokens already in the slot; 0 resets its state
+  std::vector<int32_t> block_table;  // KV blocks covering [0, position + tokens.size())
+  bool sample = true;
+  LogitsMode logits = LogitsMode::None;
+  Sampling sampling;
+};
+
+struct StepOutput {
+  std::vector<int32_t> tokens;  // one per sequence, -1 where sample is false
+  std::vector<float> logits;    // rows of vocab_size, for sequences that asked, in order
+};
+
+struct EngineInfo {
+  std::string backend;
+  int max_slots = 0, kv_block_size = 0, num_kv_blocks = 0;
+  uint64_t num_parameters = 0;
+  uint64_t state_bytes_per_slot = 0;
+};
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+  virtual StepOutput step(const std::vector<StepSeq>& batch) = 0;
+  virtual EngineInfo info() const = 0;
+};
+
+/** Loads weights (or builds dummy ones) and allocates state; throws lm::Error. */
+std::unique_ptr<Engine> create_engine(const EngineOptions& options);
 
 }  // namespace lm

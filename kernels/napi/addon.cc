@@ -1,11 +1,388 @@
-// Node-API glue only: converts arguments, runs engine calls, turns C++ exceptions into JS errors.
+// Node-API glue only: converts arguments, runs slow engine calls on the libuv pool as Promises,
+// and turns C++ exceptions into JS errors whose message names the call ("Engine.step: ...").
+// No engine logic and no exception ever crosses into Node.
 #include <node_api.h>
 
+#include <cstring>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "engine.h"
 
 namespace {
+
+struct JsError {
+  std::string message;
+};
+
+#define NAPI_OK(call)                                                     \
+  do {                                                                    \
+    if ((call) != napi_ok) throw JsError{std::string("N-API call failed: ") + #call}; \
+  } while (0)
+
+napi_value get_prop(napi_env env, napi_value obj, const char* key, const std::string& where) {
+  bool has = false;
+  NAPI_OK(napi_has_named_property(env, obj, key, &has));
+  if (!has) throw JsError{where + "." + key + " is required"};
+  napi_value v;
+  NAPI_OK(napi_get_named_property(env, obj, key, &v));
+  return v;
+}
+
+double get_number(napi_env env, napi_value obj, const char* key, const std::string& where) {
+  napi_value v = get_prop(env, obj, key, where);
+  double d;
+  if (napi_get_value_double(env, v, &d) != napi_ok) throw JsError{where + "." + key + " must be a number"};
+  return d;
+}
+
+int get_int(napi_env env, napi_value obj, const char* key, const std::string& where) {
+  return static_cast<int>(get_number(env, obj, key, where));
+}
+
+bool get_bool(napi_env env, napi_value obj, const char* key, const std::string& where) {
+  napi_value v = get_prop(env, obj, key, where);
+  bool b;
+  if (napi_get_value_bool(env, v, &b) != napi_ok) throw JsError{where + "." + key + " must be a boolean"};
+  return b;
+}
+
+std::string to_string(napi_env env, napi_value v, const std::string& what) {
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, v, nullptr, 0, &len) != napi_ok) throw JsError{what + " must be a string"};
+  std::string s(len, '\0');
+  NAPI_OK(napi_get_value_string_utf8(env, v, s.data(), len + 1, &len));
+  return s;
+}
+
+std::string get_string(napi_env env, napi_value obj, const char* key, const std::string& where) {
+  return to_string(env, get_prop(env, obj, key, where), where + "." + key);
+}
+
+uint32_t array_length(napi_env env, napi_value arr, const std::string& what) {
+  bool is_array = false;
+  NAPI_OK(napi_is_array(env, arr, &is_array));
+  if (!is_array) throw JsError{what + " must be an array"};
+  uint32_t n;
+  NAPI_OK(napi_get_array_length(env, arr, &n));
+  return n;
+}
+
+std::vector<int32_t> get_int32_array(napi_env env, napi_value obj, const char* key, const std::string& where) {
+  napi_value v = get_prop(env, obj, key, where);
+  bool is_typed = false;
+  NAPI_OK(napi_is_typedarray(env, v, &is_typed));
+  if (!is_typed) throw JsError{where + "." + key + " must be an Int32Array"};
+  napi_typedarray_type type;
+  size_t length;
+  void* data;
+  napi_value buf;
+  size_t offset;
+  NAPI_OK(napi_get_typedarray_info(env, v, &type, &length, &data, &buf, &offset));
+  if (type != napi_int32_array) throw JsError{where + "." + key + " must be an Int32Array"};
+  const auto* p = static_cast<const int32_t*>(data);
+  return std::vector<int32_t>(p, p + length);
+}
+
+napi_value make_error(napi_env env, const std::string& msg) {
+  napi_value m, e;
+  napi_create_string_utf8(env, msg.c_str(), msg.size(), &m);
+  napi_create_error(env, nullptr, m, &e);
+  return e;
+}
+
+void throw_js(napi_env env, const std::string& msg) { napi_throw(env, make_error(env, msg)); }
+
+lm::ModelSpec read_spec(napi_env env, napi_value o) {
+  const std::string w = "options.spec";
+  lm::ModelSpec s;
+  s.vocab_size = get_int(env, o, "vocabSize", w);
+  s.hidden_size = get_int(env, o, "hiddenSize", w);
+  s.pattern = get_string(env, o, "pattern", w);
+  s.mtp_pattern = get_string(env, o, "mtpPattern", w);
+  s.norm_eps = static_cast<float>(get_number(env, o, "normEps", w));
+  s.tie_word_embeddings = get_bool(env, o, "tieWordEmbeddings", w);
+  s.mamba_num_heads = get_int(env, o, "mambaNumHeads", w);
+  s.mamba_head_dim = get_int(env, o, "mambaHeadDim", w);
+  s.ssm_state_size = get_int(env, o, "ssmStateSize", w);
+  s.n_groups = get_int(env, o, "nGroups", w);
+  s.conv_kernel = get_int(env, o, "convKernel", w);
+  s.chunk_size = get_int(env, o, "chunkSize", w);
+  s.time_step_min = static_cast<float>(get_number(env, o, "timeStepMin", w));
+  s.time_step_max = static_cast<float>(get_number(env, o, "timeStepMax", w));
+  s.use_conv_bias = get_bool(env, o, "useConvBias", w);
+  s.mamba_proj_bias = get_bool(env, o, "mambaProjBias", w);
+  s.num_attention_heads = get_int(env, o, "numAttentionHeads", w);
+  s.num_key_value_heads = get_int(env, o, "numKeyValueHeads", w);
+  s.head_dim = get_int(env, o, "headDim", w);
+  s.attention_bias = get_bool(env, o, "attentionBias", w);
+  s.intermediate_size = get_int(env, o, "intermediateSize", w);
+  s.moe_intermediate_size = get_int(env, o, "moeIntermediateSize", w);
+  s.moe_shared_expert_intermediate_size = get_int(env, o, "moeSharedExpertIntermediateSize", w);
+  s.n_routed_experts = get_int(env, o, "nRoutedExperts", w);
+  s.num_experts_per_tok = get_int(env, o, "numExpertsPerTok", w);
+  s.n_group = get_int(env, o, "nGroup", w);
+  s.topk_group = get_int(env, o, "topkGroup", w);
+  s.norm_topk_prob = get_bool(env, o, "normTopkProb", w);
+  s.routed_scaling_factor = static_cast<float>(get_number(env, o, "routedScalingFactor", w));
+  s.moe_latent_size = get_int(env, o, "moeLatentSize", w);
+  s.mlp_bias = get_bool(env, o, "mlpBias", w);
+  return s;
+}
+
+lm::EngineOptions read_options(napi_env env, napi_value o) {
+  const std::string w = "options";
+  lm::EngineOptions opts;
+  opts.spec = read_spec(env, get_prop(env, o, "spec", w));
+  napi_value tensors = get_prop(env, o, "tensors", w);
+  const uint32_t n = array_length(env, tensors, "options.tensors");
+  for (uint32_t i = 0; i < n; ++i) {
+    napi_value t;
+    NAPI_OK(napi_get_element(env, tensors, i, &t));
+    const std::string tw = "options.tensors[" + std::to_string(i) + "]";
+    lm::TensorRef r;
+    r.name = get_string(env, t, "name", tw);
+    r.file = get_string(env, t, "file", tw);
+    r.offset = static_cast<uint64_t>(get_number(env, t, "offset", tw));
+    r.nbytes = static_cast<uint64_t>(get_number(env, t, "nbytes", tw));
+    const std::string dt = get_string(env, t, "dtype", tw);
+    if (dt == "F32") r.dtype = lm::DType::F32;
+    else if (dt == "BF16") r.dtype = lm::DType::BF16;
+    else if (dt == "F16") r.dtype = lm::DType::F16;
+    else throw JsError{tw + ".dtype must be F32, BF16 or F16"};
+    napi_value shape = get_prop(env, t, "shape", tw);
+    const uint32_t nd = array_length(env, shape, tw + ".shape");
+    for (uint32_t d = 0; d < nd; ++d) {
+      napi_value x;
+      double v;
+      NAPI_OK(napi_get_element(env, shape, d, &x));
+      if (napi_get_value_double(env, x, &v) != napi_ok) throw JsError{tw + ".shape must hold numbers"};
+      r.shape.push_back(static_cast<int64_t>(v));
+    }
+    opts.tensors.push_back(std::move(r));
+  }
+  const std::string lf = get_string(env, o, "loadFormat", w);
+  if (lf != "safetensors" && lf != "dummy") throw JsError{"options.loadFormat must be 'safetensors' or 'dummy'"};
+  opts.dummy = lf == "dummy";
+  opts.dummy_seed = static_cast<uint64_t>(get_number(env, o, "dummySeed", w));
+  opts.backend = get_string(env, o, "backend", w);
+  opts.max_slots = get_int(env, o, "maxSlots", w);
+  opts.kv_block_size = get_int(env, o, "kvBlockSize", w);
+  opts.num_kv_blocks = get_int(env, o, "numKvBlocks", w);
+  opts.threads = get_int(env, o, "threads", w);
+  return opts;
+}
+
+// ---- Engine object -------------------------------------------------------------------------
+
+struct EngineBox {
+  std::unique_ptr<lm::Engine> engine;
+  bool busy = false;
+  bool closed = false;
+  bool close_after_step = false;
+};
+
+struct StepWork {
+  EngineBox* box;
+  std::vector<lm::StepSeq> batch;
+  lm::StepOutput out;
+  std::string error;
+  napi_deferred deferred;
+  napi_async_work work;
+};
+
+napi_value make_info(napi_env env, const lm::EngineInfo& i) {
+  napi_value o, v;
+  NAPI_OK(napi_create_object(env, &o));
+  NAPI_OK(napi_create_string_utf8(env, i.backend.c_str(), i.backend.size(), &v));
+  NAPI_OK(napi_set_named_property(env, o, "backend", v));
+  auto num = [&](const char* k, double d) {
+    napi_value x;
+    NAPI_OK(napi_create_double(env, d, &x));
+    NAPI_OK(napi_set_named_property(env, o, k, x));
+  };
+  num("maxSlots", i.max_slots);
+  num("kvBlockSize", i.kv_block_size);
+  num("numKvBlocks", i.num_kv_blocks);
+  num("numParameters", static_cast<double>(i.num_parameters));
+  num("stateBytesPerSlot", static_cast<double>(i.state_bytes_per_slot));
+  return o;
+}
+
+EngineBox* unwrap_box(napi_env env, napi_callback_info info, size_t* argc, napi_value* argv) {
+  napi_value self;
+  NAPI_OK(napi_get_cb_info(env, info, argc, argv, &self, nullptr));
+  void* p = nullptr;
+  NAPI_OK(napi_unwrap(env, self, &p));
+  return static_cast<EngineBox*>(p);
+}
+
+lm::LogitsMode logits_mode(const std::string& s, const std::string& where) {
+  if (s == "none") return lm::LogitsMode::None;
+  if (s == "last") return lm::LogitsMode::Last;
+  if (s == "all") return lm::LogitsMode::All;
+  throw JsError{where + ".logits must be 'none', 'last' or 'all'"};
+}
+
+napi_value EngineStep(napi_env env, napi_callback_info info) {
+  try {
+    size_t argc = 1;
+    napi_value argv[1];
+    EngineBox* box = unwrap_box(env, info, &argc, argv);
+    if (box->closed || !box->engine) throw JsError{"engine is closed"};
+    if (box->busy) throw JsError{"a step is already running (never call step again before it settles)"};
+    if (argc < 1) throw JsError{"expected an array of sequences"};
+    auto work = std::make_unique<StepWork>();
+    work->box = box;
+    const uint32_t n = array_length(env, argv[0], "sequences");
+    for (uint32_t i = 0; i < n; ++i) {
+      napi_value s;
+      NAPI_OK(napi_get_element(env, argv[0], i, &s));
+      const std::string w = "sequences[" + std::to_string(i) + "]";
+      lm::StepSeq q;
+      q.slot = get_int(env, s, "slotId", w);
+      q.tokens = get_int32_array(env, s, "tokens", w);
+      q.position = get_int(env, s, "position", w);
+      q.block_table = get_int32_array(env, s, "blockTable", w);
+      q.sample = get_bool(env, s, "sample", w);
+      q.logits = logits_mode(get_string(env, s, "logits", w), w);
+      napi_value sp = get_prop(env, s, "sampling", w);
+      q.sampling.temperature = static_cast<float>(get_number(env, sp, "temperature", w + ".sampling"));
+      q.sampling.top_k = get_int(env, sp, "topK", w + ".sampling");
+      q.sampling.top_p = static_cast<float>(get_number(env, sp, "topP", w + ".sampling"));
+      q.sampling.seed = static_cast<uint64_t>(get_number(env, sp, "seed", w + ".sampling"));
+      work->batch.push_back(std::move(q));
+    }
+    napi_value promise, name;
+    NAPI_OK(napi_create_promise(env, &work->deferred, &promise));
+    NAPI_OK(napi_create_string_utf8(env, "Engine.step", NAPI_AUTO_LENGTH, &name));
+    NAPI_OK(napi_create_async_work(
+        env, nullptr, name,
+        [](napi_env, void* data) {
+          auto* w = static_cast<StepWork*>(data);
+          try {
+            w->out = w->box->engine->step(w->batch);
+          } catch (const std::exception& e) {
+            w->error = e.what();
+          }
+        },
+        [](napi_env env, napi_status, void* data) {
+          std::unique_ptr<StepWork> w(static_cast<StepWork*>(data));
+          w->box->busy = false;
+          if (!w->error.empty()) {
+            napi_reject_deferred(env, w->deferred, make_error(env, "Engine.step: " + w->error));
+          } else {
+            napi_value result, tokens, logits, buf;
+            void* raw;
+            napi_create_object(env, &result);
+            napi_create_arraybuffer(env, w->out.tokens.size() * 4, &raw, &buf);
+            if (!w->out.tokens.empty()) std::memcpy(raw, w->out.tokens.data(), w->out.tokens.size() * 4);
+            napi_create_typedarray(env, napi_int32_array, w->out.tokens.size(), buf, 0, &tokens);
+            napi_create_arraybuffer(env, w->out.logits.size() * 4, &raw, &buf);
+            if (!w->out.logits.empty()) std::memcpy(raw, w->out.logits.data(), w->out.logits.size() * 4);
+            napi_create_typedarray(env, napi_float32_array, w->out.logits.size(), buf, 0, &logits);
+            napi_set_named_property(env, result, "tokens", tokens);
+            napi_set_named_property(env, result, "logits", logits);
+            napi_resolve_deferred(env, w->deferred, result);
+          }
+          if (w->box->close_after_step) w->box->engine.reset();
+          napi_delete_async_work(env, w->work);
+        },
+        work.get(), &work->work));
+    box->busy = true;
+    NAPI_OK(napi_queue_async_work(env, work->work));
+    work.release();
+    return promise;
+  } catch (const JsError& e) {
+    throw_js(env, "Engine.step: " + e.message);
+    return nullptr;
+  }
+}
+
+napi_value EngineClose(napi_env env, napi_callback_info info) {
+  try {
+    size_t argc = 0;
+    EngineBox* box = unwrap_box(env, info, &argc, nullptr);
+    box->closed = true;
+    if (box->busy) box->close_after_step = true;
+    else box->engine.reset();
+  } catch (const JsError& e) {
+    throw_js(env, "Engine.close: " + e.message);
+  }
+  return nullptr;
+}
+
+struct CreateWork {
+  lm::EngineOptions options;
+  std::unique_ptr<lm::Engine> engine;
+  std::string error;
+  napi_deferred deferred;
+  napi_async_work work;
+};
+
+napi_value wrap_engine(napi_env env, std::unique_ptr<lm::Engine> engine) {
+  napi_value obj;
+  NAPI_OK(napi_create_object(env, &obj));
+  auto* box = new EngineBox();
+  box->engine = std::move(engine);
+  const lm::EngineInfo info = box->engine->info();
+  NAPI_OK(napi_wrap(env, obj, box, [](napi_env, void* data, void*) { delete static_cast<EngineBox*>(data); }, nullptr, nullptr));
+  napi_value step_fn, close_fn;
+  NAPI_OK(napi_create_function(env, "step", NAPI_AUTO_LENGTH, EngineStep, nullptr, &step_fn));
+  NAPI_OK(napi_create_function(env, "close", NAPI_AUTO_LENGTH, EngineClose, nullptr, &close_fn));
+  napi_property_descriptor props[] = {
+      {"step", nullptr, nullptr, nullptr, nullptr, step_fn, napi_default, nullptr},
+      {"close", nullptr, nullptr, nullptr, nullptr, close_fn, napi_default, nullptr},
+      {"info", nullptr, nullptr, nullptr, nullptr, make_info(env, info), napi_enumerable, nullptr},
+  };
+  NAPI_OK(napi_define_properties(env, obj, 3, props));
+  return obj;
+}
+
+napi_value CreateEngine(napi_env env, napi_callback_info info) {
+  try {
+    size_t argc = 1;
+    napi_value argv[1];
+    NAPI_OK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+    if (argc < 1) throw JsError{"expected an options object"};
+    auto work = std::make_unique<CreateWork>();
+    work->options = read_options(env, argv[0]);
+    napi_value promise, name;
+    NAPI_OK(napi_create_promise(env, &work->deferred, &promise));
+    NAPI_OK(napi_create_string_utf8(env, "createEngine", NAPI_AUTO_LENGTH, &name));
+    NAPI_OK(napi_create_async_work(
+        env, nullptr, name,
+        [](napi_env, void* data) {
+          auto* w = static_cast<CreateWork*>(data);
+          try {
+            w->engine = lm::create_engine(w->options);
+          } catch (const std::exception& e) {
+            w->error = e.what();
+          }
+        },
+        [](napi_env env, napi_status, void* data) {
+          std::unique_ptr<CreateWork> w(static_cast<CreateWork*>(data));
+          if (!w->error.empty()) {
+            napi_reject_deferred(env, w->deferred, make_error(env, "createEngine: " + w->error));
+          } else {
+            try {
+              napi_resolve_deferred(env, w->deferred, wrap_engine(env, std::move(w->engine)));
+            } catch (const JsError& e) {
+              napi_reject_deferred(env, w->deferred, make_error(env, "createEngine: " + e.message));
+            }
+          }
+          napi_delete_async_work(env, w->work);
+        },
+        work.get(), &work->work));
+    NAPI_OK(napi_queue_async_work(env, work->work));
+    work.release();
+    return promise;
+  } catch (const JsError& e) {
+    throw_js(env, "createEngine: " + e.message);
+    return nullptr;
+  }
+}
 
 napi_value Version(napi_env env, napi_callback_info) {
   napi_value out;
@@ -29,6 +406,7 @@ napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"version", nullptr, Version, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"backends", nullptr, Backends, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"createEngine", nullptr, CreateEngine, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;
