@@ -1,0 +1,121 @@
+/**
+ * How the operator wires the pods it creates, and what router and worker processes read back:
+ * labels, environment variables, ports, mount paths. The worker and router flags named here follow
+ * core/flags' convention (flag `groupId` reads LATENTMESH_GROUP_ID), so a pod needs no arguments.
+ */
+
+/** Label keys on every object the operator owns (recommended `app.kubernetes.io/*` labels first). */
+export const LABEL = {
+  name: "app.kubernetes.io/name",
+  instance: "app.kubernetes.io/instance",
+  component: "app.kubernetes.io/component",
+  partOf: "app.kubernetes.io/part-of",
+  managedBy: "app.kubernetes.io/managed-by",
+  /** The owning ModelDeployment's name (selectors use this one). */
+  deployment: "latentmesh.dev/deployment",
+  /** The served model name. */
+  model: "latentmesh.dev/model",
+  /** Worker group index, on worker-group objects and pods. */
+  group: "latentmesh.dev/group",
+  /** StatefulSet pod ordinal, set by Kubernetes >= 1.28 on every StatefulSet pod. */
+  podIndex: "apps.kubernetes.io/pod-index",
+} as const;
+
+export const LABEL_VALUES = {
+  name: "latentmesh",
+  managedBy: "latentmesh-operator",
+} as const;
+
+export const COMPONENTS = ["router", "worker", "shard-plan"] as const;
+export type Component = (typeof COMPONENTS)[number];
+
+/** Annotations the operator sets. */
+export const ANNOTATION = {
+  /** Hash of the spec a group's pods were built from; a change rolls the group. */
+  specHash: "latentmesh.dev/spec-hash",
+  /** Set on a group's StatefulSet when it was restarted as a unit (RFC 3339). */
+  restartedAt: "latentmesh.dev/restarted-at",
+  /** Count of unit restarts of a group. */
+  restarts: "latentmesh.dev/restarts",
+} as const;
+
+/** Environment variables of worker pods (one process per rank). */
+export const WORKER_ENV = {
+  deployment: "LATENTMESH_DEPLOYMENT",
+  namespace: "LATENTMESH_NAMESPACE",
+  modelName: "LATENTMESH_MODEL_NAME",
+  /** Local checkpoint directory (after the download init step, if any). */
+  model: "LATENTMESH_MODEL",
+  backend: "LATENTMESH_BACKEND",
+  dtype: "LATENTMESH_DTYPE",
+  natsUrl: "LATENTMESH_NATS_URL",
+  /** Path of a NATS credentials file, when the deployment names one. */
+  natsCreds: "LATENTMESH_NATS_CREDS",
+  groupId: "LATENTMESH_GROUP_ID",
+  /** This pod's ordinal in its group; its first rank is podIndex × ranksPerPod. */
+  podIndex: "LATENTMESH_POD_INDEX",
+  ranksPerPod: "LATENTMESH_RANKS_PER_POD",
+  /** Ranks in the group (= spec.workers.expertParallel). */
+  worldSize: "LATENTMESH_WORLD_SIZE",
+  /** host:port of rank 0's rendezvous endpoint, through the group's headless Service. */
+  leaderAddress: "LATENTMESH_LEADER_ADDRESS",
+  /** Path of the shard plan JSON (see model-deployment-shard-plan.ts). */
+  shardPlan: "LATENTMESH_SHARD_PLAN",
+  maxSequences: "LATENTMESH_MAX_SEQUENCES",
+  /** 0 when MTP speculation is off. */
+  mtpMaxDraftTokens: "LATENTMESH_MTP_MAX_DRAFT_TOKENS",
+  metricsPort: "LATENTMESH_METRICS_PORT",
+} as const;
+
+/** Environment variables of router pods. */
+export const ROUTER_ENV = {
+  deployment: "LATENTMESH_DEPLOYMENT",
+  namespace: "LATENTMESH_NAMESPACE",
+  modelName: "LATENTMESH_MODEL_NAME",
+  natsUrl: "LATENTMESH_NATS_URL",
+  natsCreds: "LATENTMESH_NATS_CREDS",
+  host: "LATENTMESH_HOST",
+  port: "LATENTMESH_PORT",
+  apiKey: "LATENTMESH_API_KEY",
+  /** Path of the router's JSON config (admission limits, speculation policy). */
+  config: "LATENTMESH_ROUTER_CONFIG",
+} as const;
+
+export const PORTS = {
+  routerHttp: 8000,
+  workerMetrics: 9090,
+  /** Rank 0's rendezvous (NCCL bootstrap / CPU socket transport) port. */
+  groupRendezvous: 29500,
+} as const;
+
+export const PATHS = {
+  modelCache: "/var/lib/latentmesh/models",
+  shardPlanDir: "/etc/latentmesh/shard-plan",
+  shardPlanFile: "plan.json",
+  routerConfigDir: "/etc/latentmesh/router",
+  routerConfigFile: "router.json",
+  natsCredsDir: "/etc/latentmesh/nats",
+} as const;
+
+/** The first global rank of a pod in its group. */
+export function rankOffset(podIndex: number, ranksPerPod: number): number {
+  return podIndex * ranksPerPod;
+}
+
+/** Object names derived from a ModelDeployment's name (all within DNS-label limits for names ≤ 40). */
+export const names = {
+  router: (md: string) => `${md}-router`,
+  routerConfig: (md: string) => `${md}-router`,
+  routerAccount: (md: string) => `${md}-router`,
+  workerAccount: (md: string) => `${md}-worker`,
+  group: (md: string, index: number) => `${md}-g${index}`,
+  shardPlan: (md: string) => `${md}-shard-plan`,
+  serviceMonitor: (md: string) => md,
+  networkPolicy: (md: string) => `${md}-workers`,
+} as const;
+
+/** DNS name of a group's leader pod (ordinal 0) through the group's headless Service. */
+export function leaderHost(md: string, namespace: string, group: number): string {
+  const g = names.group(md, group);
+  return `${g}-0.${g}.${namespace}.svc`;
+}
