@@ -12,6 +12,7 @@ export const ERROR_CODES = [
   "context_length_exceeded",
   "queue_full",
   "no_live_rank",
+  "draining",
   "cancelled",
   "timeout",
   "worker_lost",
@@ -40,6 +41,8 @@ export const ERROR_MAPPING: Readonly<Record<ErrorCode, ErrorMapping>> = {
   context_length_exceeded: { httpStatus: 400, openaiType: "invalid_request_error", exitCode: 2 },
   queue_full: { httpStatus: 429, openaiType: "rate_limit_error", exitCode: 1 },
   no_live_rank: { httpStatus: 503, openaiType: "service_unavailable", exitCode: 1 },
+  /** A rank that is finishing its work and takes nothing new (the router places the request elsewhere). */
+  draining: { httpStatus: 503, openaiType: "service_unavailable", exitCode: 1 },
   cancelled: { httpStatus: 499, openaiType: "cancelled", exitCode: 1 },
   timeout: { httpStatus: 504, openaiType: "timeout", exitCode: 1 },
   worker_lost: { httpStatus: 502, openaiType: "server_error", exitCode: 1 },

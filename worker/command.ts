@@ -1,18 +1,17 @@
 /** `latentmesh worker`: one process per GPU rank, driving the engine. */
-import { z } from "zod";
-import { defineCommand, flag, parse } from "../core/flags.js";
-import { notYet } from "../core/not-yet.js";
+import { defineCommand } from "../core/flags.js";
+import { WORKER_FLAGS, type WorkerConfig } from "./config.js";
+import { runWorker } from "./main.js";
 
 export const workerCommand = defineCommand({
   name: "worker",
   summary: "one engine rank: takes requests from NATS, batches them, streams tokens back",
-  flags: {
-    model: flag(z.string().min(1).optional(), "checkpoint directory (config.json + safetensors)", { placeholder: "DIR" }),
-    loadFormat: flag(z.enum(["auto", "dummy"]).default("auto"), "auto: read the checkpoint; dummy: random weights of its config", { placeholder: "FORMAT" }),
-    backend: flag(z.enum(["cpu", "cuda"]).default("cpu"), "compute backend", { placeholder: "NAME" }),
-    natsUrl: flag(parse.url(["nats", "tls", "ws", "wss"]).default("nats://127.0.0.1:4222"), "NATS server URL", { placeholder: "URL" }),
-  },
-  async run() {
-    notYet("worker", "serving-path issue");
+  details: `
+Subjects: lm.<namespace>.<deployment>.rank.<worker-id>.{generate,cancel}; load reports on
+lm.<namespace>.<deployment>.load. SIGTERM drains: no new requests, accepted ones finish, then exit.`,
+  flags: WORKER_FLAGS,
+  async run(flags, ctx) {
+    // parseFlags adds the common flags (log level and format) to every command's flags
+    return runWorker(flags as WorkerConfig, ctx.signal);
   },
 });

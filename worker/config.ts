@@ -1,0 +1,38 @@
+/**
+ * The worker's flags (each also read from LATENTMESH_<NAME>), parsed once by core/flags.ts into a
+ * readonly WorkerConfig that main.ts passes down.
+ */
+import { z } from "zod";
+import { flag, parse, type CommonFlags, type ParsedFlags } from "../core/flags.js";
+import { SubjectToken } from "../contracts/subjects.js";
+import { NATS_FLAGS } from "./nats.js";
+
+const name = (help: string, def: string) => flag(SubjectToken.default(def), help, { placeholder: "NAME" });
+
+export const WORKER_FLAGS = {
+  model: flag(z.string().min(1).optional(), "checkpoint directory (config.json + safetensors + tokenizer)", { placeholder: "DIR" }),
+  servedModelName: flag(z.string().min(1).optional(), "model name clients ask for (default: the checkpoint directory's name)", { placeholder: "NAME" }),
+  loadFormat: flag(z.enum(["auto", "dummy"]).default("auto"), "auto: read the checkpoint; dummy: random weights of its config", { placeholder: "FORMAT" }),
+  dummySeed: flag(parse.int({ min: 0 }).default(0), "seed of dummy weights", { placeholder: "N" }),
+  backend: flag(z.enum(["cpu", "cuda"]).default("cpu"), "compute backend", { placeholder: "NAME" }),
+  threads: flag(parse.int({ min: 0 }).default(0), "CPU threads for the cpu backend (0: all cores)", { placeholder: "N" }),
+  ...NATS_FLAGS,
+  namespace: name("deployment namespace (NATS subject prefix)", "default"),
+  deployment: name("deployment name (NATS subject prefix)", "local"),
+  group: name("worker group", "g0"),
+  rank: flag(parse.int({ min: 0 }).default(0), "rank within the group", { placeholder: "N" }),
+  workerId: flag(SubjectToken.optional(), "unique id of this rank (default: <group>-<rank>)", { placeholder: "ID" }),
+  maxSlots: flag(parse.int({ min: 1, max: 4096 }).default(16), "sequences running at once (state slots)", { placeholder: "N" }),
+  maxContextTokens: flag(parse.int({ min: 1 }).default(4096), "prompt + output tokens per sequence at most (capped by the model)", { placeholder: "N" }),
+  kvBlockSize: flag(parse.int({ min: 1, max: 1024 }).default(16), "tokens per KV-cache block", { placeholder: "N" }),
+  numKvBlocks: flag(parse.int({ min: 0 }).default(0), "KV-cache blocks (0: enough for every slot at full context)", { placeholder: "N" }),
+  stepTokenBudget: flag(parse.int({ min: 1 }).default(512), "tokens per engine step at most (chunked prefill budget)", { placeholder: "N" }),
+  maxWaiting: flag(parse.int({ min: 0 }).default(256), "waiting sequences beyond which requests are refused (queue_full)", { placeholder: "N" }),
+  reportIntervalMs: flag(parse.int({ min: 20, max: 5000 }).default(250), "load report period", { placeholder: "MS" }),
+  opsHost: flag(z.string().default("0.0.0.0"), "address of the ops HTTP and gRPC ports", { placeholder: "ADDR" }),
+  httpPort: flag(parse.int({ min: 0, max: 65535 }).default(9100), "ops HTTP port: /metrics /healthz /readyz (0: any free port)", { placeholder: "N" }),
+  grpcPort: flag(parse.int({ min: 0, max: 65535 }).default(9101), "gRPC admin port: health, Drain, Stats (0: any free port)", { placeholder: "N" }),
+  drainTimeoutS: flag(parse.int({ min: 0 }).default(600), "on SIGTERM, seconds to finish accepted work before exiting anyway", { placeholder: "S" }),
+};
+
+export type WorkerConfig = ParsedFlags<typeof WORKER_FLAGS> & CommonFlags;

@@ -1,0 +1,147 @@
+/**
+ * The worker's hot loop (nano-vllm's step): schedule → engine.step (one native call, never two in
+ * flight) → postprocess → emit. It sleeps while there is no work and wakes on submit or cancel.
+ * An engine error ends the sequences of that step with an error and the loop goes on.
+ */
+import type { Logger } from "../core/log.js";
+import type { StepEngine } from "./engine-port.js";
+import type { NativeStepSequence } from "./native.js";
+import type { ScheduleResult, Scheduler, StepOutcome } from "./scheduler.js";
+import type { Sequence } from "./sequence.js";
+
+/** Where the loop's results go (the NATS service, or a test). */
+export interface LoopSink {
+  /** Tokens sampled in one step, finished sequences included. */
+  onStep(outcomes: readonly StepOutcome[]): void;
+  /** Sequences dropped after cancel(). */
+  onCancelled(seqs: readonly Sequence[]): void;
+  /** Sequences ended by an engine failure. */
+  onFailed(seqs: readonly Sequence[], error: Error): void;
+}
+
+/** Recent step statistics, for load reports and metrics. */
+export interface StepStats {
+  /** Exponential moving average of the engine step time. */
+  stepTimeMs: number;
+  /** Tokens sampled per second over recent steps. */
+  tokensPerSecond: number;
+  steps: number;
+  promptTokens: number;
+  generatedTokens: number;
+}
+
+const EMA_ALPHA = 0.2;
+
+export class EngineLoop {
+  readonly stats: StepStats = { stepTimeMs: 0, tokensPerSecond: 0, steps: 0, promptTokens: 0, generatedTokens: 0 };
+  private wake: (() => void) | null = null;
+  private stopped = false;
+  private idle: Promise<void> = Promise.resolve();
+  private settleIdle: (() => void) | null = null;
+  private done: Promise<void> | null = null;
+
+  constructor(
+    private readonly engine: StepEngine,
+    private readonly scheduler: Scheduler,
+    private readonly sink: LoopSink,
+    private readonly log: Logger,
+    private readonly now: () => number = () => performance.now(),
+  ) {}
+
+  start(): void {
+    this.done ??= this.run();
+  }
+
+  submit(seq: Sequence): void {
+    this.scheduler.add(seq);
+    this.kick();
+  }
+
+  cancel(requestId: string, attempt?: number): boolean {
+    const found = this.scheduler.cancel(requestId, attempt);
+    if (found) this.kick();
+    return found;
+  }
+
+  /** Resolves once no sequence is waiting or running. */
+  whenIdle(): Promise<void> {
+    return this.scheduler.hasWork ? this.idle : Promise.resolve();
+  }
+
+  /** Stops after the current step; resolves when the loop has exited. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.kick();
+    await this.done;
+  }
+
+  private kick(): void {
+    if (this.scheduler.hasWork && !this.settleIdle) {
+      this.idle = new Promise((resolve) => (this.settleIdle = resolve));
+    }
+    const wake = this.wake;
+    this.wake = null;
+    wake?.();
+  }
+
+  private async run(): Promise<void> {
+    while (!this.stopped) {
+      const plan = this.scheduler.schedule();
+      if (plan.cancelled.length > 0) this.sink.onCancelled(plan.cancelled);
+      if (plan.items.length === 0) {
+        if (!this.scheduler.hasWork) {
+          const settle = this.settleIdle;
+          this.settleIdle = null;
+          settle?.();
+        }
+        await new Promise<void>((resolve) => (this.wake = resolve));
+        continue;
+      }
+      await this.step(plan);
+    }
+  }
+
+  private async step(plan: ScheduleResult): Promise<void> {
+    const t0 = this.now();
+    let sampled: Int32Array;
+    try {
+      sampled = (await this.engine.step(plan.items.map((item) => toNative(item)))).tokens;
+    } catch (err) {
+      const error = err instanceof Error ? err : new Error(String(err));
+      this.log.error({ err: error, batch: plan.items.length }, "engine step failed; ending its sequences");
+      this.sink.onFailed(this.scheduler.abort(plan.items), error);
+      return;
+    }
+    const elapsedMs = this.now() - t0;
+    const outcomes = this.scheduler.postprocess(plan, sampled);
+    this.record(plan, outcomes.length, elapsedMs);
+    this.sink.onStep(outcomes);
+  }
+
+  private record(plan: ScheduleResult, numSampled: number, elapsedMs: number): void {
+    const s = this.stats;
+    s.steps++;
+    s.stepTimeMs = s.steps === 1 ? elapsedMs : s.stepTimeMs + EMA_ALPHA * (elapsedMs - s.stepTimeMs);
+    const rate = elapsedMs > 0 ? (numSampled * 1000) / elapsedMs : 0;
+    s.tokensPerSecond = s.steps === 1 ? rate : s.tokensPerSecond + EMA_ALPHA * (rate - s.tokensPerSecond);
+    s.generatedTokens += numSampled;
+    for (const item of plan.items) {
+      const promptPart = Math.max(0, Math.min(item.start + item.numTokens, item.seq.numPromptTokens) - item.start);
+      s.promptTokens += promptPart;
+    }
+  }
+}
+
+function toNative(item: ScheduleResult["items"][number]): NativeStepSequence {
+  const seq = item.seq;
+  return {
+    slotId: seq.slotId as number,
+    tokens: Int32Array.from(seq.tokens.slice(item.start, item.start + item.numTokens)),
+    position: item.start,
+    // the scheduler grows blockIds exactly to cover [0, start + numTokens)
+    blockTable: Int32Array.from(seq.blockIds),
+    sample: item.sample,
+    logits: "none",
+    sampling: { temperature: seq.sampling.temperature, topK: seq.sampling.topK, topP: seq.sampling.topP, seed: seq.sampling.seed },
+  };
+}

@@ -1,0 +1,96 @@
+/**
+ * One worker rank end to end: load the engine (with progress lines), join NATS, serve requests, expose
+ * the ops ports, and on SIGTERM drain — stop taking requests, finish accepted ones, exit.
+ */
+import { basename, resolve } from "node:path";
+import { availableParallelism } from "node:os";
+import type { Server } from "node:http";
+import type * as grpc from "@grpc/grpc-js";
+import { LatentMeshError } from "../contracts/errors.js";
+import { deploymentSubjects } from "../contracts/subjects.js";
+import { createLogger, type Logger } from "../core/log.js";
+import { startAdminGrpc } from "./admin-grpc.js";
+import type { WorkerConfig } from "./config.js";
+import type { LoadedEngine } from "./engine-port.js";
+import { Engine } from "./engine.js";
+import { EngineLoop } from "./loop.js";
+import { createWorkerMetrics } from "./metrics.js";
+import { connectNats } from "./nats.js";
+import { startOpsHttp } from "./ops-http.js";
+import { Scheduler } from "./scheduler.js";
+import { WorkerService } from "./service.js";
+import { KvBlockPool, SlotPool } from "./slots.js";
+
+/** Runs until `signal` aborts, then drains and resolves with the exit code. */
+export async function runWorker(cfg: WorkerConfig, signal: AbortSignal): Promise<number> {
+  const log = createLogger({ name: "worker", level: cfg.logLevel, format: cfg.logFormat });
+  if (!cfg.model) throw new LatentMeshError("invalid_config", "--model is required (a checkpoint directory)");
+  const modelDir = resolve(cfg.model);
+  const workerId = cfg.workerId ?? `${cfg.group}-${cfg.rank}`;
+  const model = cfg.servedModelName ?? basename(modelDir);
+  const numKvBlocks = cfg.numKvBlocks > 0 ? cfg.numKvBlocks : cfg.maxSlots * Math.ceil(cfg.maxContextTokens / cfg.kvBlockSize);
+  const wlog = log.child({ workerId });
+
+  wlog.info({ modelDir, loadFormat: cfg.loadFormat, backend: cfg.backend }, "loading engine");
+  const t0 = performance.now();
+  const engine: LoadedEngine = await Engine.load({
+    modelDir,
+    loadFormat: cfg.loadFormat,
+    backend: cfg.backend,
+    maxSlots: cfg.maxSlots,
+    kvBlockSize: cfg.kvBlockSize,
+    numKvBlocks,
+    threads: cfg.threads > 0 ? cfg.threads : availableParallelism(),
+    dummySeed: cfg.dummySeed,
+    onProgress: (line) => wlog.info(`load: ${line}`),
+  });
+  const kvLimit = engine.config.pattern.includes("*") ? numKvBlocks * cfg.kvBlockSize : Infinity;
+  const maxContextTokens = Math.min(cfg.maxContextTokens, engine.config.maxPositionEmbeddings, kvLimit);
+  wlog.info({ seconds: +((performance.now() - t0) / 1000).toFixed(2), parameters: engine.info.numParameters, maxContextTokens, eosTokenIds: engine.eosTokenIds }, "engine loaded");
+
+  const nc = await connectNats(cfg, `latentmesh-worker-${workerId}`);
+  const subjects = deploymentSubjects(cfg.namespace, cfg.deployment);
+  const scheduler = new Scheduler(
+    { maxRunning: cfg.maxSlots, stepTokenBudget: Math.max(cfg.stepTokenBudget, cfg.maxSlots) },
+    new SlotPool(cfg.maxSlots),
+    new KvBlockPool(numKvBlocks, cfg.kvBlockSize),
+  );
+  const metrics = createWorkerMetrics({ model, worker_id: workerId });
+  let service: WorkerService | undefined;
+  const loop = new EngineLoop(engine, scheduler, { onStep: (o) => service?.onStep(o), onCancelled: (s) => service?.onCancelled(s), onFailed: (s, e) => service?.onFailed(s, e) }, wlog);
+  service = new WorkerService(
+    nc,
+    subjects,
+    { workerId, model, group: cfg.group, rank: cfg.rank, maxContextTokens },
+    { vocabSize: engine.config.vocabSize, eosTokenIds: engine.eosTokenIds, maxWaiting: cfg.maxWaiting },
+    scheduler,
+    loop,
+    metrics,
+    wlog,
+    cfg.reportIntervalMs,
+  );
+  const svc = service;
+  loop.start();
+  const ops = await startOpsHttp(cfg.opsHost, cfg.httpPort, metrics.registry, { isLive: () => !nc.isClosed(), isReady: () => svc.isReady });
+  const admin = await startAdminGrpc(cfg.opsHost, cfg.grpcPort, { isServing: () => svc.isReady, stats: () => svc.currentLoad(), drain: () => svc.drain() });
+  await svc.start();
+  wlog.info({ model, subject: subjects.generate(workerId), httpPort: ops.port, grpcPort: admin.port, maxSlots: cfg.maxSlots, numKvBlocks }, "worker ready");
+
+  await new Promise<void>((r) => (signal.aborted ? r() : signal.addEventListener("abort", () => r(), { once: true })));
+  return shutdown(wlog, cfg, svc, loop, engine, nc, ops.server, admin.server);
+}
+
+async function shutdown(log: Logger, cfg: WorkerConfig, svc: WorkerService, loop: EngineLoop, engine: LoadedEngine, nc: { drain(): Promise<void> }, http: Server, admin: grpc.Server): Promise<number> {
+  let timer: NodeJS.Timeout | undefined;
+  const drained = await Promise.race([svc.drain().then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), cfg.drainTimeoutS * 1000)))]);
+  clearTimeout(timer);
+  if (!drained) log.warn({ timeoutS: cfg.drainTimeoutS }, "drain timed out; exiting with work unfinished");
+  await svc.stop();
+  await loop.stop();
+  await nc.drain().catch(() => undefined);
+  http.close();
+  admin.forceShutdown();
+  engine.close();
+  log.info("worker stopped");
+  return drained ? 0 : 1;
+}

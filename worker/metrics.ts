@@ -1,0 +1,60 @@
+/**
+ * The worker's Prometheus metrics: exactly WORKER_METRICS of contracts/metrics.ts, with vLLM's
+ * semantics, on a registry of their own (served at /metrics by ops-http.ts). Every series carries
+ * this rank's `model` and `worker_id` labels.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { WORKER_METRICS, type MetricDef } from "../contracts/metrics.js";
+
+type Labels = { model: string; worker_id: string };
+
+/** The worker metrics this build updates, already bound to the rank's labels. */
+export interface WorkerMetrics {
+  readonly registry: Registry;
+  setLoad(v: { running: number; waiting: number; kvUsage: number; slotUsage: number }): void;
+  addPromptTokens(n: number): void;
+  addGenerationTokens(n: number): void;
+  observeTimeToFirstToken(seconds: number): void;
+  observeInterTokenLatency(seconds: number): void;
+}
+
+export function createWorkerMetrics(labels: Labels): WorkerMetrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const made = new Map<string, Counter | Gauge | Histogram>();
+  for (const d of Object.values(WORKER_METRICS) as MetricDef[]) made.set(d.name, make(d, registry));
+  const gauge = (d: MetricDef) => made.get(d.name) as Gauge;
+  const counter = (d: MetricDef) => made.get(d.name) as Counter;
+  const histogram = (d: MetricDef) => made.get(d.name) as Histogram;
+  const m = WORKER_METRICS;
+  const metrics: WorkerMetrics = {
+    registry,
+    setLoad(v) {
+      gauge(m.numRequestsRunning).set(labels, v.running);
+      gauge(m.numRequestsWaiting).set(labels, v.waiting);
+      gauge(m.kvCacheUsagePerc).set(labels, v.kvUsage);
+      gauge(m.stateSlotsUsagePerc).set(labels, v.slotUsage);
+    },
+    addPromptTokens: (n) => counter(m.promptTokensTotal).inc(labels, n),
+    addGenerationTokens: (n) => counter(m.generationTokensTotal).inc(labels, n),
+    observeTimeToFirstToken: (s) => histogram(m.timeToFirstToken).observe(labels, s),
+    observeInterTokenLatency: (s) => histogram(m.interTokenLatency).observe(labels, s),
+  };
+  // series a scrape shows before the first request
+  metrics.setLoad({ running: 0, waiting: 0, kvUsage: 0, slotUsage: 0 });
+  metrics.addPromptTokens(0);
+  metrics.addGenerationTokens(0);
+  return metrics;
+}
+
+function make(d: MetricDef, registry: Registry): Counter | Gauge | Histogram {
+  const common = { name: d.name, help: d.help, labelNames: [...d.labels], registers: [registry] };
+  switch (d.type) {
+    case "counter":
+      return new Counter(common);
+    case "gauge":
+      return new Gauge(common);
+    case "histogram":
+      return new Histogram({ ...common, buckets: [...(d.buckets ?? [])] });
+  }
+}
