@@ -43,7 +43,7 @@ export interface CommandSpec<F extends FlagMap = FlagMap> {
   readonly flags: F;
   /** Name of accepted positional arguments for --help; absent = none accepted. */
   readonly positionals?: string;
-  run(flags: ParsedFlags<F>, ctx: CommandContext): Promise<number | void>;
+  run(flags: ParsedFlags<F> & CommonFlags, ctx: CommandContext): Promise<number | void>;
 }
 
 /** Declare a command with its flags' types inferred. */

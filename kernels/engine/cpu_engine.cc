@@ -68,6 +68,18 @@ class CpuEngine final : public Engine {
 
   StepOutput step(const std::vector<StepSeq>& batch) override;
 
+  std::vector<float> slot_state(int slot) const override {
+    if (slot < 0 || slot >= opts_.max_slots) throw Error("slot_state: slot out of range");
+    std::vector<float> out;
+    for (int l = 0; l < n_mamba_; ++l) {
+      const float* c = conv_state_.data() + (static_cast<int64_t>(l) * opts_.max_slots + slot) * conv_state_size();
+      const float* s = ssm_state_.data() + (static_cast<int64_t>(l) * opts_.max_slots + slot) * ssm_state_size();
+      out.insert(out.end(), c, c + conv_state_size());
+      out.insert(out.end(), s, s + ssm_state_size());
+    }
+    return out;
+  }
+
  private:
   const ModelSpec spec_;
   const EngineOptions opts_;
@@ -246,7 +258,6 @@ void CpuEngine::mamba(const Layer& L, const std::vector<StepSeq>& batch, const s
         dt[t * nh + hh] = std::min(std::max(d, spec_.time_step_min), spec_.time_step_max);
       }
     cpu::SsmArgs a{T, nh, P, G, N, xbc.data(), CD, xbc.data() + I, xbc.data() + I + G * N, CD, dt.data(), M.A.data(), M.D, ssm_state(M.index, batch[i].slot), y.data() + r0 * I};
-    a.bc_stride = CD;
     if (T == 1) cpu::ssm_recurrent_scan(a);
     else cpu::ssd_chunked_scan(a, spec_.chunk_size);
   }

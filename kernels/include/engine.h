@@ -114,6 +114,8 @@ class Engine {
   virtual ~Engine() = default;
   virtual StepOutput step(const std::vector<StepSeq>& batch) = 0;
   virtual EngineInfo info() const = 0;
+  /** A copy of one slot's Mamba state (conv then SSM, layer by layer), for tests and MTP checks. */
+  virtual std::vector<float> slot_state(int slot) const = 0;
 };
 
 /** Loads weights (or builds dummy ones) and allocates state; throws lm::Error. */

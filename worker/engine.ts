@@ -1,0 +1,134 @@
+/**
+ * The engine as the worker sees it: loads a checkpoint (or dummy weights of its config) into the
+ * native engine and runs steps. The only module that touches the addon (STYLE rule 4).
+ */
+import { availableParallelism } from "node:os";
+import { LatentMeshError } from "../contracts/errors.js";
+import type { ModelConfig } from "../contracts/model-config.js";
+import { loadAddon } from "./addon.js";
+import { readCheckpoint, readConfigs } from "./checkpoint.js";
+import type { NativeEngine, NativeEngineInfo, NativeModelSpec, NativeStepResult, NativeStepSequence, NativeTensorRef } from "./native.js";
+
+export type { NativeStepResult as StepResult, NativeStepSequence as StepSequence, NativeEngineInfo as EngineInfo };
+
+export interface EngineLoadOptions {
+  /** Checkpoint directory; with loadFormat "dummy" only its config.json (and generation_config.json) is read. */
+  readonly modelDir: string;
+  readonly loadFormat: "auto" | "dummy";
+  readonly backend: "cpu" | "cuda";
+  /** Sequences that can be live at once (one Mamba state slot each). */
+  readonly maxSlots: number;
+  /** Tokens per KV-cache block. */
+  readonly kvBlockSize: number;
+  /** KV-cache blocks in the pool. */
+  readonly numKvBlocks: number;
+  /** CPU threads for the cpu backend's GEMMs; 0 = all cores. */
+  readonly threads?: number;
+  /** Seed of dummy weights. */
+  readonly dummySeed?: number;
+  /** Progress lines for humans (loading can take minutes on real checkpoints). */
+  readonly onProgress?: (line: string) => void;
+}
+
+/** The native spec: the ModelConfig fields the engine computes with. */
+export function nativeSpec(c: ModelConfig): NativeModelSpec {
+  return {
+    vocabSize: c.vocabSize,
+    hiddenSize: c.hiddenSize,
+    pattern: c.pattern,
+    mtpPattern: c.mtpPattern,
+    normEps: c.normEps,
+    tieWordEmbeddings: c.tieWordEmbeddings,
+    mambaNumHeads: c.mambaNumHeads,
+    mambaHeadDim: c.mambaHeadDim,
+    ssmStateSize: c.ssmStateSize,
+    nGroups: c.nGroups,
+    convKernel: c.convKernel,
+    chunkSize: c.chunkSize,
+    timeStepMin: c.timeStepMin,
+    timeStepMax: c.timeStepMax,
+    useConvBias: c.useConvBias,
+    mambaProjBias: c.mambaProjBias,
+    numAttentionHeads: c.numAttentionHeads,
+    numKeyValueHeads: c.numKeyValueHeads,
+    headDim: c.headDim,
+    attentionBias: c.attentionBias,
+    intermediateSize: c.intermediateSize,
+    moeIntermediateSize: c.moeIntermediateSize,
+    moeSharedExpertIntermediateSize: c.moeSharedExpertIntermediateSize,
+    nRoutedExperts: c.nRoutedExperts,
+    numExpertsPerTok: c.numExpertsPerTok,
+    nGroup: c.nGroup,
+    topkGroup: c.topkGroup,
+    normTopkProb: c.normTopkProb,
+    routedScalingFactor: c.routedScalingFactor,
+    moeLatentSize: c.moeLatentSize,
+    mlpBias: c.mlpBias,
+  };
+}
+
+export class Engine {
+  private inFlight = false;
+
+  private constructor(
+    private readonly native: NativeEngine,
+    /** The model's normalised config. */
+    readonly config: ModelConfig,
+    /** End-of-sequence ids (generation_config.json's list, else config.json's). */
+    readonly eosTokenIds: readonly number[],
+  ) {}
+
+  get info(): NativeEngineInfo {
+    return this.native.info;
+  }
+
+  static async load(opts: EngineLoadOptions): Promise<Engine> {
+    const progress = opts.onProgress ?? (() => {});
+    const started = Date.now();
+    const addon = loadAddon();
+    if (!addon.backends().includes(opts.backend)) {
+      throw new LatentMeshError("invalid_config", `backend '${opts.backend}' is not in this build (available: ${addon.backends().join(", ")})`, "backend");
+    }
+    let config: ModelConfig, eosTokenIds: readonly number[], tensors: NativeTensorRef[];
+    if (opts.loadFormat === "dummy") {
+      ({ config, eosTokenIds } = readConfigs(opts.modelDir));
+      tensors = [];
+      progress(`building dummy weights for ${opts.modelDir}/config.json (${config.pattern.length} layers)`);
+    } else {
+      const ckpt = readCheckpoint(opts.modelDir);
+      ({ config, eosTokenIds, tensors } = ckpt);
+      const bytes = tensors.reduce((a, t) => a + t.nbytes, 0);
+      progress(`loading ${tensors.length} tensors (${(bytes / 2 ** 20).toFixed(1)} MiB) from ${opts.modelDir}`);
+    }
+    const native = await addon.createEngine({
+      spec: nativeSpec(config),
+      tensors,
+      loadFormat: opts.loadFormat === "dummy" ? "dummy" : "safetensors",
+      dummySeed: opts.dummySeed ?? 0,
+      backend: opts.backend,
+      maxSlots: opts.maxSlots,
+      kvBlockSize: opts.kvBlockSize,
+      numKvBlocks: opts.numKvBlocks,
+      threads: opts.threads ?? availableParallelism(),
+    });
+    progress(`engine ready: ${(native.info.numParameters / 1e6).toFixed(2)} M parameters on ${native.info.backend} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    return new Engine(native, config, eosTokenIds);
+  }
+
+  /** One forward step over a mixed batch. Rejects if a step is already running. */
+  async step(sequences: NativeStepSequence[]): Promise<NativeStepResult> {
+    if (this.inFlight) throw new LatentMeshError("engine_error", "Engine.step: a step is already running");
+    this.inFlight = true;
+    try {
+      return await this.native.step(sequences);
+    } catch (e) {
+      throw new LatentMeshError("engine_error", e instanceof Error ? e.message : String(e), undefined, { cause: e });
+    } finally {
+      this.inFlight = false;
+    }
+  }
+
+  close(): void {
+    this.native.close();
+  }
+}
