@@ -3,6 +3,7 @@ import type { CommandSpec } from "../core/flags.js";
 import { operatorCommand } from "../operator/command.js";
 import { routerCommand } from "../router/command.js";
 import { workerCommand } from "../worker/command.js";
+import { generateCommand } from "./commands/generate.js";
 import { logitsCommand } from "./commands/logits.js";
 import { benchCommand } from "./commands/bench.js";
 import { renderCommand } from "./commands/render.js";
@@ -14,6 +15,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   workerCommand,
   upCommand,
   logitsCommand,
+  generateCommand,
   renderCommand,
   benchCommand,
 ] as unknown as readonly CommandSpec[];

@@ -1,0 +1,64 @@
+/**
+ * Engine parity: for every fixture under test/fixtures/<name>/reference/ (made by
+ * scripts/make-fixtures.py with transformers on the GPU machine), `latentmesh logits` must match
+ * transformers' logits: relative L2 error ≤ 1e-4 and the same argmax at every prompt position and
+ * after every incrementally decoded token.
+ */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { CLI, FIXTURES } from "../support/paths.js";
+
+const TOLERANCE = 1e-4;
+
+function f32(path: string): Float32Array {
+  const b = readFileSync(path);
+  return new Float32Array(b.buffer, b.byteOffset, b.length / 4);
+}
+
+/** Worst per-row relative L2 error and the rows whose argmax differs. */
+export function compareRows(got: Float32Array, want: Float32Array, vocab: number): { worst: number; argmaxMismatches: number[] } {
+  assert.equal(got.length, want.length, "logits shapes differ");
+  let worst = 0;
+  const argmaxMismatches: number[] = [];
+  for (let r = 0; r < want.length / vocab; r++) {
+    let err = 0, norm = 0, ag = 0, aw = 0;
+    for (let i = 0; i < vocab; i++) {
+      const g = got[r * vocab + i] as number, w = want[r * vocab + i] as number;
+      err += (g - w) ** 2;
+      norm += w * w;
+      if (g > (got[r * vocab + ag] as number)) ag = i;
+      if (w > (want[r * vocab + aw] as number)) aw = i;
+    }
+    worst = Math.max(worst, Math.sqrt(err / Math.max(norm, 1e-30)));
+    if (ag !== aw) argmaxMismatches.push(r);
+  }
+  return { worst, argmaxMismatches };
+}
+
+const fixtures = existsSync(FIXTURES) ? readdirSync(FIXTURES).filter((d) => existsSync(join(FIXTURES, d, "reference", "prefill_logits.f32"))).sort() : [];
+
+describe("engine parity with transformers", () => {
+  it("fixtures exist", () => assert.ok(fixtures.length >= 3, `found ${fixtures.length} fixtures in ${FIXTURES}`));
+
+  for (const name of fixtures) {
+    it(`${name}: prefill and incremental decode match transformers (rel L2 ≤ ${TOLERANCE}, same argmax)`, () => {
+      const dir = join(FIXTURES, name);
+      const prompt = JSON.parse(readFileSync(join(dir, "reference", "prompt_ids.json"), "utf8")) as number[];
+      const feed = JSON.parse(readFileSync(join(dir, "reference", "feed_ids.json"), "utf8")) as number[];
+      const vocab = (JSON.parse(readFileSync(join(dir, "config.json"), "utf8")) as { vocab_size: number }).vocab_size;
+      const out = mkdtempSync(join(tmpdir(), `lm-parity-${name}-`));
+      const r = spawnSync(process.execPath, [CLI, "logits", "--log-level", "warn", "--model", dir, "--prompt-ids", prompt.join(","), "--feed", feed.join(","), "--out", out], { encoding: "utf8", timeout: 120_000 });
+      assert.equal(r.status, 0, r.stderr);
+      const pre = compareRows(f32(join(out, "prefill_logits.f32")), f32(join(dir, "reference", "prefill_logits.f32")), vocab);
+      const dec = compareRows(f32(join(out, "decode_logits.f32")), f32(join(dir, "reference", "decode_logits.f32")), vocab);
+      assert.ok(pre.worst <= TOLERANCE, `prefill rel L2 ${pre.worst.toExponential(2)}`);
+      assert.ok(dec.worst <= TOLERANCE, `decode rel L2 ${dec.worst.toExponential(2)}`);
+      assert.deepEqual(pre.argmaxMismatches, [], "prefill argmax differs at these positions");
+      assert.deepEqual(dec.argmaxMismatches, [], "decode argmax differs at these steps");
+    });
+  }
+});
