@@ -9,6 +9,7 @@ export const ERROR_CODES = [
   "invalid_config",
   "unauthorized",
   "model_not_found",
+  "not_found",
   "context_length_exceeded",
   "queue_full",
   "no_live_rank",
@@ -38,6 +39,8 @@ export const ERROR_MAPPING: Readonly<Record<ErrorCode, ErrorMapping>> = {
   invalid_config: { httpStatus: 400, openaiType: "invalid_request_error", exitCode: 2 },
   unauthorized: { httpStatus: 401, openaiType: "authentication_error", exitCode: 2 },
   model_not_found: { httpStatus: 404, openaiType: "invalid_request_error", exitCode: 2 },
+  /** An HTTP path or resource that does not exist. */
+  not_found: { httpStatus: 404, openaiType: "invalid_request_error", exitCode: 2 },
   context_length_exceeded: { httpStatus: 400, openaiType: "invalid_request_error", exitCode: 2 },
   queue_full: { httpStatus: 429, openaiType: "rate_limit_error", exitCode: 1 },
   no_live_rank: { httpStatus: 503, openaiType: "service_unavailable", exitCode: 1 },

@@ -1,17 +1,17 @@
 /** `latentmesh router`: the OpenAI-compatible HTTP entry point. */
-import { z } from "zod";
-import { defineCommand, flag, parse } from "../core/flags.js";
-import { notYet } from "../core/not-yet.js";
+import { defineCommand } from "../core/flags.js";
+import { ROUTER_FLAGS, type RouterConfig } from "./config.js";
+import { runRouter } from "./main.js";
 
 export const routerCommand = defineCommand({
   name: "router",
   summary: "OpenAI-compatible HTTP API; schedules requests onto worker ranks over NATS",
-  flags: {
-    host: flag(z.string().default("127.0.0.1"), "address to listen on", { placeholder: "ADDR" }),
-    port: flag(parse.int({ min: 0, max: 65535 }).default(8000), "HTTP port", { placeholder: "N" }),
-    natsUrl: flag(parse.url(["nats", "tls", "ws", "wss"]).default("nats://127.0.0.1:4222"), "NATS server URL", { placeholder: "URL" }),
-  },
-  async run() {
-    notYet("router", "serving-path issue");
+  details: `
+Endpoints: GET /v1/models, POST /v1/chat/completions, POST /v1/completions (SSE with "stream": true),
+GET /health (200 once a rank is ready), GET /metrics (Prometheus).`,
+  flags: ROUTER_FLAGS,
+  async run(flags, ctx) {
+    // parseFlags adds the common flags (log level and format) to every command's flags
+    return runRouter(flags as RouterConfig, ctx.signal);
   },
 });

@@ -1,0 +1,262 @@
+/**
+ * Places sequences on ranks over NATS and follows them to the end (DESIGN.md §4): pick a rank, submit
+ * (NATS request/reply; the rank acknowledges or refuses), receive the ordered stream on this router's
+ * reply subject, and cancel when asked. When the rank dies (reports stop, it restarts, or its stream
+ * has a gap) the sequence is resubmitted elsewhere with its prompt plus the tokens generated so far,
+ * at most `maxMigrations` times; otherwise the caller gets an explicit worker_lost error. Every
+ * accepted sequence ends in exactly one onFinal or onError.
+ */
+import { randomBytes } from "node:crypto";
+import { ErrorCode as NatsErrorCode, type Msg, type NatsConnection, type NatsError, type Subscription } from "nats";
+import { LatentMeshError } from "../contracts/errors.js";
+import { StreamMessage, SubmitAck, decodeMessage, encodeMessage, type FinishReason, type GenerateRequest, type SamplingParams } from "../contracts/messages.js";
+import { requestIdOfReply, type DeploymentSubjects } from "../contracts/subjects.js";
+import type { Logger } from "../core/log.js";
+import type { RouterMetrics } from "./metrics.js";
+import { pickRank, type PickOptions } from "./pick-rank.js";
+import type { RankTable } from "./ranks.js";
+
+export interface SequenceParams {
+  /** Wire id of this sequence (unique per router). */
+  readonly id: string;
+  readonly model: string;
+  readonly promptTokens: readonly number[];
+  readonly maxTokens: number;
+  readonly sampling: SamplingParams;
+  readonly ignoreEos: boolean;
+  readonly sessionWorkerId?: string;
+  readonly log: Logger;
+}
+
+export interface SequenceHandlers {
+  onTokens(tokens: readonly number[]): void;
+  /** Normal end: eos ("stop") or max tokens ("length"). */
+  onFinal(reason: Exclude<FinishReason, "cancelled">): void;
+  onError(error: LatentMeshError): void;
+}
+
+export interface DispatchOptions {
+  readonly maxMigrations: number;
+  readonly submitTimeoutMs: number;
+  readonly pick: PickOptions;
+}
+
+/** A sequence placed on a rank; cancel() stops it there. */
+export interface SequenceHandle {
+  readonly workerId: string;
+  cancel(): void;
+}
+
+/** Refusals worth trying another rank for. */
+const RETRY_ELSEWHERE = new Set(["draining", "queue_full"]);
+
+class Flight implements SequenceHandle {
+  workerId = "";
+  attempt = -1;
+  expectedSeq = 0;
+  migrations = 0;
+  done = false;
+  readonly generated: number[] = [];
+  readonly tried = new Set<string>();
+
+  constructor(
+    readonly params: SequenceParams,
+    readonly handlers: SequenceHandlers,
+    private readonly owner: Dispatcher,
+  ) {}
+
+  cancel(): void {
+    this.owner.cancel(this);
+  }
+}
+
+export class Dispatcher {
+  private readonly flights = new Map<string, Flight>();
+  private sub: Subscription | null = null;
+  private offDeath: (() => void) | null = null;
+  readonly routerId: string;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly subjects: DeploymentSubjects,
+    private readonly ranks: RankTable,
+    private readonly opts: DispatchOptions,
+    private readonly metrics: RouterMetrics,
+    private readonly log: Logger,
+    routerId?: string,
+  ) {
+    this.routerId = routerId ?? randomBytes(6).toString("hex");
+  }
+
+  start(): void {
+    this.sub = this.nc.subscribe(this.subjects.replyWildcard(this.routerId), { callback: (_e, msg) => this.onStream(msg) });
+    this.offDeath = this.ranks.onDeath((workerId, why) => {
+      for (const f of [...this.flights.values()]) if (f.workerId === workerId) this.migrate(f, `rank ${workerId} died: ${why}`);
+    });
+  }
+
+  stop(): void {
+    this.sub?.unsubscribe();
+    this.offDeath?.();
+  }
+
+  get inflight(): number {
+    return this.flights.size;
+  }
+
+  /**
+   * Places a sequence; resolves once a rank has accepted it. Rejects with no_live_rank, queue_full,
+   * context_length_exceeded, … when no rank takes it (nothing was started then).
+   */
+  async submit(params: SequenceParams, handlers: SequenceHandlers): Promise<SequenceHandle> {
+    const flight = new Flight(params, handlers, this);
+    this.flights.set(params.id, flight);
+    try {
+      await this.place(flight);
+    } catch (err) {
+      flight.done = true;
+      this.flights.delete(params.id);
+      throw err;
+    }
+    return flight;
+  }
+
+  cancel(flight: Flight): void {
+    if (flight.done) return;
+    this.end(flight);
+    this.sendCancel(flight);
+  }
+
+  /** Tries ranks by predicted time until one accepts; throws the reason none did. */
+  private async place(flight: Flight): Promise<void> {
+    const p = flight.params;
+    let refusal: LatentMeshError | null = null;
+    for (;;) {
+      const t0 = performance.now();
+      const pick = pickRank(
+        { model: p.model, promptTokens: p.promptTokens.length + flight.generated.length, maxTokens: p.maxTokens - flight.generated.length, sessionWorkerId: p.sessionWorkerId, exclude: flight.tried },
+        this.ranks.views(),
+        this.opts.pick,
+      );
+      this.metrics.routingOverhead.observe((performance.now() - t0) / 1000);
+      if (!pick) throw refusal ?? new LatentMeshError("no_live_rank", `no live rank serves model ${p.model}`);
+      flight.tried.add(pick.workerId);
+      flight.workerId = pick.workerId;
+      flight.attempt++;
+      flight.expectedSeq = 0;
+      const req: GenerateRequest = {
+        type: "generate",
+        requestId: p.id,
+        attempt: flight.attempt,
+        replySubject: this.subjects.reply(this.routerId, p.id),
+        model: p.model,
+        promptTokens: [...p.promptTokens, ...flight.generated],
+        maxTokens: p.maxTokens - flight.generated.length,
+        sampling: p.sampling,
+        ignoreEos: p.ignoreEos,
+        stopTokenIds: [],
+      };
+      this.ranks.placed(pick.workerId);
+      let reply: Msg;
+      try {
+        reply = await this.nc.request(this.subjects.generate(pick.workerId), encodeMessage(req), { timeout: this.opts.submitTimeoutMs });
+      } catch (err) {
+        const code = (err as NatsError).code;
+        if (code === NatsErrorCode.NoResponders) this.ranks.kill(pick.workerId, "no subscriber on its subject");
+        p.log.warn({ workerId: pick.workerId, code }, "rank did not acknowledge; trying another");
+        refusal = new LatentMeshError("worker_lost", `rank ${pick.workerId} did not acknowledge the request`);
+        continue;
+      }
+      if (flight.done) return this.sendCancel(flight); // cancelled while waiting for the acknowledgement
+      const ack = decodeMessage(SubmitAck, reply.data, "SubmitAck");
+      if (!ack.ok) throw new LatentMeshError("internal", `rank ${pick.workerId} answered with an invalid acknowledgement (${ack.error})`);
+      switch (ack.value.type) {
+        case "accepted":
+          p.log.debug({ workerId: pick.workerId, attempt: flight.attempt, predictedMs: Math.round(pick.predictedMs), reason: pick.reason }, "placed");
+          return;
+        case "rejected":
+          refusal = new LatentMeshError(ack.value.code, ack.value.message);
+          if (!RETRY_ELSEWHERE.has(ack.value.code)) throw refusal;
+          continue;
+      }
+    }
+  }
+
+  private onStream(msg: Msg): void {
+    const id = requestIdOfReply(msg.subject);
+    const flight = id === undefined ? undefined : this.flights.get(id);
+    if (!flight || flight.done) return;
+    const decoded = decodeMessage(StreamMessage, msg.data, "StreamMessage");
+    if (!decoded.ok) {
+      flight.params.log.error({ error: decoded.error, workerId: flight.workerId }, "invalid stream message");
+      return this.migrate(flight, decoded.error);
+    }
+    const m = decoded.value;
+    if (m.attempt !== flight.attempt) return; // an earlier placement of a migrated sequence
+    if (m.seq !== flight.expectedSeq) return this.migrate(flight, `stream gap: expected message ${flight.expectedSeq}, got ${m.seq}`);
+    flight.expectedSeq++;
+    switch (m.type) {
+      case "tokens":
+        this.deliver(flight, m.tokens);
+        return;
+      case "final":
+        this.deliver(flight, m.tokens);
+        if (m.finishReason === "cancelled") return this.migrate(flight, "rank cancelled the sequence");
+        this.end(flight);
+        flight.handlers.onFinal(m.finishReason);
+        return;
+      case "error":
+        this.end(flight);
+        flight.handlers.onError(new LatentMeshError(m.code, `rank ${flight.workerId}: ${m.message}`));
+        return;
+    }
+  }
+
+  private deliver(flight: Flight, tokens: readonly number[]): void {
+    if (tokens.length === 0) return;
+    for (const t of tokens) flight.generated.push(t);
+    flight.handlers.onTokens(tokens);
+  }
+
+  /** Moves a sequence whose rank failed to another rank, or ends it with worker_lost. */
+  private migrate(flight: Flight, why: string): void {
+    if (flight.done) return;
+    const p = flight.params;
+    this.sendCancel(flight);
+    if (flight.migrations >= this.opts.maxMigrations) {
+      this.end(flight);
+      p.log.error({ workerId: flight.workerId, migrations: flight.migrations, why }, "sequence lost");
+      flight.handlers.onError(new LatentMeshError("worker_lost", `the rank serving this request failed (${why}) and it could not be moved (${flight.migrations} migrations)`));
+      return;
+    }
+    flight.migrations++;
+    const ongoing = flight.generated.length > 0;
+    this.metrics.migrations(ongoing ? "ongoing_request" : "new_request");
+    p.log.warn({ from: flight.workerId, generated: flight.generated.length, why }, "migrating");
+    if (flight.generated.length >= p.maxTokens) {
+      this.end(flight);
+      flight.handlers.onFinal("length");
+      return;
+    }
+    const from = flight.workerId;
+    this.place(flight).then(
+      () => p.log.info({ from, to: flight.workerId, attempt: flight.attempt }, "migrated"),
+      (err: unknown) => {
+        if (flight.done) return;
+        this.end(flight);
+        const e = err instanceof LatentMeshError ? err : new LatentMeshError("internal", String(err));
+        flight.handlers.onError(new LatentMeshError("worker_lost", `the rank serving this request failed (${why}) and no other rank took it: ${e.message}`));
+      },
+    );
+  }
+
+  private sendCancel(flight: Flight): void {
+    if (!flight.workerId || this.nc.isClosed()) return;
+    this.nc.publish(this.subjects.cancel(flight.workerId), encodeMessage({ type: "cancel", requestId: flight.params.id, attempt: flight.attempt }));
+  }
+
+  private end(flight: Flight): void {
+    flight.done = true;
+    this.flights.delete(flight.params.id);
+  }
+}

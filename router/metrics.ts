@@ -1,0 +1,75 @@
+/**
+ * The router's Prometheus metrics: exactly ROUTER_METRICS of contracts/metrics.ts (Dynamo's frontend
+ * names under our prefix), on a registry of their own, served at the router's /metrics.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { ROUTER_METRICS, type MetricDef } from "../contracts/metrics.js";
+
+/** A histogram already bound to its labels. */
+export interface Observer {
+  observe(value: number): void;
+}
+
+export interface RouterMetrics {
+  readonly registry: Registry;
+  readonly routingOverhead: Observer;
+  readonly timeToFirstToken: Observer;
+  readonly interTokenLatency: Observer;
+  readonly requestDuration: Observer;
+  readonly inputSequenceTokens: Observer;
+  readonly outputSequenceTokens: Observer;
+  finished(status: string): void;
+  rejected(reason: string): void;
+  migrations(type: "new_request" | "ongoing_request"): void;
+  addOutputTokens(n: number): void;
+  setInflight(n: number): void;
+  setQueued(n: number): void;
+  setSpecAcceptance(workerId: string, value: number): void;
+  forgetWorker(workerId: string): void;
+}
+
+export function createRouterMetrics(model: string): RouterMetrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const made = new Map<string, Counter | Gauge | Histogram>();
+  for (const d of Object.values(ROUTER_METRICS) as MetricDef[]) made.set(d.name, make(d, registry));
+  const m = ROUTER_METRICS;
+  const counter = (d: MetricDef) => made.get(d.name) as Counter;
+  const gauge = (d: MetricDef) => made.get(d.name) as Gauge;
+  const histogram = (d: MetricDef): Observer => {
+    const h = (made.get(d.name) as Histogram).labels({ model });
+    return { observe: (v) => h.observe(v) };
+  };
+  gauge(m.inflightRequests).set({ model }, 0);
+  gauge(m.queuedRequests).set({ model }, 0);
+  counter(m.outputTokensTotal).inc({ model }, 0);
+  return {
+    registry,
+    routingOverhead: histogram(m.routingOverhead),
+    timeToFirstToken: histogram(m.timeToFirstToken),
+    interTokenLatency: histogram(m.interTokenLatency),
+    requestDuration: histogram(m.requestDuration),
+    inputSequenceTokens: histogram(m.inputSequenceTokens),
+    outputSequenceTokens: histogram(m.outputSequenceTokens),
+    finished: (status) => counter(m.requestsTotal).inc({ model, status }),
+    rejected: (reason) => counter(m.rejectedRequestsTotal).inc({ model, reason }),
+    migrations: (type) => counter(m.migrationsTotal).inc({ model, migration_type: type }),
+    addOutputTokens: (n) => counter(m.outputTokensTotal).inc({ model }, n),
+    setInflight: (n) => gauge(m.inflightRequests).set({ model }, n),
+    setQueued: (n) => gauge(m.queuedRequests).set({ model }, n),
+    setSpecAcceptance: (workerId, v) => gauge(m.specAcceptanceLength).set({ model, worker_id: workerId }, v),
+    forgetWorker: (workerId) => gauge(m.specAcceptanceLength).remove({ model, worker_id: workerId }),
+  };
+}
+
+function make(d: MetricDef, registry: Registry): Counter | Gauge | Histogram {
+  const common = { name: d.name, help: d.help, labelNames: [...d.labels], registers: [registry] };
+  switch (d.type) {
+    case "counter":
+      return new Counter(common);
+    case "gauge":
+      return new Gauge(common);
+    case "histogram":
+      return new Histogram({ ...common, buckets: [...(d.buckets ?? [])] });
+  }
+}
