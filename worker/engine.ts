@@ -2,11 +2,11 @@
  * The engine as the worker sees it: loads a checkpoint (or dummy weights of its config) into the
  * native engine and runs steps. The only module that touches the addon (STYLE rule 4).
  */
-import { availableParallelism } from "node:os";
+import { availableParallelism, totalmem } from "node:os";
 import { LatentMeshError } from "../contracts/errors.js";
 import type { ModelConfig } from "../contracts/model-config.js";
 import { loadAddon } from "./addon.js";
-import { readCheckpoint, readConfigs } from "./checkpoint.js";
+import { expectedTensors, readCheckpoint, readConfigs } from "./checkpoint.js";
 import type { NativeEngine, NativeEngineInfo, NativeModelSpec, NativeStepResult, NativeStepSequence, NativeTensorRef } from "./native.js";
 
 export type { NativeStepResult as StepResult, NativeStepSequence as StepSequence, NativeEngineInfo as EngineInfo };
@@ -99,6 +99,15 @@ export class Engine {
       ({ config, eosTokenIds, tensors } = ckpt);
       const bytes = tensors.reduce((a, t) => a + t.nbytes, 0);
       progress(`loading ${tensors.length} tensors (${(bytes / 2 ** 20).toFixed(1)} MiB) from ${opts.modelDir}`);
+    }
+    if (opts.backend === "cpu") {
+      // The CPU backend keeps every weight in fp32: refuse up front rather than die of OOM.
+      let params = 0;
+      for (const t of expectedTensors(config).values()) params += t.shape.reduce((a, b) => a * b, 1);
+      const need = params * 4;
+      if (need > totalmem() * 0.8) {
+        throw new LatentMeshError("invalid_config", `this model needs ${(need / 2 ** 30).toFixed(1)} GiB of fp32 weights on the cpu backend; this machine has ${(totalmem() / 2 ** 30).toFixed(1)} GiB (use --backend cuda)`, "backend");
+      }
     }
     const native = await addon.createEngine({
       spec: nativeSpec(config),

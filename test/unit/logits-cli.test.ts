@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { CLI } from "../support/paths.js";
+import { CLI, FIXTURES } from "../support/paths.js";
 
 const CONFIG = {
   vocab_size: 50, hidden_size: 32, hybrid_override_pattern: "M*E-",
@@ -47,6 +47,10 @@ describe("latentmesh logits", () => {
       writeFileSync(join(d, "model.safetensors"), Buffer.from([200, 0, 0, 0, 0, 0, 0, 0, 123]));
       return ["--model", d, "--prompt-ids", "1"];
     }, /not a safetensors file/],
+    ["a model too large for the cpu backend's memory", () => {
+      const nano = JSON.parse(readFileSync(join(FIXTURES, "configs", "nemotron-3-nano-30b-a3b.config.json"), "utf8")) as unknown;
+      return ["--model", modelDir(nano), "--load-format", "dummy", "--prompt-ids", "1"];
+    }, /needs 1\d\d\.\d GiB of fp32 weights on the cpu backend/],
     ["a non-numeric prompt", () => ["--model", modelDir(), "--prompt-ids", "1,x"], /--prompt-ids/],
   ];
   for (const [what, args, re] of cases) {
