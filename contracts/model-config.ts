@@ -30,6 +30,12 @@ const patternString = z.string().regex(/^[ME*-]*$/, "may contain only M (Mamba-2
 const positiveInt = z.number().int().positive();
 const nonNegInt = z.number().int().nonnegative();
 const tokenIds = z.union([nonNegInt, z.array(nonNegInt)]);
+/** A float as transformers 5 writes non-finite values: `{"__float__": "Infinity"}` (or a plain number). */
+const jsonFloat = z.union([
+  z.number(),
+  z.object({ __float__: z.enum(["Infinity", "-Infinity", "inf", "-inf"]) }).transform((v) => (v.__float__.startsWith("-") ? -Infinity : Infinity)),
+]);
+const dtLimit = z.tuple([jsonFloat, jsonFloat.nullable()]);
 
 /** The raw file, as far as LatentMesh reads it; unknown keys are allowed and ignored. */
 export const RawModelConfig = z.looseObject({
@@ -62,8 +68,8 @@ export const RawModelConfig = z.looseObject({
   use_conv_bias: z.boolean().optional(),
   mamba_conv_bias: z.boolean().optional(),
   use_bias: z.boolean().default(false),
-  time_step_limit: z.tuple([z.number(), z.number().nullable()]).nullish(),
-  mamba_dt_limit: z.tuple([z.number(), z.number().nullable()]).nullish(),
+  time_step_limit: dtLimit.nullish(),
+  mamba_dt_limit: dtLimit.nullish(),
   mamba_hidden_act: z.literal("silu").default("silu"),
   // attention
   num_attention_heads: positiveInt.default(32),
@@ -176,7 +182,7 @@ export function parseModelConfig(json: unknown, file = "config.json"): ModelConf
     nGroups: c.n_groups ?? c.mamba_n_groups ?? 8,
     convKernel: c.conv_kernel ?? c.mamba_d_conv ?? 4,
     chunkSize: c.chunk_size ?? c.mamba_chunk_size ?? 128,
-    timeStepMin: limit ? limit[0] : 0,
+    timeStepMin: limit ? Math.max(limit[0], 0) : 0,
     timeStepMax: limit && limit[1] !== null ? Math.min(limit[1], FLOAT32_MAX) : FLOAT32_MAX,
     useConvBias: c.use_conv_bias ?? c.mamba_conv_bias ?? true,
     mambaProjBias: c.use_bias,

@@ -52,6 +52,9 @@ describe("model config", () => {
     assert.equal(c.timeStepMin, 0.001);
     assert.equal(c.timeStepMax, 0.5);
     assert.deepEqual(parseGenerationConfig({ eos_token_id: [2, 11] }).eosTokenIds, [2, 11]);
+    const inf = parseModelConfig({ hybrid_override_pattern: "M", time_step_limit: [0.0, { __float__: "Infinity" }] });
+    assert.equal(inf.timeStepMin, 0);
+    assert.ok(inf.timeStepMax > 3e38, "transformers 5 writes +inf as {__float__: Infinity}: no upper clamp");
     assert.deepEqual(parseGenerationConfig({ eos_token_id: 7 }).eosTokenIds, [7]);
   });
 
