@@ -89,7 +89,21 @@ export class Dispatcher {
   }
 
   start(): void {
-    this.sub = this.nc.subscribe(this.subjects.replyWildcard(this.routerId), { callback: (_e, msg) => this.onStream(msg) });
+    this.sub = this.nc.subscribe(this.subjects.replyWildcard(this.routerId), {
+      callback: (_e, msg) => {
+        // a throwing handler must not take the subscription down with it
+        try {
+          this.onStream(msg);
+        } catch (err) {
+          this.log.error({ err, subject: msg.subject }, "handling a stream message failed");
+          const flight = this.flights.get(requestIdOfReply(msg.subject) ?? "");
+          if (flight && !flight.done) {
+            this.cancel(flight);
+            flight.handlers.onError(new LatentMeshError("internal", "internal error while streaming"));
+          }
+        }
+      },
+    });
     this.offDeath = this.ranks.onDeath((workerId, why) => {
       for (const f of [...this.flights.values()]) if (f.workerId === workerId) this.migrate(f, `rank ${workerId} died: ${why}`);
     });

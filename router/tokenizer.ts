@@ -65,6 +65,7 @@ export class TextCodec {
 
   /** Text of `ids` without special tokens. */
   decode(ids: readonly number[]): string {
+    if (ids.length === 0) return "";
     return this.tokenizer.decode([...ids], { skip_special_tokens: true, clean_up_tokenization_spaces: false });
   }
 

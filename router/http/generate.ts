@@ -80,7 +80,7 @@ export async function handleGenerate(ctx: RouterContext, flavor: Flavor, req: In
 
     const sessionId = req.headers["x-session-id"];
     const session = typeof sessionId === "string" && sessionId ? sessionId : undefined;
-    const stops = body.stop == null ? [] : typeof body.stop === "string" ? [body.stop] : body.stop;
+    const stops = body.stop === null || body.stop === undefined ? [] : typeof body.stop === "string" ? [body.stop] : body.stop;
     admitted = true;
     ctx.admit(+1);
     const stream = body.stream === true;
