@@ -92,6 +92,9 @@ export async function handleGenerate(ctx: RouterContext, flavor: Flavor, req: In
     const chunk = (choices: unknown[], extra: object = {}) => ({ id, object: flavor.chunkObject, created, model: ctx.model, choices, ...extra });
     const includeUsage = stream && body.stream_options?.include_usage === true;
     const usageNull = includeUsage ? { usage: null } : {};
+    // tokens may arrive while the other choices are still being placed: hold chunks until the stream opens
+    let held: unknown[] | null = [];
+    const emit = (data: unknown) => (held ? held.push(data) : sse.send(data));
 
     const gen = new Generation(
       { requestId: ids.wireId, model: ctx.model, promptTokens: parsed.promptTokens, maxTokens, stops, n, sampling: samplingFor(body), ignoreEos: body.ignore_eos === true, sessionWorkerId: session ? ctx.sessions.get(session) : undefined },
@@ -99,12 +102,12 @@ export async function handleGenerate(ctx: RouterContext, flavor: Flavor, req: In
       ctx.dispatcher,
       {
         onText(index, text) {
-          if (stream) sse.send(chunk([flavor.chunkChoice(index, text, null)], usageNull));
+          if (stream) emit(chunk([flavor.chunkChoice(index, text, null)], usageNull));
           else texts[index] += text;
         },
         onFinish(index, reason) {
           finishes[index] = reason;
-          if (stream) sse.send(chunk([flavor.chunkChoice(index, "", reason)], usageNull));
+          if (stream) emit(chunk([flavor.chunkChoice(index, "", reason)], usageNull));
         },
       },
       ctx.metrics,
@@ -132,6 +135,8 @@ export async function handleGenerate(ctx: RouterContext, flavor: Flavor, req: In
         const open = flavor.chunkChoice(i, null, null);
         if (open) sse.send(chunk([open], usageNull));
       }
+      for (const data of held ?? []) sse.send(data);
+      held = null;
     }
     let result: GenerationResult;
     try {
