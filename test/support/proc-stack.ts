@@ -57,6 +57,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       return w;
     };
     const started = Array.from({ length: opts.workers ?? 1 }, (_, i) => addWorker(`w${i}`));
+    for (const p of started) p.catch(() => undefined); // awaited below; a failure must not also surface as unhandled
     router = new CliProcess("router", ["router", "--model", TINY_CHAT, "--nats-url", nats.url, "--port", "0", "--rank-dead-after-ms", "1000", ...(opts.routerArgs ?? [])], opts.routerEnv);
     const listening = await router.waitForLog((l) => l.msg === "router listening");
     await Promise.all(started);
