@@ -56,9 +56,9 @@ export async function runWorker(cfg: WorkerConfig, signal: AbortSignal): Promise
     new KvBlockPool(numKvBlocks, cfg.kvBlockSize),
   );
   const metrics = createWorkerMetrics({ model, worker_id: workerId });
-  let service: WorkerService | undefined;
-  const loop = new EngineLoop(engine, scheduler, { onStep: (o) => service?.onStep(o), onCancelled: (s) => service?.onCancelled(s), onFailed: (s, e) => service?.onFailed(s, e) }, wlog);
-  service = new WorkerService(
+  // the service is the loop's sink and the loop is the service's; the sink forwards (called only after start)
+  const loop = new EngineLoop(engine, scheduler, { onStep: (o) => svc.onStep(o), onCancelled: (s) => svc.onCancelled(s), onFailed: (s, e) => svc.onFailed(s, e) }, wlog);
+  const svc = new WorkerService(
     nc,
     subjects,
     { workerId, model, group: cfg.group, rank: cfg.rank, maxContextTokens },
@@ -69,7 +69,6 @@ export async function runWorker(cfg: WorkerConfig, signal: AbortSignal): Promise
     wlog,
     cfg.reportIntervalMs,
   );
-  const svc = service;
   loop.start();
   const ops = await startOpsHttp(cfg.opsHost, cfg.httpPort, metrics.registry, { isLive: () => !nc.isClosed(), isReady: () => svc.isReady });
   const admin = await startAdminGrpc(cfg.opsHost, cfg.grpcPort, { isServing: () => svc.isReady, stats: () => svc.currentLoad(), drain: () => svc.drain() });
