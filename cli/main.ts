@@ -3,12 +3,12 @@
  * runs it, and maps failures to exit codes (2 and one line for bad input; 1 and a stack otherwise).
  */
 import { ERROR_MAPPING, LatentMeshError } from "../contracts/errors.js";
-import { formatHelp, parseFlags, UsageError, type CommandSpec } from "../core/flags.js";
-import { COMMANDS } from "./commands.js";
+import { formatHelp, parseFlags, UsageError } from "../core/flags.js";
+import { COMMANDS, type CommandEntry } from "./commands.js";
 
 const VERSION = "0.1.0";
 
-export function topLevelHelp(commands: readonly CommandSpec[]): string {
+export function topLevelHelp(commands: readonly CommandEntry[]): string {
   const width = Math.max(...commands.map((c) => c.name.length)) + 2;
   return [
     "latentmesh - serve hybrid Mamba-Transformer MoE models (Nemotron 3) on Kubernetes",
@@ -40,8 +40,9 @@ export async function main(argv: readonly string[]): Promise<number> {
     process.stdout.write(`${VERSION}\n`);
     return 0;
   }
-  const command = COMMANDS.find((c) => c.name === name);
-  if (!command) return fail(`unknown command '${name}' (see 'latentmesh --help')`, 2);
+  const entry = COMMANDS.find((c) => c.name === name);
+  if (!entry) return fail(`unknown command '${name}' (see 'latentmesh --help')`, 2);
+  const command = await entry.load();
 
   const abort = new AbortController();
   const onSignal = (sig: NodeJS.Signals) => {

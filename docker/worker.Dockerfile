@@ -9,7 +9,7 @@ WORKDIR /src
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY . .
-RUN npx tsc -p tsconfig.json && LM_CUDA=ON node scripts/build-native.mjs && npm prune --omit=dev
+RUN npx tsc -p tsconfig.json && LM_CUDA=ON LM_MARCH=x86-64-v3 node scripts/build-native.mjs && npm prune --omit=dev
 
 FROM nvidia/cuda:${CUDA_VERSION}-runtime-ubuntu24.04
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \

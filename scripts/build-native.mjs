@@ -41,7 +41,8 @@ function run(cmd, args) {
 }
 
 const cuda = process.env.LM_CUDA ?? "AUTO";
-run("cmake", ["-S", src, "-B", build, `-DNODE_API_INCLUDE=${nodeApiInclude()}`, `-DLM_CUDA=${cuda}`, "-DCMAKE_BUILD_TYPE=Release"]);
+const march = process.env.LM_MARCH ?? "native";
+run("cmake", ["-S", src, "-B", build, `-DNODE_API_INCLUDE=${nodeApiInclude()}`, `-DLM_CUDA=${cuda}`, `-DLM_MARCH=${march}`, "-DCMAKE_BUILD_TYPE=Release"]);
 run("cmake", ["--build", build, "-j", String(Math.max(1, cpus().length))]);
 const addon = join(build, "latentmesh_native.node");
 if (!existsSync(addon)) {

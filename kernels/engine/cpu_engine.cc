@@ -10,6 +10,7 @@
 
 #include "cpu/ops.h"
 #include "engine/sampler.h"
+#include "engine/validate.h"
 #include "engine/weights.h"
 
 namespace lm {
@@ -208,35 +209,11 @@ class CpuEngine final : public Engine {
     v_cache_.assign(static_cast<size_t>(n_attn_) * kv_layer_size(), 0.f);
   }
 
-  void validate_batch(const std::vector<StepSeq>& batch) const;
   void mamba(const Layer& L, const std::vector<StepSeq>& batch, const std::vector<int64_t>& row0, const float* u, int64_t R, float* h);
   void attention(const Layer& L, const std::vector<StepSeq>& batch, const std::vector<int64_t>& row0, const float* u, int64_t R, float* h);
   void mlp(const MlpLayer& W, int64_t in, int64_t inter, const float* u, int64_t R, float* out);
   void moe(const Layer& L, const float* u, int64_t R, float* h);
 };
-
-void CpuEngine::validate_batch(const std::vector<StepSeq>& batch) const {
-  std::vector<char> seen(static_cast<size_t>(opts_.max_slots), 0);
-  for (size_t i = 0; i < batch.size(); ++i) {
-    const StepSeq& s = batch[i];
-    const std::string where = "sequence " + std::to_string(i) + ": ";
-    if (s.slot < 0 || s.slot >= opts_.max_slots) throw Error(where + "slot " + std::to_string(s.slot) + " out of range [0, " + std::to_string(opts_.max_slots) + ")");
-    if (seen[s.slot]) throw Error(where + "slot " + std::to_string(s.slot) + " appears twice in one step");
-    seen[s.slot] = 1;
-    if (s.tokens.empty()) throw Error(where + "no tokens");
-    if (s.position < 0) throw Error(where + "negative position");
-    for (int32_t t : s.tokens)
-      if (t < 0 || t >= spec_.vocab_size) throw Error(where + "token id " + std::to_string(t) + " out of range [0, " + std::to_string(spec_.vocab_size) + ")");
-    if (n_attn_ > 0) {
-      const int64_t end = static_cast<int64_t>(s.position) + static_cast<int64_t>(s.tokens.size());
-      const int64_t need = (end + opts_.kv_block_size - 1) / opts_.kv_block_size;
-      if (static_cast<int64_t>(s.block_table.size()) < need)
-        throw Error(where + "block table has " + std::to_string(s.block_table.size()) + " blocks, positions up to " + std::to_string(end) + " need " + std::to_string(need));
-      for (int64_t b = 0; b < need; ++b)
-        if (s.block_table[b] < 0 || s.block_table[b] >= opts_.num_kv_blocks) throw Error(where + "KV block id " + std::to_string(s.block_table[b]) + " out of range");
-    }
-  }
-}
 
 void CpuEngine::mamba(const Layer& L, const std::vector<StepSeq>& batch, const std::vector<int64_t>& row0, const float* u, int64_t R, float* h) {
   const MambaLayer& M = L.mamba;
@@ -349,7 +326,7 @@ void CpuEngine::moe(const Layer& L, const float* u, int64_t R, float* h) {
 }
 
 StepOutput CpuEngine::step(const std::vector<StepSeq>& batch) {
-  validate_batch(batch);
+  validate_batch(spec_, opts_, n_attn_ > 0, batch);
   const int64_t H = spec_.hidden_size, V = spec_.vocab_size;
   std::vector<int64_t> row0(batch.size());
   int64_t R = 0;
@@ -411,11 +388,15 @@ StepOutput CpuEngine::step(const std::vector<StepSeq>& batch) {
 
 }  // namespace
 
+#ifdef LM_HAVE_CUDA
+std::unique_ptr<Engine> create_cuda_engine(const EngineOptions& options);
+#endif
+
 std::unique_ptr<Engine> create_engine(const EngineOptions& options) {
   if (options.backend == "cpu") return std::make_unique<CpuEngine>(options);
   if (options.backend == "cuda") {
 #ifdef LM_HAVE_CUDA
-    throw Error("the CUDA backend is not implemented in this build yet");
+    return create_cuda_engine(options);
 #else
     throw Error("this build has no CUDA backend (built without nvcc); use backend 'cpu'");
 #endif

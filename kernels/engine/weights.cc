@@ -61,6 +61,21 @@ uint64_t hash_name(const std::string& s) {
 
 }  // namespace
 
+std::vector<char> read_tensor_bytes(const TensorRef& r, const std::vector<int64_t>& shape) {
+  if (r.shape != shape) throw Error("tensor " + r.name + " has shape " + shape_str(r.shape) + ", expected " + shape_str(shape));
+  int64_t numel = 1;
+  for (int64_t d : shape) numel *= d;
+  const size_t elem = r.dtype == DType::F32 ? 4 : 2;
+  if (r.nbytes != static_cast<uint64_t>(numel) * elem) throw Error("tensor " + r.name + " has " + std::to_string(r.nbytes) + " bytes, expected " + std::to_string(numel * elem));
+  std::vector<char> raw(r.nbytes);
+  std::ifstream f(r.file, std::ios::binary);
+  if (!f) throw Error("cannot open " + r.file + " (tensor " + r.name + ")");
+  f.seekg(static_cast<std::streamoff>(r.offset));
+  f.read(raw.data(), static_cast<std::streamsize>(r.nbytes));
+  if (!f) throw Error("short read of tensor " + r.name + " from " + r.file);
+  return raw;
+}
+
 WeightStore::WeightStore(const std::vector<TensorRef>& refs, bool dummy, uint64_t seed) : dummy_(dummy), seed_(seed) {
   for (const auto& r : refs) refs_[r.name] = r;
 }
@@ -101,20 +116,13 @@ const float* WeightStore::get(const std::string& name, const std::vector<int64_t
     auto it = refs_.find(name);
     if (it == refs_.end()) throw Error("missing tensor " + name + " (expected shape " + shape_str(shape) + ")");
     const TensorRef& r = it->second;
-    if (r.shape != shape) throw Error("tensor " + name + " has shape " + shape_str(r.shape) + ", expected " + shape_str(shape));
-    const size_t elem = r.dtype == DType::F32 ? 4 : 2;
-    if (r.nbytes != static_cast<uint64_t>(numel) * elem) throw Error("tensor " + name + " has " + std::to_string(r.nbytes) + " bytes, expected " + std::to_string(numel * elem));
-    std::ifstream f(r.file, std::ios::binary);
-    if (!f) throw Error("cannot open " + r.file + " (tensor " + name + ")");
-    f.seekg(static_cast<std::streamoff>(r.offset));
+    const std::vector<char> raw = read_tensor_bytes(r, shape);
     if (r.dtype == DType::F32) {
-      f.read(reinterpret_cast<char*>(out.data()), static_cast<std::streamsize>(r.nbytes));
+      std::memcpy(out.data(), raw.data(), raw.size());
     } else {
-      std::vector<uint16_t> raw(static_cast<size_t>(numel));
-      f.read(reinterpret_cast<char*>(raw.data()), static_cast<std::streamsize>(r.nbytes));
-      for (int64_t i = 0; i < numel; ++i) out[i] = r.dtype == DType::BF16 ? bf16_to_f32(raw[i]) : f16_to_f32(raw[i]);
+      const auto* h = reinterpret_cast<const uint16_t*>(raw.data());
+      for (int64_t i = 0; i < numel; ++i) out[i] = r.dtype == DType::BF16 ? bf16_to_f32(h[i]) : f16_to_f32(h[i]);
     }
-    if (!f) throw Error("short read of tensor " + name + " from " + r.file);
   }
   num_parameters_ += static_cast<uint64_t>(numel);
   auto& slot = data_[name];

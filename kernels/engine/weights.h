@@ -34,4 +34,7 @@ class WeightStore {
 
 std::string shape_str(const std::vector<int64_t>& shape);
 
+/** The raw bytes of one checkpoint tensor, after checking its shape; throws lm::Error naming it. */
+std::vector<char> read_tensor_bytes(const TensorRef& ref, const std::vector<int64_t>& shape);
+
 }  // namespace lm

@@ -8,7 +8,7 @@ function cli(...args: string[]) {
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-const SUBCOMMANDS = ["operator", "router", "worker", "up", "logits", "bench", "render"];
+const SUBCOMMANDS = ["operator", "router", "worker", "up", "logits", "generate", "bench", "render"];
 
 describe("bin/latentmesh", () => {
   it("--help lists every subcommand", () => {
@@ -37,5 +37,16 @@ describe("bin/latentmesh", () => {
     assert.equal(r.code, 2);
     assert.equal(r.stderr.trim().split("\n").length, 1);
     assert.match(r.stderr, /--port/);
+  });
+});
+
+describe("command registry", () => {
+  it("each entry's help summary equals its command's own summary", async () => {
+    const { COMMANDS } = await import("../../cli/commands.js");
+    for (const entry of COMMANDS) {
+      const spec = await entry.load();
+      assert.equal(spec.name, entry.name);
+      assert.equal(spec.summary, entry.summary, entry.name);
+    }
   });
 });

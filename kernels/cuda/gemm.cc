@@ -1,0 +1,86 @@
+// cuBLASLt wrapper. Row-major y (M, N) = x (M, K) · Wᵀ is, in cuBLAS's column-major terms,
+// yᵀ (N, M) = op_T(W as K×N, ld K) · xᵀ (K×M, ld K): transa = T, transb = N, ldc = N.
+// Descriptors and the heuristic's algorithm are cached per (M, N, K, beta).
+#include "cuda/gemm.h"
+
+#include <cublasLt.h>
+
+#include <map>
+#include <string>
+#include <tuple>
+
+#include "cuda/common.cuh"
+
+namespace lm::cuda {
+
+namespace {
+
+void lt_check(cublasStatus_t st, const char* what) {
+  if (st != CUBLAS_STATUS_SUCCESS) throw Error(std::string(what) + ": cuBLASLt status " + std::to_string(static_cast<int>(st)));
+}
+
+constexpr size_t WORKSPACE = 32u << 20;
+
+struct Plan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+};
+
+}  // namespace
+
+struct Gemm::Impl {
+  cublasLtHandle_t handle = nullptr;
+  void* workspace = nullptr;
+  std::map<std::tuple<int64_t, int64_t, int64_t, bool>, Plan> plans;
+
+  const Plan& plan(int64_t M, int64_t K, int64_t N, bool accumulate) {
+    auto key = std::make_tuple(M, N, K, accumulate);
+    auto it = plans.find(key);
+    if (it != plans.end()) return it->second;
+    Plan p;
+    lt_check(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "cublasLtMatmulDescCreate");
+    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    lt_check(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)), "set TRANSA");
+    lt_check(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)), "set TRANSB");
+    lt_check(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_16BF, K, N, K), "layout A");
+    lt_check(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_16BF, K, M, K), "layout B");
+    lt_check(cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, N, M, N), "layout C");
+    cublasLtMatmulPreference_t pref;
+    lt_check(cublasLtMatmulPreferenceCreate(&pref), "preference");
+    size_t ws = WORKSPACE;
+    lt_check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)), "preference workspace");
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    lt_check(cublasLtMatmulAlgoGetHeuristic(handle, p.desc, p.a, p.b, p.c, p.c, pref, 1, &result, &found), "cublasLtMatmulAlgoGetHeuristic");
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (found == 0) throw Error("cuBLASLt has no algorithm for a " + std::to_string(M) + "x" + std::to_string(N) + "x" + std::to_string(K) + " bf16 GEMM");
+    p.algo = result.algo;
+    return plans.emplace(key, p).first->second;
+  }
+};
+
+Gemm::Gemm() : impl_(std::make_unique<Impl>()) {
+  lt_check(cublasLtCreate(&impl_->handle), "cublasLtCreate");
+  LM_CUDA_CHECK(cudaMalloc(&impl_->workspace, WORKSPACE));
+}
+
+Gemm::~Gemm() {
+  for (auto& [k, p] : impl_->plans) {
+    cublasLtMatrixLayoutDestroy(p.a);
+    cublasLtMatrixLayoutDestroy(p.b);
+    cublasLtMatrixLayoutDestroy(p.c);
+    cublasLtMatmulDescDestroy(p.desc);
+  }
+  cudaFree(impl_->workspace);
+  cublasLtDestroy(impl_->handle);
+}
+
+void Gemm::run(const __nv_bfloat16* x, int64_t M, int64_t K, const __nv_bfloat16* W, int64_t N, float* y, float beta, cudaStream_t s) {
+  if (M == 0 || N == 0) return;
+  const Plan& p = impl_->plan(M, K, N, beta != 0.f);
+  const float alpha = 1.f;
+  lt_check(cublasLtMatmul(impl_->handle, p.desc, &alpha, W, p.a, x, p.b, &beta, y, p.c, y, p.c, &p.algo, impl_->workspace, WORKSPACE, s), "cublasLtMatmul");
+}
+
+}  // namespace lm::cuda

@@ -1,0 +1,87 @@
+// CUDA backend ops (sm_90): launchers callable from host C++. Same op names and math as cpu/ops.h;
+// bf16 weights and GEMM activations, fp32 residual stream, accumulation and SSM state.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace lm::cuda {
+
+using bf16 = __nv_bfloat16;
+
+/** The batch as kernels see it: per sequence and per row, all device pointers. */
+struct BatchView {
+  int nseq = 0;
+  int rows = 0;
+  const int* seq_slot = nullptr;   // (nseq)
+  const int* seq_row0 = nullptr;   // (nseq) first row of the sequence in the step
+  const int* seq_len = nullptr;    // (nseq) tokens fed this step
+  const int* seq_pos0 = nullptr;   // (nseq) position of its first fed token
+  const int* seq_bt0 = nullptr;    // (nseq) offset of its block table in block_tables
+  const int* block_tables = nullptr;
+  int block_size = 16;
+  const int* row_seq = nullptr;    // (rows) sequence of each row
+};
+
+/** h (R, H) fp32 = table[tokens] (bf16 rows). */
+void embedding_gather(const int32_t* tokens, int R, const bf16* table, int H, float* h, cudaStream_t s);
+
+/** out (R, H) bf16 = rmsnorm(h[rows[i]]) * w; rows == nullptr means row i. */
+void rmsnorm_bf16(const float* h, const int32_t* rows, int R, int H, const float* w, float eps, bf16* out, cudaStream_t s);
+
+/** Causal depthwise conv + bias + SiLU over each sequence's rows, reading the slot's conv state. */
+void conv1d_silu(const BatchView& b, const float* x, int64_t x_stride, int C, int K, const float* w, const float* bias, const float* conv_state, float* out, cudaStream_t s);
+/** After conv1d_silu: the slot's conv state becomes its last K-1 inputs (state rows then x rows). */
+void conv_state_update(const BatchView& b, const float* x, int64_t x_stride, int C, int K, float* conv_state, cudaStream_t s);
+
+struct SsmParams {
+  int nheads, head_dim, ngroups, dstate;
+  const float* xbc;      // (R, conv_dim): x | B | C after the conv
+  int64_t xbc_stride;
+  const float* dt_raw;   // (R, ...) raw dt of head h at dt_raw[r * dt_stride + h]
+  int64_t dt_stride;
+  const float* dt_bias;  // (nheads)
+  const float* A;        // (nheads) = -exp(A_log)
+  const float* D;        // (nheads)
+  float dt_min, dt_max;
+  float* state;          // (slots, nheads, head_dim, dstate)
+  float* y;              // (R, nheads*head_dim)
+};
+/** The Mamba-2 SSM over each sequence's rows from its slot's state, state updated in place. */
+void ssm_scan(const BatchView& b, const SsmParams& p, cudaStream_t s);
+
+/** out (R, I) bf16 = group-rmsnorm(y * silu(z)) * w, groups of `group` channels. */
+void gated_rmsnorm(const float* y, const float* z, int64_t z_stride, const float* w, int R, int I, int group, float eps, bf16* out, cudaStream_t s);
+
+/** Writes this step's k, v rows (R, nkv*hd) into the paged caches (blocks, block_size, nkv, hd). */
+void kv_write(const BatchView& b, const float* k, const float* v, int nkv, int hd, bf16* k_cache, bf16* v_cache, cudaStream_t s);
+/** Causal GQA attention of each row over its sequence's cached keys; out (R, nq*hd) bf16. */
+void paged_attention(const BatchView& b, const float* q, int nq, int nkv, int hd, const bf16* k_cache, const bf16* v_cache, bf16* out, cudaStream_t s);
+
+/** Router: ids/weights (R, k) from logits (R, E), as cpu::moe_route. */
+void moe_route(const float* logits, const float* correction_bias, int R, int E, int n_group, int topk_group, int k, bool norm_topk, float scaling, int32_t* ids, float* weights, cudaStream_t s);
+/** dst (M, D) = src[idx[i]] rows. */
+void gather_rows(const bf16* src, const int32_t* idx, int M, int D, bf16* dst, cudaStream_t s);
+/** out (R, D) fp32 (+)= Σ_j weight[r, j] · expert_out[slot_of[r, j]]. */
+void moe_combine(const float* expert_out, const int32_t* slot_of, const float* weights, int R, int k, int D, float* out, bool accumulate, cudaStream_t s);
+
+/** Elementwise helpers. */
+void relu2_bf16(const float* in, int64_t n, bf16* out, cudaStream_t s);
+void f32_to_bf16(const float* in, int64_t n, bf16* out, cudaStream_t s);
+void add_inplace(float* h, const float* x, int64_t n, cudaStream_t s);
+/** Converts raw checkpoint data (0 = F32, 1 = BF16, 2 = F16) to bf16 or fp32 on the device. */
+void convert_to_bf16(const void* raw, int dtype, int64_t n, bf16* out, cudaStream_t s);
+void convert_to_f32(const void* raw, int dtype, int64_t n, float* out, cudaStream_t s);
+/** Deterministic dummy values: uniform in [lo, hi) from (seed, index); kind 1 = dt_bias, 2 = A_log. */
+void fill_dummy_bf16(bf16* p, int64_t n, uint64_t seed, float lo, float hi, cudaStream_t s);
+void fill_dummy_f32(float* p, int64_t n, uint64_t seed, float lo, float hi, int kind, cudaStream_t s);
+
+}  // namespace lm::cuda
+
+namespace lm::cuda {
+/** y (R, N) += bias (N). */
+void add_bias(float* y, const float* bias, int R, int N, cudaStream_t s);
+/** p = -exp(p), elementwise (A from A_log). */
+void neg_exp(float* p, int64_t n, cudaStream_t s);
+}  // namespace lm::cuda

@@ -1,0 +1,12 @@
+// Checks one step's batch against the engine's limits; shared by every backend.
+#pragma once
+#include <vector>
+
+#include "engine.h"
+
+namespace lm {
+
+/** Throws lm::Error naming the sequence and the problem (slot, token id, block table). */
+void validate_batch(const ModelSpec& spec, const EngineOptions& opts, bool has_attention, const std::vector<StepSeq>& batch);
+
+}  // namespace lm
