@@ -15,6 +15,8 @@ if ! LM_CUDA=ON node scripts/build-native.mjs >"$out/build.log" 2>&1; then tail 
 grep -E "CUDA backend|kernels: compiled" "$out/build.log"
 echo "== CPU op tests"
 ./kernels/build/test-ops | tail -3
+echo "== CUDA ops vs CPU reference"
+./kernels/build/test-cuda-ops || status_ops=1
 echo "== CUDA parity on fixtures"
 node scripts/gpu-parity.mjs cuda
 status=$?
@@ -24,4 +26,4 @@ ids=$(seq -s, 1 "${SMOKE_PROMPT:=512}")
 /usr/bin/time -v node bin/latentmesh logits --backend cuda --load-format dummy --model /tmp/smoke --prompt-ids "$ids" --decode 16 --out /tmp/smoke/out 2>"$out/smoke.log"
 echo "smoke exit $?"; grep -E "engine ready|wrote logits|Maximum resident|Elapsed|latentmesh" "$out/smoke.log" | cut -c1-240
 nvidia-smi --query-gpu=memory.used --format=csv,noheader
-exit $status
+exit $(( status || ${status_ops:-0} ))
