@@ -39,51 +39,61 @@ export const ANNOTATION = {
   restarts: "latentmesh.dev/restarts",
 } as const;
 
-/** Environment variables of worker pods (one process per rank). */
+/**
+ * Environment variables of worker pods: the worker's flags (worker/config.ts) by core/flags'
+ * naming, plus a few the operator proposes for multi-GPU pods (marked).
+ */
 export const WORKER_ENV = {
-  deployment: "LATENTMESH_DEPLOYMENT",
   namespace: "LATENTMESH_NAMESPACE",
-  modelName: "LATENTMESH_MODEL_NAME",
+  deployment: "LATENTMESH_DEPLOYMENT",
+  servedModelName: "LATENTMESH_SERVED_MODEL_NAME",
   /** Local checkpoint directory (after the download init step, if any). */
   model: "LATENTMESH_MODEL",
   backend: "LATENTMESH_BACKEND",
-  dtype: "LATENTMESH_DTYPE",
   natsUrl: "LATENTMESH_NATS_URL",
-  /** Path of a NATS credentials file, when the deployment names one. */
-  natsCreds: "LATENTMESH_NATS_CREDS",
-  groupId: "LATENTMESH_GROUP_ID",
-  /** This pod's ordinal in its group; its first rank is podIndex × ranksPerPod. */
+  natsCredsFile: "LATENTMESH_NATS_CREDS_FILE",
+  /** Group name, a NATS subject token (`g0`, `g1`, ...). */
+  group: "LATENTMESH_GROUP",
+  /** Rank within the group; set from the pod index when a pod runs one rank (gpusPerPod = 1). */
+  rank: "LATENTMESH_RANK",
+  maxSlots: "LATENTMESH_MAX_SLOTS",
+  httpPort: "LATENTMESH_HTTP_PORT",
+  opsHost: "LATENTMESH_OPS_HOST",
+  /** Proposed: this pod's ordinal in its group; its first rank is podIndex × ranksPerPod. */
   podIndex: "LATENTMESH_POD_INDEX",
+  /** Proposed: ranks (processes, GPUs) per pod. */
   ranksPerPod: "LATENTMESH_RANKS_PER_POD",
-  /** Ranks in the group (= spec.workers.expertParallel). */
+  /** Proposed: ranks in the group (= spec.workers.expertParallel). */
   worldSize: "LATENTMESH_WORLD_SIZE",
-  /** host:port of rank 0's rendezvous endpoint, through the group's headless Service. */
+  /** Proposed: host:port of rank 0's rendezvous endpoint, through the group's headless Service. */
   leaderAddress: "LATENTMESH_LEADER_ADDRESS",
-  /** Path of the shard plan JSON (see model-deployment-shard-plan.ts). */
+  /** Proposed: path of the shard plan JSON (see model-deployment-shard-plan.ts). */
   shardPlan: "LATENTMESH_SHARD_PLAN",
-  maxSequences: "LATENTMESH_MAX_SEQUENCES",
-  /** 0 when MTP speculation is off. */
+  dtype: "LATENTMESH_DTYPE",
+  /** Proposed: 0 when MTP speculation is off. */
   mtpMaxDraftTokens: "LATENTMESH_MTP_MAX_DRAFT_TOKENS",
-  metricsPort: "LATENTMESH_METRICS_PORT",
 } as const;
 
-/** Environment variables of router pods. */
+/** Environment variables of router pods: the router's flags (router/config.ts). */
 export const ROUTER_ENV = {
-  deployment: "LATENTMESH_DEPLOYMENT",
   namespace: "LATENTMESH_NAMESPACE",
-  modelName: "LATENTMESH_MODEL_NAME",
+  deployment: "LATENTMESH_DEPLOYMENT",
+  servedModelName: "LATENTMESH_SERVED_MODEL_NAME",
+  /** Checkpoint directory with the tokenizer files. */
+  model: "LATENTMESH_MODEL",
   natsUrl: "LATENTMESH_NATS_URL",
-  natsCreds: "LATENTMESH_NATS_CREDS",
+  natsCredsFile: "LATENTMESH_NATS_CREDS_FILE",
   host: "LATENTMESH_HOST",
   port: "LATENTMESH_PORT",
-  apiKey: "LATENTMESH_API_KEY",
-  /** Path of the router's JSON config (admission limits, speculation policy). */
-  config: "LATENTMESH_ROUTER_CONFIG",
+  apiKeys: "LATENTMESH_API_KEYS",
+  maxInflight: "LATENTMESH_MAX_INFLIGHT",
+  requestTimeoutS: "LATENTMESH_REQUEST_TIMEOUT_S",
 } as const;
 
 export const PORTS = {
   routerHttp: 8000,
-  workerMetrics: 9090,
+  /** Worker ops HTTP: /metrics /healthz /readyz. */
+  workerHttp: 9100,
   /** Rank 0's rendezvous (NCCL bootstrap / CPU socket transport) port. */
   groupRendezvous: 29500,
 } as const;
@@ -92,8 +102,6 @@ export const PATHS = {
   modelCache: "/var/lib/latentmesh/models",
   shardPlanDir: "/etc/latentmesh/shard-plan",
   shardPlanFile: "plan.json",
-  routerConfigDir: "/etc/latentmesh/router",
-  routerConfigFile: "router.json",
   natsCredsDir: "/etc/latentmesh/nats",
 } as const;
 
@@ -109,6 +117,8 @@ export const names = {
   routerAccount: (md: string) => `${md}-router`,
   workerAccount: (md: string) => `${md}-worker`,
   group: (md: string, index: number) => `${md}-g${index}`,
+  /** The group's name on NATS and in load reports. */
+  groupToken: (index: number) => `g${index}`,
   shardPlan: (md: string) => `${md}-shard-plan`,
   serviceMonitor: (md: string) => md,
   networkPolicy: (md: string) => `${md}-workers`,

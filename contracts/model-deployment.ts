@@ -117,8 +117,7 @@ export const RouterSpec = z.object({
   apiKeySecretRef: SecretKeyRef.optional().describe("Secret holding the API key clients must send"),
   admission: z
     .object({
-      maxQueuedRequests: z.int().min(0).default(1024),
-      maxInflightRequestsPerRank: z.int().min(1).default(256),
+      maxInflightRequests: z.int().min(1).default(1024).describe("Requests in flight per router replica; beyond that 429"),
       requestTimeoutSeconds: z.int().min(1).default(600),
     })
     .prefault({}),

@@ -13,7 +13,7 @@ export type { DesiredObject, ValidDeployment } from "./meta.js";
 /** Every object the deployment should own, in apply order. */
 export function buildDesired(md: ValidDeployment): DesiredObject[] {
   const plan = planShards(md);
-  const podTemplateHash = contentHash({ plan });
+  const configHash = contentHash({ plan });
   const objects: (DesiredObject | undefined)[] = [
     buildWorkerAccount(md),
     ...buildRouterRbac(md),
@@ -27,7 +27,7 @@ export function buildDesired(md: ValidDeployment): DesiredObject[] {
   ];
   if (md.spec.workers.groups > 0) objects.push(buildWorkerPdb(md));
   for (let g = 0; g < md.spec.workers.groups; g++) {
-    objects.push(buildGroupService(md, g), buildGroupStatefulSet(md, g, podTemplateHash));
+    objects.push(buildGroupService(md, g), buildGroupStatefulSet(md, g, configHash));
   }
   return inApplyOrder(objects.filter((o): o is DesiredObject => o !== undefined));
 }

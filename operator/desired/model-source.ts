@@ -49,18 +49,25 @@ function credentialEnv(md: ValidDeployment, scheme: "hf" | "s3"): V1EnvVar[] {
 const FETCH_SCRIPTS = {
   hf:
     'pip install --user --quiet --no-cache-dir "huggingface_hub>=0.34" && ' +
-    'python -c "import os; from huggingface_hub import snapshot_download as d; ' +
-    "d(repo_id=os.environ['SOURCE'], revision=os.environ.get('REVISION') or None, local_dir=os.environ['DEST'])\"",
-  s3: 'aws s3 sync "$SOURCE" "$DEST" --only-show-errors',
+    'python -c "import os; from huggingface_hub import snapshot_download as d; p = os.environ.get(\'PATTERNS\'); ' +
+    "d(repo_id=os.environ['SOURCE'], revision=os.environ.get('REVISION') or None, local_dir=os.environ['DEST'], allow_patterns=p.split(',') if p else None)\"",
+  s3: 'aws s3 sync "$SOURCE" "$DEST" --only-show-errors $S3_FILTERS',
 } as const;
 
+/** Files the router needs: tokenizer, its config and chat template (no weights). */
+const TOKENIZER_PATTERNS = ["*.json", "tokenizer*", "*.jinja"] as const;
+
 function fetchScript(scheme: "hf" | "s3"): string {
-  return `set -eu; if [ -f "$DEST/.complete" ]; then echo "model cached"; exit 0; fi; mkdir -p "$DEST"; ${FETCH_SCRIPTS[scheme]}; touch "$DEST/.complete"`;
+  return `set -euf; if [ -f "$DEST/.complete" ]; then echo "model cached"; exit 0; fi; mkdir -p "$DEST"; ${FETCH_SCRIPTS[scheme]}; touch "$DEST/.complete"`;
 }
 
-export function planModelSource(md: ValidDeployment): ModelSourcePlan {
+/** What a pod needs of the checkpoint: all of it (workers) or its tokenizer files (router). */
+export type ModelPart = "checkpoint" | "tokenizer";
+
+export function planModelSource(md: ValidDeployment, part: ModelPart = "checkpoint"): ModelSourcePlan {
   const { uri, revision } = md.spec.model.source;
-  const cache = md.spec.model.cache;
+  // the router's few tokenizer files always go to an emptyDir
+  const cache = part === "checkpoint" ? md.spec.model.cache : undefined;
   const cacheVolumes: V1Volume[] = [];
   const claimTemplates: V1PersistentVolumeClaim[] = [];
   if (cache?.claimName) cacheVolumes.push({ name: CACHE_VOLUME, persistentVolumeClaim: { claimName: cache.claimName } });
@@ -90,7 +97,13 @@ export function planModelSource(md: ValidDeployment): ModelSourcePlan {
   if (uri.startsWith("/")) return { scheme: "path", modelPath: uri, init: undefined, volumes: [], mounts: [], claimTemplates: [] };
 
   const scheme = uri.startsWith("hf://") ? "hf" : "s3";
-  const dest = `${PATHS.modelCache}/${cacheDirName(uri, revision)}`;
+  const dest = `${PATHS.modelCache}/${cacheDirName(uri, revision)}${part === "tokenizer" ? ".tokenizer" : ""}`;
+  const filters: V1EnvVar[] =
+    part === "checkpoint"
+      ? []
+      : scheme === "hf"
+        ? [{ name: "PATTERNS", value: TOKENIZER_PATTERNS.join(",") }]
+        : [{ name: "S3_FILTERS", value: `--exclude * ${TOKENIZER_PATTERNS.map((p) => `--include ${p}`).join(" ")}` }];
   const init: V1Container = {
     name: "fetch-model",
     image: FETCH_IMAGES[scheme],
@@ -100,6 +113,7 @@ export function planModelSource(md: ValidDeployment): ModelSourcePlan {
       { name: "REVISION", value: revision ?? "" },
       { name: "DEST", value: dest },
       { name: "HOME", value: "/tmp" },
+      ...filters,
       ...credentialEnv(md, scheme),
     ],
     volumeMounts: [cacheMount],

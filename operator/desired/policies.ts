@@ -56,7 +56,7 @@ export function buildNetworkPolicy(md: ValidDeployment): DesiredObject | undefin
       policyTypes: ["Ingress"],
       ingress: [
         { from: [{ podSelector: { matchLabels: { [LABEL.deployment]: md.name, [LABEL.name]: LABEL_VALUES.name } } }] },
-        { ports: [{ port: PORTS.workerMetrics, protocol: "TCP" }] },
+        { ports: [{ port: PORTS.workerHttp, protocol: "TCP" }] },
       ],
     },
   };

@@ -1,60 +1,54 @@
 /**
- * The router (pure): Deployment, Service, its JSON config, and the ServiceAccount + Role it needs to
- * discover worker pods. Its config holds nothing that changes when groups scale, so scaling never
- * rolls the router.
+ * The router (pure): Deployment, Service, the ConfigMap of its settings (its flags as
+ * LATENTMESH_* variables, read through envFrom), and the ServiceAccount + Role it needs to discover
+ * worker pods. Nothing in it changes when groups scale, so scaling never rolls the router. Router
+ * pods fetch only the checkpoint's tokenizer files.
  */
-import type { V1ConfigMap, V1Deployment, V1EnvVar, V1VolumeMount, V1Role, V1RoleBinding, V1Service, V1ServiceAccount } from "@kubernetes/client-node";
+import type { V1ConfigMap, V1Deployment, V1EnvVar, V1Role, V1RoleBinding, V1Service, V1ServiceAccount, V1Volume, V1VolumeMount } from "@kubernetes/client-node";
 import { ANNOTATION, names, PATHS, PORTS, ROUTER_ENV } from "../../contracts/model-deployment-wiring.js";
 import { commonLabels, contentHash, ownedMeta, selectorLabels, type DesiredObject, type ValidDeployment } from "./meta.js";
+import { planModelSource } from "./model-source.js";
 
-/** What `router.json` holds; the router parses it with its own schema. */
-export function routerConfig(md: ValidDeployment) {
+/** The router's settings, as the environment variables its flags read. */
+export function routerSettings(md: ValidDeployment): Record<string, string> {
   const { spec } = md;
-  return {
-    model: spec.model.name,
-    deployment: md.name,
-    namespace: md.namespace,
-    admission: spec.router.admission,
-    speculative: { mtp: spec.speculative.mtp },
-    worldSize: spec.workers.expertParallel,
+  const env: Record<string, string> = {
+    [ROUTER_ENV.namespace]: md.namespace,
+    [ROUTER_ENV.deployment]: md.name,
+    [ROUTER_ENV.servedModelName]: spec.model.name,
+    [ROUTER_ENV.model]: planModelSource(md, "tokenizer").modelPath,
+    [ROUTER_ENV.natsUrl]: spec.nats.url,
+    [ROUTER_ENV.host]: "0.0.0.0",
+    [ROUTER_ENV.port]: String(PORTS.routerHttp),
+    [ROUTER_ENV.maxInflight]: String(spec.router.admission.maxInflightRequests),
+    [ROUTER_ENV.requestTimeoutS]: String(spec.router.admission.requestTimeoutSeconds),
   };
-}
-
-function routerEnv(md: ValidDeployment): V1EnvVar[] {
-  const { spec } = md;
-  const env: V1EnvVar[] = [
-    { name: ROUTER_ENV.deployment, value: md.name },
-    { name: ROUTER_ENV.namespace, valueFrom: { fieldRef: { fieldPath: "metadata.namespace" } } },
-    { name: ROUTER_ENV.modelName, value: spec.model.name },
-    { name: ROUTER_ENV.natsUrl, value: spec.nats.url },
-    { name: ROUTER_ENV.host, value: "0.0.0.0" },
-    { name: ROUTER_ENV.port, value: String(PORTS.routerHttp) },
-    { name: ROUTER_ENV.config, value: `${PATHS.routerConfigDir}/${PATHS.routerConfigFile}` },
-  ];
-  const key = spec.router.apiKeySecretRef;
-  if (key) env.push({ name: ROUTER_ENV.apiKey, valueFrom: { secretKeyRef: { name: key.name, key: key.key ?? "api-key" } } });
   const creds = spec.nats.credentialsSecretRef;
-  if (creds) env.push({ name: ROUTER_ENV.natsCreds, value: `${PATHS.natsCredsDir}/${creds.key ?? "nats.creds"}` });
+  if (creds) env[ROUTER_ENV.natsCredsFile] = `${PATHS.natsCredsDir}/${creds.key ?? "nats.creds"}`;
   return env;
 }
 
 export function buildRouterConfigMap(md: ValidDeployment): DesiredObject & V1ConfigMap {
-  return {
-    apiVersion: "v1",
-    kind: "ConfigMap",
-    metadata: ownedMeta(md, names.routerConfig(md.name), "router"),
-    data: { [PATHS.routerConfigFile]: `${JSON.stringify(routerConfig(md), null, 2)}\n` },
-  };
+  return { apiVersion: "v1", kind: "ConfigMap", metadata: ownedMeta(md, names.routerConfig(md.name), "router"), data: routerSettings(md) };
+}
+
+function stringQuantities(r: { requests?: Record<string, string | number>; limits?: Record<string, string | number> }) {
+  const conv = (m?: Record<string, string | number>) => (m ? Object.fromEntries(Object.entries(m).map(([k, v]) => [k, String(v)])) : undefined);
+  return { ...(r.requests ? { requests: conv(r.requests) } : {}), ...(r.limits ? { limits: conv(r.limits) } : {}) };
 }
 
 export function buildRouterDeployment(md: ValidDeployment): DesiredObject & V1Deployment {
   const { router, nats } = md.spec;
-  const volumes: NonNullable<NonNullable<V1Deployment["spec"]>["template"]["spec"]>["volumes"] = [{ name: "config", configMap: { name: names.routerConfig(md.name) } }];
-  const mounts: V1VolumeMount[] = [{ name: "config", mountPath: PATHS.routerConfigDir, readOnly: true }];
+  const source = planModelSource(md, "tokenizer");
+  const volumes: V1Volume[] = [...source.volumes];
+  const mounts: V1VolumeMount[] = [...source.mounts];
   if (nats.credentialsSecretRef) {
     volumes.push({ name: "nats-creds", secret: { secretName: nats.credentialsSecretRef.name } });
     mounts.push({ name: "nats-creds", mountPath: PATHS.natsCredsDir, readOnly: true });
   }
+  const env: V1EnvVar[] = [];
+  const key = router.apiKeySecretRef;
+  if (key) env.push({ name: ROUTER_ENV.apiKeys, valueFrom: { secretKeyRef: { name: key.name, key: key.key ?? "api-key" } } });
   return {
     apiVersion: "apps/v1",
     kind: "Deployment",
@@ -64,16 +58,19 @@ export function buildRouterDeployment(md: ValidDeployment): DesiredObject & V1De
       selector: { matchLabels: selectorLabels(md, "router") },
       strategy: { type: "RollingUpdate", rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } },
       template: {
-        metadata: { labels: commonLabels(md, "router"), annotations: { [ANNOTATION.specHash]: contentHash(routerConfig(md)) } },
+        // settings come through envFrom: their hash rolls the router when they change
+        metadata: { labels: commonLabels(md, "router"), annotations: { [ANNOTATION.specHash]: contentHash(routerSettings(md)) } },
         spec: {
           serviceAccountName: names.routerAccount(md.name),
-          securityContext: { runAsNonRoot: true },
+          securityContext: { runAsNonRoot: true, fsGroup: 65532 },
+          ...(source.init ? { initContainers: [source.init] } : {}),
           containers: [
             {
               name: "router",
               image: router.image,
               args: ["router"],
-              env: routerEnv(md),
+              envFrom: [{ configMapRef: { name: names.routerConfig(md.name) } }],
+              ...(env.length > 0 ? { env } : {}),
               ports: [{ name: "http", containerPort: PORTS.routerHttp }],
               readinessProbe: { httpGet: { path: "/healthz", port: "http" }, periodSeconds: 5 },
               livenessProbe: { httpGet: { path: "/healthz", port: "http" }, periodSeconds: 10, failureThreshold: 6 },
@@ -87,11 +84,6 @@ export function buildRouterDeployment(md: ValidDeployment): DesiredObject & V1De
       },
     },
   };
-}
-
-function stringQuantities(r: { requests?: Record<string, string | number>; limits?: Record<string, string | number> }) {
-  const conv = (m?: Record<string, string | number>) => (m ? Object.fromEntries(Object.entries(m).map(([k, v]) => [k, String(v)])) : undefined);
-  return { ...(r.requests ? { requests: conv(r.requests) } : {}), ...(r.limits ? { limits: conv(r.limits) } : {}) };
 }
 
 export function buildRouterService(md: ValidDeployment): DesiredObject & V1Service {

@@ -6,7 +6,7 @@
  */
 import type { V1Container, V1EnvVar, V1PodSpec, V1ResourceRequirements, V1Service, V1StatefulSet, V1Volume, V1VolumeMount } from "@kubernetes/client-node";
 import { ANNOTATION, LABEL, leaderHost, names, PATHS, PORTS, WORKER_ENV } from "../../contracts/model-deployment-wiring.js";
-import { ownedMeta, selectorLabels, commonLabels, type DesiredObject, type ValidDeployment } from "./meta.js";
+import { commonLabels, contentHash, ownedMeta, selectorLabels, type DesiredObject, type ValidDeployment } from "./meta.js";
 import { planModelSource } from "./model-source.js";
 
 export const GPU_RESOURCE = "nvidia.com/gpu";
@@ -35,25 +35,29 @@ function workerResources(md: ValidDeployment): V1ResourceRequirements {
 
 function workerEnv(md: ValidDeployment, group: number, modelPath: string): V1EnvVar[] {
   const { spec } = md;
+  const podIndex: V1EnvVar["valueFrom"] = { fieldRef: { fieldPath: `metadata.labels['${LABEL.podIndex}']` } };
   const env: V1EnvVar[] = [
-    { name: WORKER_ENV.deployment, value: md.name },
     { name: WORKER_ENV.namespace, valueFrom: { fieldRef: { fieldPath: "metadata.namespace" } } },
-    { name: WORKER_ENV.modelName, value: spec.model.name },
+    { name: WORKER_ENV.deployment, value: md.name },
+    { name: WORKER_ENV.servedModelName, value: spec.model.name },
     { name: WORKER_ENV.model, value: modelPath },
     { name: WORKER_ENV.backend, value: spec.engine.backend },
     { name: WORKER_ENV.dtype, value: spec.engine.dtype },
     { name: WORKER_ENV.natsUrl, value: spec.nats.url },
-    { name: WORKER_ENV.groupId, value: String(group) },
-    { name: WORKER_ENV.podIndex, valueFrom: { fieldRef: { fieldPath: `metadata.labels['${LABEL.podIndex}']` } } },
+    { name: WORKER_ENV.group, value: names.groupToken(group) },
+    { name: WORKER_ENV.podIndex, valueFrom: podIndex },
     { name: WORKER_ENV.ranksPerPod, value: String(spec.workers.gpusPerPod) },
     { name: WORKER_ENV.worldSize, value: String(spec.workers.expertParallel) },
     { name: WORKER_ENV.leaderAddress, value: `${leaderHost(md.name, md.namespace, group)}:${PORTS.groupRendezvous}` },
     { name: WORKER_ENV.shardPlan, value: `${PATHS.shardPlanDir}/${PATHS.shardPlanFile}` },
-    { name: WORKER_ENV.maxSequences, value: String(spec.engine.maxSequences) },
+    { name: WORKER_ENV.maxSlots, value: String(spec.engine.maxSequences) },
     { name: WORKER_ENV.mtpMaxDraftTokens, value: String(spec.speculative.mtp.enabled ? spec.speculative.mtp.maxDraftTokens : 0) },
-    { name: WORKER_ENV.metricsPort, value: String(PORTS.workerMetrics) },
+    { name: WORKER_ENV.opsHost, value: "0.0.0.0" },
+    { name: WORKER_ENV.httpPort, value: String(PORTS.workerHttp) },
   ];
-  if (spec.nats.credentialsSecretRef) env.push({ name: WORKER_ENV.natsCreds, value: `${PATHS.natsCredsDir}/${spec.nats.credentialsSecretRef.key ?? "nats.creds"}` });
+  // one rank per pod: the rank is the pod's ordinal (multi-rank pods derive theirs from podIndex)
+  if (spec.workers.gpusPerPod === 1) env.push({ name: WORKER_ENV.rank, valueFrom: podIndex });
+  if (spec.nats.credentialsSecretRef) env.push({ name: WORKER_ENV.natsCredsFile, value: `${PATHS.natsCredsDir}/${spec.nats.credentialsSecretRef.key ?? "nats.creds"}` });
   return env;
 }
 
@@ -87,11 +91,12 @@ function podSpec(md: ValidDeployment, group: number): V1PodSpec {
     args: ["worker", ...engine.extraArgs],
     env: workerEnv(md, group, source.modelPath),
     ports: [
-      { name: "metrics", containerPort: PORTS.workerMetrics },
+      { name: "metrics", containerPort: PORTS.workerHttp },
       { name: "rendezvous", containerPort: PORTS.groupRendezvous },
     ],
     resources: workerResources(md),
-    readinessProbe: { httpGet: { path: "/healthz", port: "metrics" }, periodSeconds: 5, failureThreshold: 3 },
+    readinessProbe: { httpGet: { path: "/readyz", port: "metrics" }, periodSeconds: 5, failureThreshold: 3 },
+    livenessProbe: { httpGet: { path: "/healthz", port: "metrics" }, periodSeconds: 10, failureThreshold: 6 },
     volumeMounts: [...source.mounts, ...shared.mounts],
     securityContext: { allowPrivilegeEscalation: false },
   };
@@ -126,19 +131,23 @@ export function buildGroupService(md: ValidDeployment, group: number): DesiredOb
       selector: selectorLabels(md, "worker", group),
       ports: [
         { name: "rendezvous", port: PORTS.groupRendezvous, targetPort: "rendezvous" },
-        { name: "metrics", port: PORTS.workerMetrics, targetPort: "metrics" },
+        { name: "metrics", port: PORTS.workerHttp, targetPort: "metrics" },
       ],
     },
   };
 }
 
 /**
- * The group's StatefulSet. `podTemplateHash` (shard plan and anything else pods read at start)
- * goes into a pod annotation so that a change makes the group's revision differ.
+ * The group's StatefulSet. Its pods carry a hash of their template and of `configHash` (the shard
+ * plan and anything else they read at start) in an annotation: a pod whose hash differs from its
+ * StatefulSet's is outdated, and the operator rolls its whole group (updateStrategy OnDelete).
  */
-export function buildGroupStatefulSet(md: ValidDeployment, group: number, podTemplateHash: string): DesiredObject & V1StatefulSet {
+export function buildGroupStatefulSet(md: ValidDeployment, group: number, configHash: string): DesiredObject & V1StatefulSet {
   const source = planModelSource(md);
   const name = names.group(md.name, group);
+  const spec = podSpec(md, group);
+  const labels = commonLabels(md, "worker", group);
+  const podTemplateHash = contentHash({ labels, spec, configHash });
   const set: DesiredObject & V1StatefulSet = {
     apiVersion: "apps/v1",
     kind: "StatefulSet",
@@ -150,8 +159,8 @@ export function buildGroupStatefulSet(md: ValidDeployment, group: number, podTem
       updateStrategy: { type: "OnDelete" },
       selector: { matchLabels: selectorLabels(md, "worker", group) },
       template: {
-        metadata: { labels: commonLabels(md, "worker", group), annotations: { [ANNOTATION.specHash]: podTemplateHash } },
-        spec: podSpec(md, group),
+        metadata: { labels, annotations: { [ANNOTATION.specHash]: podTemplateHash } },
+        spec,
       },
     },
   };
