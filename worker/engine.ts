@@ -67,6 +67,11 @@ export function nativeSpec(c: ModelConfig): NativeModelSpec {
   };
 }
 
+/** The backend's ceilings measured now: copy bandwidth (GB/s, read + write) and GEMM rate (TFLOP/s). */
+export function measureRoofline(backend: "cpu" | "cuda", threads = availableParallelism()): Promise<{ copyGBps: number; matmulTflops: number }> {
+  return loadAddon().measureRoofline(backend, threads);
+}
+
 export class Engine {
   private inFlight = false;
 

@@ -129,6 +129,8 @@ export interface NativeEngine {
 export interface NativeAddon {
   version(): string;
   backends(): string[];
+  /** Measures the backend's copy bandwidth and GEMM rate now (benchmark ceilings). */
+  measureRoofline(backend: "cpu" | "cuda", threads: number): Promise<{ copyGBps: number; matmulTflops: number }>;
   /** Loads weights (slow: runs off the main thread). */
   createEngine(options: NativeEngineOptions): Promise<NativeEngine>;
 }

@@ -118,6 +118,13 @@ class Engine {
   virtual std::vector<float> slot_state(int slot) const = 0;
 };
 
+/** The machine's ceilings, measured now, for benchmark ratios. */
+struct Roofline {
+  double copy_gbps = 0;      // device-to-device (CPU: memory-to-memory) copy, bytes read + written per second / 1e9
+  double matmul_tflops = 0;  // the backend's GEMM path (CUDA: bf16 cuBLASLt, fp32 accumulate; CPU: fp32)
+};
+Roofline measure_roofline(const std::string& backend, int threads);
+
 /** Loads weights (or builds dummy ones) and allocates state; throws lm::Error. */
 std::unique_ptr<Engine> create_engine(const EngineOptions& options);
 

@@ -384,6 +384,64 @@ napi_value CreateEngine(napi_env env, napi_callback_info info) {
   }
 }
 
+struct RooflineWork {
+  std::string backend;
+  int threads = 0;
+  lm::Roofline result;
+  std::string error;
+  napi_deferred deferred;
+  napi_async_work work;
+};
+
+napi_value MeasureRoofline(napi_env env, napi_callback_info info) {
+  try {
+    size_t argc = 2;
+    napi_value argv[2];
+    NAPI_OK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+    if (argc < 2) throw JsError{"expected (backend, threads)"};
+    auto work = std::make_unique<RooflineWork>();
+    work->backend = to_string(env, argv[0], "backend");
+    double threads = 0;
+    if (napi_get_value_double(env, argv[1], &threads) != napi_ok) throw JsError{"threads must be a number"};
+    work->threads = static_cast<int>(threads);
+    napi_value promise, name;
+    NAPI_OK(napi_create_promise(env, &work->deferred, &promise));
+    NAPI_OK(napi_create_string_utf8(env, "measureRoofline", NAPI_AUTO_LENGTH, &name));
+    NAPI_OK(napi_create_async_work(
+        env, nullptr, name,
+        [](napi_env, void* data) {
+          auto* w = static_cast<RooflineWork*>(data);
+          try {
+            w->result = lm::measure_roofline(w->backend, w->threads);
+          } catch (const std::exception& e) {
+            w->error = e.what();
+          }
+        },
+        [](napi_env env, napi_status, void* data) {
+          std::unique_ptr<RooflineWork> w(static_cast<RooflineWork*>(data));
+          if (!w->error.empty()) {
+            napi_reject_deferred(env, w->deferred, make_error(env, "measureRoofline: " + w->error));
+          } else {
+            napi_value o, a, b;
+            napi_create_object(env, &o);
+            napi_create_double(env, w->result.copy_gbps, &a);
+            napi_create_double(env, w->result.matmul_tflops, &b);
+            napi_set_named_property(env, o, "copyGBps", a);
+            napi_set_named_property(env, o, "matmulTflops", b);
+            napi_resolve_deferred(env, w->deferred, o);
+          }
+          napi_delete_async_work(env, w->work);
+        },
+        work.get(), &work->work));
+    NAPI_OK(napi_queue_async_work(env, work->work));
+    work.release();
+    return promise;
+  } catch (const JsError& e) {
+    throw_js(env, "measureRoofline: " + e.message);
+    return nullptr;
+  }
+}
+
 napi_value Version(napi_env env, napi_callback_info) {
   napi_value out;
   napi_create_string_utf8(env, lm::engine_version(), NAPI_AUTO_LENGTH, &out);
@@ -407,6 +465,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"version", nullptr, Version, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"backends", nullptr, Backends, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"createEngine", nullptr, CreateEngine, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"measureRoofline", nullptr, MeasureRoofline, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;
