@@ -1,0 +1,96 @@
+/**
+ * Health of worker groups and what to do about it (pure). One dead rank hangs its whole group (the
+ * others block in collectives), so a group with a failed rank is restarted as a unit; outdated
+ * groups (StatefulSets update OnDelete) are rolled as units too, at most `maxUnavailable` groups down
+ * at once, with no extra pods (maxSurge 0 friendly: no spare GPUs needed).
+ */
+import type { GroupStatus } from "../contracts/model-deployment-status.js";
+import { ANNOTATION } from "../contracts/model-deployment-wiring.js";
+
+/** The fields of a Pod the decisions read. */
+export interface PodView {
+  readonly metadata: { readonly name: string; readonly deletionTimestamp?: string; readonly annotations?: Record<string, string> };
+  readonly status?: {
+    readonly phase?: string;
+    readonly conditions?: readonly { readonly type: string; readonly status: string }[];
+    readonly containerStatuses?: readonly {
+      readonly restartCount?: number;
+      readonly state?: { readonly waiting?: { readonly reason?: string }; readonly terminated?: { readonly exitCode?: number } };
+    }[];
+  };
+}
+
+const FAILED_WAITING_REASONS = new Set(["CrashLoopBackOff", "Error", "ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError"]);
+
+/** Why a rank pod counts as failed, or undefined when it does not. */
+export function rankFailure(pod: PodView): string | undefined {
+  if (pod.status?.phase === "Failed") return `pod ${pod.metadata.name} failed`;
+  for (const c of pod.status?.containerStatuses ?? []) {
+    if ((c.restartCount ?? 0) > 0) return `pod ${pod.metadata.name} restarted a container`;
+    const waiting = c.state?.waiting?.reason;
+    if (waiting && FAILED_WAITING_REASONS.has(waiting)) return `pod ${pod.metadata.name}: ${waiting}`;
+    if (c.state?.terminated && c.state.terminated.exitCode !== 0) return `pod ${pod.metadata.name} exited with ${c.state.terminated.exitCode}`;
+  }
+  return undefined;
+}
+
+function isReady(pod: PodView): boolean {
+  return pod.status?.phase === "Running" && (pod.status.conditions ?? []).some((c) => c.type === "Ready" && c.status === "True");
+}
+
+export interface GroupObservation {
+  readonly index: number;
+  readonly name: string;
+  /** Pods the group should have. */
+  readonly expectedPods: number;
+  /** Hash its StatefulSet's pod template carries now. */
+  readonly templateHash: string | undefined;
+  readonly pods: readonly PodView[];
+  /** Unit restarts so far (carried in status). */
+  readonly restarts: number;
+}
+
+export interface GroupHealth {
+  readonly status: GroupStatus;
+  /** A rank failed: restart the group. */
+  readonly failure: string | undefined;
+  /** Some pod runs an older template (a rollout is pending for this group). */
+  readonly outdated: boolean;
+  readonly ready: boolean;
+}
+
+export function assessGroup(g: GroupObservation): GroupHealth {
+  const live = g.pods.filter((p) => !p.metadata.deletionTimestamp);
+  const terminating = g.pods.length - live.length;
+  const failure = live.map(rankFailure).find((f) => f !== undefined);
+  const readyPods = live.filter(isReady).length;
+  const outdated = g.templateHash !== undefined && live.some((p) => p.metadata.annotations?.[ANNOTATION.specHash] !== g.templateHash);
+  const ready = !failure && terminating === 0 && live.length === g.expectedPods && readyPods === g.expectedPods;
+  const phase: GroupStatus["phase"] = failure ? "Failed" : terminating > 0 ? "Restarting" : ready ? "Ready" : "Pending";
+  return { status: { index: g.index, name: g.name, phase, readyPods, pods: live.length, restarts: g.restarts }, failure, outdated, ready };
+}
+
+export type GroupAction = { readonly kind: "restart"; readonly index: number; readonly reason: "rank-failed" | "rollout"; readonly detail: string };
+
+/**
+ * Which groups to restart now: every failed group (it serves nothing anyway), and outdated groups
+ * while fewer than `maxUnavailable` groups are down. Groups being restarted count as down.
+ */
+export function planGroupActions(groups: readonly GroupHealth[], maxUnavailable: number): GroupAction[] {
+  const actions: GroupAction[] = [];
+  let down = groups.filter((g) => !g.ready).length;
+  for (const g of groups) {
+    if (g.failure) actions.push({ kind: "restart", index: g.status.index, reason: "rank-failed", detail: g.failure });
+  }
+  for (const g of groups) {
+    if (g.failure || !g.outdated || g.status.phase === "Restarting") continue;
+    if (!g.ready) {
+      // already down: rolling it costs nothing more
+      actions.push({ kind: "restart", index: g.status.index, reason: "rollout", detail: `${g.status.name} runs an outdated template` });
+    } else if (down < Math.max(1, maxUnavailable)) {
+      actions.push({ kind: "restart", index: g.status.index, reason: "rollout", detail: `${g.status.name} runs an outdated template` });
+      down++;
+    }
+  }
+  return actions;
+}

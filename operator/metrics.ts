@@ -1,0 +1,64 @@
+/**
+ * The operator's Prometheus metrics (names from contracts/metrics.ts, controller-runtime's) and its
+ * small HTTP server: /metrics, /healthz (the process is alive) and /readyz (watches synced, or
+ * standing by as a non-leader).
+ */
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { OPERATOR_METRICS } from "../contracts/metrics.js";
+
+export const CONTROLLER = "modeldeployment";
+
+export class OperatorMetrics {
+  readonly registry = new Registry();
+  readonly reconcileTotal = new Counter({ name: OPERATOR_METRICS.reconcileTotal.name, help: OPERATOR_METRICS.reconcileTotal.help, labelNames: ["controller", "result"], registers: [this.registry] });
+  readonly reconcileTime = new Histogram({ name: OPERATOR_METRICS.reconcileTime.name, help: OPERATOR_METRICS.reconcileTime.help, labelNames: ["controller"], buckets: [...(OPERATOR_METRICS.reconcileTime.buckets ?? [])], registers: [this.registry] });
+  readonly depth = new Gauge({ name: OPERATOR_METRICS.workqueueDepth.name, help: OPERATOR_METRICS.workqueueDepth.help, labelNames: ["name"], registers: [this.registry] });
+  readonly adds = new Counter({ name: OPERATOR_METRICS.workqueueAdds.name, help: OPERATOR_METRICS.workqueueAdds.help, labelNames: ["name"], registers: [this.registry] });
+  readonly retries = new Counter({ name: OPERATOR_METRICS.workqueueRetries.name, help: OPERATOR_METRICS.workqueueRetries.help, labelNames: ["name"], registers: [this.registry] });
+  readonly queueDuration = new Histogram({ name: OPERATOR_METRICS.workqueueQueueDuration.name, help: OPERATOR_METRICS.workqueueQueueDuration.help, labelNames: ["name"], buckets: [...(OPERATOR_METRICS.workqueueQueueDuration.buckets ?? [])], registers: [this.registry] });
+}
+
+export interface HealthSource {
+  /** Ready: synced as leader, or standing by. */
+  ready(): boolean;
+}
+
+/** Serves /metrics, /healthz and /readyz on `port` (0: any free port); resolves with the bound port. */
+export async function serveMetrics(metrics: OperatorMetrics, health: HealthSource, host: string, port: number): Promise<{ server: Server; port: number }> {
+  const server = createServer((req, res) => {
+    const path = (req.url ?? "/").split("?")[0];
+    if (path === "/metrics") {
+      metrics.registry.metrics().then(
+        (text) => {
+          res.writeHead(200, { "Content-Type": metrics.registry.contentType });
+          res.end(text);
+        },
+        (err: unknown) => {
+          res.writeHead(500);
+          res.end(String(err));
+        },
+      );
+      return;
+    }
+    if (path === "/healthz") {
+      res.writeHead(200, { "Content-Type": "text/plain" });
+      res.end("ok\n");
+      return;
+    }
+    if (path === "/readyz") {
+      const ok = health.ready();
+      res.writeHead(ok ? 200 : 503, { "Content-Type": "text/plain" });
+      res.end(ok ? "ok\n" : "not ready\n");
+      return;
+    }
+    res.writeHead(404);
+    res.end();
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => resolve());
+  });
+  return { server, port: (server.address() as AddressInfo).port };
+}
