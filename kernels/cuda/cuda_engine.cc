@@ -111,6 +111,7 @@ struct Layer {
 class CudaEngine final : public Engine {
  public:
   explicit CudaEngine(const EngineOptions& o) : spec_(o.spec), opts_(o) {
+    validate_spec(spec_, opts_);
     int devices = 0;
     if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
       cudaGetLastError();
@@ -170,9 +171,9 @@ class CudaEngine final : public Engine {
   float *conv_state_ = nullptr, *ssm_state_ = nullptr;
   bf16 *k_cache_ = nullptr, *v_cache_ = nullptr;
 
-  int64_t conv_state_size() const { return static_cast<int64_t>(spec_.conv_kernel - 1) * spec_.conv_dim(); }
-  int64_t ssm_state_size() const { return static_cast<int64_t>(spec_.mamba_num_heads) * spec_.mamba_head_dim * spec_.ssm_state_size; }
-  int64_t kv_layer_size() const { return static_cast<int64_t>(opts_.num_kv_blocks) * opts_.kv_block_size * spec_.num_key_value_heads * spec_.head_dim; }
+  int64_t conv_state_size() const { return spec_.conv_state_floats(); }
+  int64_t ssm_state_size() const { return spec_.ssm_state_floats(); }
+  int64_t kv_layer_size() const { return opts_.kv_layer_size(); }
 
   static int dtype_code(DType d) { return d == DType::F32 ? 0 : d == DType::BF16 ? 1 : 2; }
 

@@ -51,7 +51,7 @@ class CpuEngine final : public Engine {
  public:
   explicit CpuEngine(const EngineOptions& o)
       : spec_(o.spec), opts_(o), pool_(o.threads), store_(o.tensors, o.dummy, o.dummy_seed) {
-    validate_spec();
+    validate_spec(spec_, opts_);
     load();
     allocate_state();
   }
@@ -93,33 +93,11 @@ class CpuEngine final : public Engine {
   std::vector<float> ssm_state_;   // (mamba layers, slots, heads, head_dim, state)
   std::vector<float> k_cache_, v_cache_;  // (attention layers, blocks, block_size, kv heads, head_dim)
 
-  int64_t conv_state_size() const { return static_cast<int64_t>(spec_.conv_kernel - 1) * spec_.conv_dim(); }
-  int64_t ssm_state_size() const { return static_cast<int64_t>(spec_.mamba_num_heads) * spec_.mamba_head_dim * spec_.ssm_state_size; }
-  int64_t kv_layer_size() const { return static_cast<int64_t>(opts_.num_kv_blocks) * opts_.kv_block_size * spec_.num_key_value_heads * spec_.head_dim; }
+  int64_t conv_state_size() const { return spec_.conv_state_floats(); }
+  int64_t ssm_state_size() const { return spec_.ssm_state_floats(); }
+  int64_t kv_layer_size() const { return opts_.kv_layer_size(); }
   float* conv_state(int layer, int slot) { return conv_state_.data() + (static_cast<int64_t>(layer) * opts_.max_slots + slot) * conv_state_size(); }
   float* ssm_state(int layer, int slot) { return ssm_state_.data() + (static_cast<int64_t>(layer) * opts_.max_slots + slot) * ssm_state_size(); }
-
-  void validate_spec() const {
-    auto need = [](bool ok, const std::string& what) {
-      if (!ok) throw Error("invalid model spec: " + what);
-    };
-    need(spec_.vocab_size > 0 && spec_.hidden_size > 0 && !spec_.pattern.empty(), "vocab_size, hidden_size and pattern are required");
-    for (char c : spec_.pattern) need(c == 'M' || c == 'E' || c == '*' || c == '-', std::string("unknown block kind '") + c + "'");
-    if (spec_.count(BlockKind::Mamba)) {
-      need(spec_.mamba_num_heads > 0 && spec_.mamba_head_dim > 0 && spec_.ssm_state_size > 0 && spec_.n_groups > 0, "mamba sizes must be positive");
-      need(spec_.mamba_num_heads % spec_.n_groups == 0, "mamba_num_heads must be divisible by n_groups");
-      need(spec_.conv_kernel >= 1 && spec_.chunk_size >= 1, "conv_kernel and chunk_size must be >= 1");
-    }
-    if (spec_.count(BlockKind::Attention)) {
-      need(spec_.num_attention_heads > 0 && spec_.num_key_value_heads > 0 && spec_.head_dim > 0, "attention sizes must be positive");
-      need(spec_.num_attention_heads % spec_.num_key_value_heads == 0, "num_attention_heads must be divisible by num_key_value_heads");
-    }
-    if (spec_.count(BlockKind::MoE)) {
-      need(spec_.n_routed_experts > 0 && spec_.num_experts_per_tok > 0 && spec_.num_experts_per_tok <= spec_.n_routed_experts, "need 0 < num_experts_per_tok <= n_routed_experts");
-      need(spec_.n_group >= 1 && spec_.n_routed_experts % spec_.n_group == 0 && spec_.topk_group >= 1 && spec_.topk_group <= spec_.n_group, "n_group must divide n_routed_experts and 1 <= topk_group <= n_group");
-    }
-    need(opts_.max_slots >= 1 && opts_.kv_block_size >= 1 && opts_.num_kv_blocks >= 1, "max_slots, kv_block_size and num_kv_blocks must be >= 1");
-  }
 
   MlpLayer load_mlp(const std::string& p, int64_t in, int64_t inter) {
     return {store_.get(p + "up_proj.weight", {inter, in}), spec_.mlp_bias ? store_.get(p + "up_proj.bias", {inter}, Init::Bias) : nullptr,

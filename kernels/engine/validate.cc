@@ -4,6 +4,28 @@
 
 namespace lm {
 
+void validate_spec(const ModelSpec& spec, const EngineOptions& opts) {
+  auto need = [](bool ok, const std::string& what) {
+    if (!ok) throw Error("invalid model spec: " + what);
+  };
+  need(spec.vocab_size > 0 && spec.hidden_size > 0 && !spec.pattern.empty(), "vocab_size, hidden_size and pattern are required");
+  for (char c : spec.pattern) need(c == 'M' || c == 'E' || c == '*' || c == '-', std::string("unknown block kind '") + c + "'");
+  if (spec.count(BlockKind::Mamba)) {
+    need(spec.mamba_num_heads > 0 && spec.mamba_head_dim > 0 && spec.ssm_state_size > 0 && spec.n_groups > 0, "mamba sizes must be positive");
+    need(spec.mamba_num_heads % spec.n_groups == 0, "mamba_num_heads must be divisible by n_groups");
+    need(spec.conv_kernel >= 1 && spec.chunk_size >= 1, "conv_kernel and chunk_size must be >= 1");
+  }
+  if (spec.count(BlockKind::Attention)) {
+    need(spec.num_attention_heads > 0 && spec.num_key_value_heads > 0 && spec.head_dim > 0, "attention sizes must be positive");
+    need(spec.num_attention_heads % spec.num_key_value_heads == 0, "num_attention_heads must be divisible by num_key_value_heads");
+  }
+  if (spec.count(BlockKind::MoE)) {
+    need(spec.n_routed_experts > 0 && spec.num_experts_per_tok > 0 && spec.num_experts_per_tok <= spec.n_routed_experts, "need 0 < num_experts_per_tok <= n_routed_experts");
+    need(spec.n_group >= 1 && spec.n_routed_experts % spec.n_group == 0 && spec.topk_group >= 1 && spec.topk_group <= spec.n_group, "n_group must divide n_routed_experts and 1 <= topk_group <= n_group");
+  }
+  need(opts.max_slots >= 1 && opts.kv_block_size >= 1 && opts.num_kv_blocks >= 1, "max_slots, kv_block_size and num_kv_blocks must be >= 1");
+}
+
 void validate_batch(const ModelSpec& spec, const EngineOptions& opts, bool has_attention, const std::vector<StepSeq>& batch) {
   std::vector<char> seen(static_cast<size_t>(opts.max_slots), 0);
   for (size_t i = 0; i < batch.size(); ++i) {

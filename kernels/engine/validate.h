@@ -6,6 +6,9 @@
 
 namespace lm {
 
+/** Throws lm::Error when the spec or options are inconsistent (sizes, divisibility, block kinds). */
+void validate_spec(const ModelSpec& spec, const EngineOptions& opts);
+
 /** Throws lm::Error naming the sequence and the problem (slot, token id, block table). */
 void validate_batch(const ModelSpec& spec, const EngineOptions& opts, bool has_attention, const std::vector<StepSeq>& batch);
 

@@ -50,6 +50,10 @@ struct ModelSpec {
   int mamba_inner() const { return mamba_num_heads * mamba_head_dim; }
   int conv_dim() const { return mamba_inner() + 2 * n_groups * ssm_state_size; }
   int moe_input_size() const { return moe_latent_size > 0 ? moe_latent_size : hidden_size; }
+  /** Floats of one slot's conv state (the previous K-1 inputs) in one Mamba layer. */
+  int64_t conv_state_floats() const { return static_cast<int64_t>(conv_kernel - 1) * conv_dim(); }
+  /** Floats of one slot's SSM state in one Mamba layer. */
+  int64_t ssm_state_floats() const { return static_cast<int64_t>(mamba_num_heads) * mamba_head_dim * ssm_state_size; }
   int count(BlockKind k) const;
 };
 
@@ -75,6 +79,9 @@ struct EngineOptions {
   int kv_block_size = 16;
   int num_kv_blocks = 256;
   int threads = 0;  // 0: hardware concurrency
+
+  /** Elements of one attention layer's K (or V) pool: (blocks, block_size, kv heads, head_dim). */
+  int64_t kv_layer_size() const { return static_cast<int64_t>(num_kv_blocks) * kv_block_size * spec.num_key_value_heads * spec.head_dim; }
 };
 
 struct Sampling {

@@ -4,6 +4,7 @@
 #include <node_api.h>
 
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -174,22 +175,81 @@ lm::EngineOptions read_options(napi_env env, napi_value o) {
   return opts;
 }
 
+// ---- Promises over the libuv pool --------------------------------------------------------------
+
+/** One call run off the JS thread: `work` on the pool, `done` back on the JS thread. */
+template <class R>
+struct AsyncCall {
+  std::string name;
+  std::function<R()> work;
+  std::function<napi_value(napi_env, R&)> done;
+  std::function<void()> after;  // always runs on the JS thread once the call settles
+  R result{};
+  std::string error;
+  napi_deferred deferred = nullptr;
+  napi_async_work handle = nullptr;
+};
+
+/**
+ * Queues `work` and returns a Promise; an exception from `work` or `done` rejects it with
+ * "<name>: <message>".
+ */
+template <class R>
+napi_value queue_promise(napi_env env, const char* name, std::function<R()> work, std::function<napi_value(napi_env, R&)> done, std::function<void()> after = {}) {
+  auto call = std::make_unique<AsyncCall<R>>();
+  call->name = name;
+  call->work = std::move(work);
+  call->done = std::move(done);
+  call->after = std::move(after);
+  napi_value promise, resource;
+  NAPI_OK(napi_create_promise(env, &call->deferred, &promise));
+  NAPI_OK(napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &resource));
+  NAPI_OK(napi_create_async_work(
+      env, nullptr, resource,
+      [](napi_env, void* data) {
+        auto* c = static_cast<AsyncCall<R>*>(data);
+        try {
+          c->result = c->work();
+        } catch (const std::exception& e) {
+          c->error = e.what();
+        }
+      },
+      [](napi_env env, napi_status, void* data) {
+        std::unique_ptr<AsyncCall<R>> c(static_cast<AsyncCall<R>*>(data));
+        if (c->after) c->after();
+        if (c->error.empty()) {
+          try {
+            napi_resolve_deferred(env, c->deferred, c->done(env, c->result));
+          } catch (const JsError& e) {
+            c->error = e.message;
+          } catch (const std::exception& e) {
+            c->error = e.what();
+          }
+        }
+        if (!c->error.empty()) napi_reject_deferred(env, c->deferred, make_error(env, c->name + ": " + c->error));
+        napi_delete_async_work(env, c->handle);
+      },
+      call.get(), &call->handle));
+  NAPI_OK(napi_queue_async_work(env, call->handle));
+  call.release();
+  return promise;
+}
+
+napi_value typed_array(napi_env env, napi_typedarray_type type, const void* src, size_t count, size_t elem) {
+  napi_value buf, arr;
+  void* raw = nullptr;
+  NAPI_OK(napi_create_arraybuffer(env, count * elem, &raw, &buf));
+  if (count) std::memcpy(raw, src, count * elem);
+  NAPI_OK(napi_create_typedarray(env, type, count, buf, 0, &arr));
+  return arr;
+}
+
 // ---- Engine object -------------------------------------------------------------------------
 
 struct EngineBox {
-  std::unique_ptr<lm::Engine> engine;
-  bool busy = false;
-  bool closed = false;
-  bool close_after_step = false;
-};
-
-struct StepWork {
-  EngineBox* box;
-  std::vector<lm::StepSeq> batch;
-  lm::StepOutput out;
-  std::string error;
-  napi_deferred deferred;
-  napi_async_work work;
+  std::shared_ptr<lm::Engine> engine;
+  /** Shared with a step in flight, which may outlive this wrapper if JS drops it mid-step. */
+  std::shared_ptr<bool> busy = std::make_shared<bool>(false);
 };
 
 napi_value make_info(napi_env env, const lm::EngineInfo& i) {
@@ -225,75 +285,52 @@ lm::LogitsMode logits_mode(const std::string& s, const std::string& where) {
   throw JsError{where + ".logits must be 'none', 'last' or 'all'"};
 }
 
+std::vector<lm::StepSeq> read_batch(napi_env env, napi_value arr) {
+  std::vector<lm::StepSeq> batch;
+  const uint32_t n = array_length(env, arr, "sequences");
+  for (uint32_t i = 0; i < n; ++i) {
+    napi_value s;
+    NAPI_OK(napi_get_element(env, arr, i, &s));
+    const std::string w = "sequences[" + std::to_string(i) + "]";
+    lm::StepSeq q;
+    q.slot = get_int(env, s, "slotId", w);
+    q.tokens = get_int32_array(env, s, "tokens", w);
+    q.position = get_int(env, s, "position", w);
+    q.block_table = get_int32_array(env, s, "blockTable", w);
+    q.sample = get_bool(env, s, "sample", w);
+    q.logits = logits_mode(get_string(env, s, "logits", w), w);
+    napi_value sp = get_prop(env, s, "sampling", w);
+    q.sampling.temperature = static_cast<float>(get_number(env, sp, "temperature", w + ".sampling"));
+    q.sampling.top_k = get_int(env, sp, "topK", w + ".sampling");
+    q.sampling.top_p = static_cast<float>(get_number(env, sp, "topP", w + ".sampling"));
+    q.sampling.seed = static_cast<uint64_t>(get_number(env, sp, "seed", w + ".sampling"));
+    batch.push_back(std::move(q));
+  }
+  return batch;
+}
+
 napi_value EngineStep(napi_env env, napi_callback_info info) {
   try {
     size_t argc = 1;
     napi_value argv[1];
     EngineBox* box = unwrap_box(env, info, &argc, argv);
-    if (box->closed || !box->engine) throw JsError{"engine is closed"};
-    if (box->busy) throw JsError{"a step is already running (never call step again before it settles)"};
+    if (!box->engine) throw JsError{"engine is closed"};
+    if (*box->busy) throw JsError{"a step is already running (never call step again before it settles)"};
     if (argc < 1) throw JsError{"expected an array of sequences"};
-    auto work = std::make_unique<StepWork>();
-    work->box = box;
-    const uint32_t n = array_length(env, argv[0], "sequences");
-    for (uint32_t i = 0; i < n; ++i) {
-      napi_value s;
-      NAPI_OK(napi_get_element(env, argv[0], i, &s));
-      const std::string w = "sequences[" + std::to_string(i) + "]";
-      lm::StepSeq q;
-      q.slot = get_int(env, s, "slotId", w);
-      q.tokens = get_int32_array(env, s, "tokens", w);
-      q.position = get_int(env, s, "position", w);
-      q.block_table = get_int32_array(env, s, "blockTable", w);
-      q.sample = get_bool(env, s, "sample", w);
-      q.logits = logits_mode(get_string(env, s, "logits", w), w);
-      napi_value sp = get_prop(env, s, "sampling", w);
-      q.sampling.temperature = static_cast<float>(get_number(env, sp, "temperature", w + ".sampling"));
-      q.sampling.top_k = get_int(env, sp, "topK", w + ".sampling");
-      q.sampling.top_p = static_cast<float>(get_number(env, sp, "topP", w + ".sampling"));
-      q.sampling.seed = static_cast<uint64_t>(get_number(env, sp, "seed", w + ".sampling"));
-      work->batch.push_back(std::move(q));
-    }
-    napi_value promise, name;
-    NAPI_OK(napi_create_promise(env, &work->deferred, &promise));
-    NAPI_OK(napi_create_string_utf8(env, "Engine.step", NAPI_AUTO_LENGTH, &name));
-    NAPI_OK(napi_create_async_work(
-        env, nullptr, name,
-        [](napi_env, void* data) {
-          auto* w = static_cast<StepWork*>(data);
-          try {
-            w->out = w->box->engine->step(w->batch);
-          } catch (const std::exception& e) {
-            w->error = e.what();
-          }
+    auto batch = std::make_shared<std::vector<lm::StepSeq>>(read_batch(env, argv[0]));
+    std::shared_ptr<lm::Engine> engine = box->engine;  // kept alive while the step runs, even if closed meanwhile
+    std::shared_ptr<bool> busy = box->busy;
+    *busy = true;
+    return queue_promise<lm::StepOutput>(
+        env, "Engine.step", [engine, batch] { return engine->step(*batch); },
+        [](napi_env env, lm::StepOutput& out) {
+          napi_value result;
+          NAPI_OK(napi_create_object(env, &result));
+          NAPI_OK(napi_set_named_property(env, result, "tokens", typed_array(env, napi_int32_array, out.tokens.data(), out.tokens.size(), 4)));
+          NAPI_OK(napi_set_named_property(env, result, "logits", typed_array(env, napi_float32_array, out.logits.data(), out.logits.size(), 4)));
+          return result;
         },
-        [](napi_env env, napi_status, void* data) {
-          std::unique_ptr<StepWork> w(static_cast<StepWork*>(data));
-          w->box->busy = false;
-          if (!w->error.empty()) {
-            napi_reject_deferred(env, w->deferred, make_error(env, "Engine.step: " + w->error));
-          } else {
-            napi_value result, tokens, logits, buf;
-            void* raw;
-            napi_create_object(env, &result);
-            napi_create_arraybuffer(env, w->out.tokens.size() * 4, &raw, &buf);
-            if (!w->out.tokens.empty()) std::memcpy(raw, w->out.tokens.data(), w->out.tokens.size() * 4);
-            napi_create_typedarray(env, napi_int32_array, w->out.tokens.size(), buf, 0, &tokens);
-            napi_create_arraybuffer(env, w->out.logits.size() * 4, &raw, &buf);
-            if (!w->out.logits.empty()) std::memcpy(raw, w->out.logits.data(), w->out.logits.size() * 4);
-            napi_create_typedarray(env, napi_float32_array, w->out.logits.size(), buf, 0, &logits);
-            napi_set_named_property(env, result, "tokens", tokens);
-            napi_set_named_property(env, result, "logits", logits);
-            napi_resolve_deferred(env, w->deferred, result);
-          }
-          if (w->box->close_after_step) w->box->engine.reset();
-          napi_delete_async_work(env, w->work);
-        },
-        work.get(), &work->work));
-    box->busy = true;
-    NAPI_OK(napi_queue_async_work(env, work->work));
-    work.release();
-    return promise;
+        [busy] { *busy = false; });
   } catch (const JsError& e) {
     throw_js(env, "Engine.step: " + e.message);
     return nullptr;
@@ -304,29 +341,19 @@ napi_value EngineClose(napi_env env, napi_callback_info info) {
   try {
     size_t argc = 0;
     EngineBox* box = unwrap_box(env, info, &argc, nullptr);
-    box->closed = true;
-    if (box->busy) box->close_after_step = true;
-    else box->engine.reset();
+    box->engine.reset();  // a step in flight holds its own reference and frees the engine when done
   } catch (const JsError& e) {
     throw_js(env, "Engine.close: " + e.message);
   }
   return nullptr;
 }
 
-struct CreateWork {
-  lm::EngineOptions options;
-  std::unique_ptr<lm::Engine> engine;
-  std::string error;
-  napi_deferred deferred;
-  napi_async_work work;
-};
-
 napi_value wrap_engine(napi_env env, std::unique_ptr<lm::Engine> engine) {
   napi_value obj;
   NAPI_OK(napi_create_object(env, &obj));
   auto* box = new EngineBox();
+  const lm::EngineInfo info = engine->info();
   box->engine = std::move(engine);
-  const lm::EngineInfo info = box->engine->info();
   NAPI_OK(napi_wrap(env, obj, box, [](napi_env, void* data, void*) { delete static_cast<EngineBox*>(data); }, nullptr, nullptr));
   napi_value step_fn, close_fn;
   NAPI_OK(napi_create_function(env, "step", NAPI_AUTO_LENGTH, EngineStep, nullptr, &step_fn));
@@ -346,52 +373,15 @@ napi_value CreateEngine(napi_env env, napi_callback_info info) {
     napi_value argv[1];
     NAPI_OK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
     if (argc < 1) throw JsError{"expected an options object"};
-    auto work = std::make_unique<CreateWork>();
-    work->options = read_options(env, argv[0]);
-    napi_value promise, name;
-    NAPI_OK(napi_create_promise(env, &work->deferred, &promise));
-    NAPI_OK(napi_create_string_utf8(env, "createEngine", NAPI_AUTO_LENGTH, &name));
-    NAPI_OK(napi_create_async_work(
-        env, nullptr, name,
-        [](napi_env, void* data) {
-          auto* w = static_cast<CreateWork*>(data);
-          try {
-            w->engine = lm::create_engine(w->options);
-          } catch (const std::exception& e) {
-            w->error = e.what();
-          }
-        },
-        [](napi_env env, napi_status, void* data) {
-          std::unique_ptr<CreateWork> w(static_cast<CreateWork*>(data));
-          if (!w->error.empty()) {
-            napi_reject_deferred(env, w->deferred, make_error(env, "createEngine: " + w->error));
-          } else {
-            try {
-              napi_resolve_deferred(env, w->deferred, wrap_engine(env, std::move(w->engine)));
-            } catch (const JsError& e) {
-              napi_reject_deferred(env, w->deferred, make_error(env, "createEngine: " + e.message));
-            }
-          }
-          napi_delete_async_work(env, w->work);
-        },
-        work.get(), &work->work));
-    NAPI_OK(napi_queue_async_work(env, work->work));
-    work.release();
-    return promise;
+    auto options = std::make_shared<lm::EngineOptions>(read_options(env, argv[0]));
+    return queue_promise<std::unique_ptr<lm::Engine>>(
+        env, "createEngine", [options] { return lm::create_engine(*options); },
+        [](napi_env env, std::unique_ptr<lm::Engine>& engine) { return wrap_engine(env, std::move(engine)); });
   } catch (const JsError& e) {
     throw_js(env, "createEngine: " + e.message);
     return nullptr;
   }
 }
-
-struct RooflineWork {
-  std::string backend;
-  int threads = 0;
-  lm::Roofline result;
-  std::string error;
-  napi_deferred deferred;
-  napi_async_work work;
-};
 
 napi_value MeasureRoofline(napi_env env, napi_callback_info info) {
   try {
@@ -399,43 +389,20 @@ napi_value MeasureRoofline(napi_env env, napi_callback_info info) {
     napi_value argv[2];
     NAPI_OK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
     if (argc < 2) throw JsError{"expected (backend, threads)"};
-    auto work = std::make_unique<RooflineWork>();
-    work->backend = to_string(env, argv[0], "backend");
+    const std::string backend = to_string(env, argv[0], "backend");
     double threads = 0;
     if (napi_get_value_double(env, argv[1], &threads) != napi_ok) throw JsError{"threads must be a number"};
-    work->threads = static_cast<int>(threads);
-    napi_value promise, name;
-    NAPI_OK(napi_create_promise(env, &work->deferred, &promise));
-    NAPI_OK(napi_create_string_utf8(env, "measureRoofline", NAPI_AUTO_LENGTH, &name));
-    NAPI_OK(napi_create_async_work(
-        env, nullptr, name,
-        [](napi_env, void* data) {
-          auto* w = static_cast<RooflineWork*>(data);
-          try {
-            w->result = lm::measure_roofline(w->backend, w->threads);
-          } catch (const std::exception& e) {
-            w->error = e.what();
-          }
-        },
-        [](napi_env env, napi_status, void* data) {
-          std::unique_ptr<RooflineWork> w(static_cast<RooflineWork*>(data));
-          if (!w->error.empty()) {
-            napi_reject_deferred(env, w->deferred, make_error(env, "measureRoofline: " + w->error));
-          } else {
-            napi_value o, a, b;
-            napi_create_object(env, &o);
-            napi_create_double(env, w->result.copy_gbps, &a);
-            napi_create_double(env, w->result.matmul_tflops, &b);
-            napi_set_named_property(env, o, "copyGBps", a);
-            napi_set_named_property(env, o, "matmulTflops", b);
-            napi_resolve_deferred(env, w->deferred, o);
-          }
-          napi_delete_async_work(env, w->work);
-        },
-        work.get(), &work->work));
-    NAPI_OK(napi_queue_async_work(env, work->work));
-    work.release();
-    return promise;
+    return queue_promise<lm::Roofline>(
+        env, "measureRoofline", [backend, threads] { return lm::measure_roofline(backend, static_cast<int>(threads)); },
+        [](napi_env env, lm::Roofline& r) {
+          napi_value o, a, b;
+          NAPI_OK(napi_create_object(env, &o));
+          NAPI_OK(napi_create_double(env, r.copy_gbps, &a));
+          NAPI_OK(napi_create_double(env, r.matmul_tflops, &b));
+          NAPI_OK(napi_set_named_property(env, o, "copyGBps", a));
+          NAPI_OK(napi_set_named_property(env, o, "matmulTflops", b));
+          return o;
+        });
   } catch (const JsError& e) {
     throw_js(env, "measureRoofline: " + e.message);
     return nullptr;
