@@ -6,9 +6,7 @@ import { boolFlag, defineCommand, flag, parse } from "../../core/flags.js";
 import { createLogger } from "../../core/log.js";
 import { IncrementalDetokenizer } from "../../router/detokenizer.js";
 import { TextCodec } from "../../router/tokenizer.js";
-import { Engine } from "../../worker/engine.js";
-
-const KV_BLOCK = 16;
+import { loadOneSequenceEngine } from "./one-sequence.js";
 
 export const generateCommand = defineCommand({
   name: "generate",
@@ -33,19 +31,10 @@ export const generateCommand = defineCommand({
     const prompt = codec.encode(text, !f.chat);
     if (prompt.length === 0) throw invalid("the prompt encodes to no tokens", "prompt");
     const total = prompt.length + f.maxTokens;
-    const engine = await Engine.load({
-      modelDir: dir,
-      loadFormat: f.loadFormat,
-      backend: f.backend,
-      maxSlots: 1,
-      kvBlockSize: KV_BLOCK,
-      numKvBlocks: Math.ceil(total / KV_BLOCK) + 1,
-      onProgress: (line) => log.info(line),
-    });
+    const { engine, blockTable } = await loadOneSequenceEngine({ modelDir: dir, loadFormat: f.loadFormat, backend: f.backend, totalTokens: total, log });
     try {
       const bad = prompt.find((t) => t >= engine.config.vocabSize);
       if (bad !== undefined) throw invalid(`the tokenizer produced id ${bad}, beyond the model's vocab_size ${engine.config.vocabSize}`, "model");
-      const blockTable = Int32Array.from({ length: Math.ceil(total / KV_BLOCK) + 1 }, (_, i) => i);
       const sampling = { temperature: f.temperature, topK: f.topK, topP: f.topP, seed: f.seed };
       const detok = new IncrementalDetokenizer((ids) => codec.decode(ids));
       const eos = new Set(engine.eosTokenIds);

@@ -10,10 +10,9 @@ import { z } from "zod";
 import { invalid } from "../../contracts/errors.js";
 import { defineCommand, flag, parse } from "../../core/flags.js";
 import { createLogger } from "../../core/log.js";
-import { Engine } from "../../worker/engine.js";
+import { loadOneSequenceEngine } from "./one-sequence.js";
 
 const GREEDY = { temperature: 0, topK: 0, topP: 1, seed: 0 };
-const KV_BLOCK = 16;
 
 function toBytes(rows: Float32Array[]): Buffer {
   const out = Buffer.alloc(rows.reduce((a, r) => a + r.byteLength, 0));
@@ -45,20 +44,11 @@ Example: latentmesh logits --model DIR --prompt-ids 5,17,300 --feed 12,45,9 --ou
     const prompt = f.promptIds;
     const steps = f.feed?.length ?? f.decode ?? 0;
     const total = prompt.length + steps;
-    const engine = await Engine.load({
-      modelDir: resolve(f.model),
-      loadFormat: f.loadFormat,
-      backend: f.backend,
-      maxSlots: 1,
-      kvBlockSize: KV_BLOCK,
-      numKvBlocks: Math.ceil(total / KV_BLOCK) + 1,
-      onProgress: (line) => log.info(line),
-    });
+    const { engine, blockTable } = await loadOneSequenceEngine({ modelDir: resolve(f.model), loadFormat: f.loadFormat, backend: f.backend, totalTokens: total, log });
     try {
       const V = engine.config.vocabSize;
       const bad = [...prompt, ...(f.feed ?? [])].find((t) => t >= V);
       if (bad !== undefined) throw invalid(`token id ${bad} is out of range for vocab_size ${V}`, "prompt-ids");
-      const blockTable = Int32Array.from({ length: Math.ceil(total / KV_BLOCK) + 1 }, (_, i) => i);
       const prefill = await engine.step([
         { slotId: 0, tokens: Int32Array.from(prompt), position: 0, blockTable, sample: true, logits: "all", sampling: GREEDY },
       ]);
