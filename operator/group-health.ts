@@ -48,6 +48,8 @@ export interface GroupObservation {
   readonly pods: readonly PodView[];
   /** Unit restarts so far (carried in status). */
   readonly restarts: number;
+  /** The previous status said Restarting: it stays so until the group is whole again. */
+  readonly wasRestarting: boolean;
 }
 
 export interface GroupHealth {
@@ -66,7 +68,7 @@ export function assessGroup(g: GroupObservation): GroupHealth {
   const readyPods = live.filter(isReady).length;
   const outdated = g.templateHash !== undefined && live.some((p) => p.metadata.annotations?.[ANNOTATION.specHash] !== g.templateHash);
   const ready = !failure && terminating === 0 && live.length === g.expectedPods && readyPods === g.expectedPods;
-  const phase: GroupStatus["phase"] = failure ? "Failed" : terminating > 0 ? "Restarting" : ready ? "Ready" : "Pending";
+  const phase: GroupStatus["phase"] = failure ? "Failed" : ready ? "Ready" : terminating > 0 || g.wasRestarting ? "Restarting" : "Pending";
   return { status: { index: g.index, name: g.name, phase, readyPods, pods: live.length, restarts: g.restarts }, failure, outdated, ready };
 }
 

@@ -153,6 +153,7 @@ function observeGroups(md: ValidDeployment, desired: readonly DesiredObject[], p
       templateHash: template?.metadata?.annotations?.[ANNOTATION.specHash],
       pods: pods.filter((p) => p.metadata.labels?.[LABEL.group] === String(index)) as unknown as PodView[],
       restarts: previous?.groupStatuses?.find((g) => g.index === index)?.restarts ?? 0,
+      wasRestarting: previous?.groupStatuses?.find((g) => g.index === index)?.phase === "Restarting",
     });
   });
 }
