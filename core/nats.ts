@@ -1,12 +1,12 @@
 /**
  * NATS connection flags (URL, user/password, token, nkey seed, creds file, TLS files) and the
- * options they become. Secrets come from flags or env and are never logged.
- * (worker/nats.ts holds the same module: components never import each other.)
+ * options they become, shared by every process that joins NATS (router, worker). Secrets come from
+ * flags or env and are never logged.
  */
 import { readFileSync } from "node:fs";
 import { z } from "zod";
 import { connect, credsAuthenticator, nkeyAuthenticator, type ConnectionOptions, type NatsConnection } from "nats";
-import { flag, parse } from "../core/flags.js";
+import { flag, parse } from "./flags.js";
 import { LatentMeshError } from "../contracts/errors.js";
 
 const optionalString = z.string().min(1).optional();

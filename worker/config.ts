@@ -4,8 +4,8 @@
  */
 import { z } from "zod";
 import { flag, parse, type CommonFlags, type ParsedFlags } from "../core/flags.js";
+import { NATS_FLAGS } from "../core/nats.js";
 import { SubjectToken } from "../contracts/subjects.js";
-import { NATS_FLAGS } from "./nats.js";
 
 const name = (help: string, def: string) => flag(SubjectToken.default(def), help, { placeholder: "NAME" });
 
