@@ -114,7 +114,7 @@ export class Controller {
     const servedOptional = new Set<string>();
     for (const k of MANAGED_KINDS.filter((k) => k.optional)) {
       try {
-        if (await this.kube.serves(k.apiVersion, k.kind)) servedOptional.add(`${k.apiVersion}/${k.kind}`);
+        if (await this.kube.serves(k.apiVersion, k.kind, this.opts.namespace)) servedOptional.add(`${k.apiVersion}/${k.kind}`);
       } catch (err) {
         this.log.warn({ kind: k.kind, err: (err as Error).message }, "could not discover an optional kind");
       }

@@ -140,14 +140,14 @@ export class Kube {
   }
 
   /** Whether the server serves a kind (discovery); optional kinds are skipped when it does not. */
-  async serves(apiVersion: string, kind: string): Promise<boolean> {
+  async serves(apiVersion: string, kind: string, namespace = "default"): Promise<boolean> {
     try {
-      await this.objects.list(apiVersion, kind, "kube-system", undefined, undefined, undefined, undefined, undefined, 1);
+      await this.objects.list(apiVersion, kind, namespace, undefined, undefined, undefined, undefined, undefined, 1);
       return true;
     } catch (err) {
       const e = toKubeError(err, "discovery");
-      if (e.notFound) return false;
-      throw e;
+      // discovery resolved the kind (the list itself may be forbidden in that namespace): served
+      return !e.notFound;
     }
   }
 
