@@ -70,8 +70,12 @@ export function decideGroups(input: AutoscaleInput): AutoscaleDecision {
   }
   const raw = recommend(current, policy, input.load);
   const keepMs = Math.max(policy.scaleUpStabilizationSeconds, policy.scaleDownStabilizationSeconds) * 1000;
-  const history = [...input.history.filter((r) => nowMs - r.atMs <= keepMs), { atMs: nowMs, groups: raw.groups }];
-  const within = (seconds: number) => history.filter((r) => nowMs - r.atMs <= seconds * 1000).map((r) => r.groups);
+  // a fresh history (e.g. after an operator restart) starts with the current count, so that a
+  // scale-down still waits out its whole window
+  const past = input.history.length > 0 ? input.history : [{ atMs: nowMs, groups: current }];
+  const kept = past.filter((r) => nowMs - r.atMs <= keepMs);
+  const history = [...kept, { atMs: nowMs, groups: raw.groups }];
+  const within = (seconds: number) => [...kept.filter((r) => nowMs - r.atMs < seconds * 1000).map((r) => r.groups), raw.groups];
   let groups = current;
   if (raw.groups > current) groups = Math.max(current, Math.min(...within(policy.scaleUpStabilizationSeconds)));
   else if (raw.groups < current) groups = Math.min(current, Math.max(...within(policy.scaleDownStabilizationSeconds)));

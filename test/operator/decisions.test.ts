@@ -1,0 +1,115 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { AutoscalingSpec } from "../../contracts/model-deployment.js";
+import { decideGroups, type DeploymentLoad } from "../../operator/autoscale/decide.js";
+import { estimateTtftSeconds } from "../../operator/autoscale/load-board.js";
+import { assessGroup, planGroupActions, type GroupHealth, type PodView } from "../../operator/group-health.js";
+import { WorkQueue } from "../../operator/queue.js";
+import { mergeConditions } from "../../operator/status.js";
+
+const policy = AutoscalingSpec.parse({ enabled: true, minGroups: 1, maxGroups: 4, scaleUpStabilizationSeconds: 0, scaleDownStabilizationSeconds: 60 });
+const load = (waiting: number, ttftSeconds = 0.5): DeploymentLoad => ({ waiting, ttftSeconds, ranks: 8 });
+
+describe("autoscaling decision", () => {
+  const cases: [string, number, DeploymentLoad | undefined, number][] = [
+    ["holds when the load is on target", 2, load(32), 2],
+    ["scales up in proportion to the queue", 2, load(64), 4],
+    ["never beyond maxGroups", 2, load(1000), 4],
+    ["scales up on time to first token alone", 2, load(0, 4), 4],
+    ["starts a group when requests wait and none exists", 0, load(3), 1],
+    ["holds without load reports", 3, undefined, 3],
+    ["scale-down waits out its stabilisation window", 4, load(0, 0.1), 4],
+  ];
+  for (const [what, current, l, expected] of cases) {
+    it(what, () => {
+      assert.equal(decideGroups({ currentGroups: current, policy, load: l, history: [], nowMs: 1_000_000 }).groups, expected);
+    });
+  }
+
+  it("scales down to the highest recommendation of the window once it has passed", () => {
+    const history = [{ atMs: 0, groups: 1 }];
+    assert.equal(decideGroups({ currentGroups: 4, policy, load: load(0, 0.1), history, nowMs: 61_000 }).groups, 1);
+    const recentHigh = [{ atMs: 30_000, groups: 3 }];
+    assert.equal(decideGroups({ currentGroups: 4, policy, load: load(0, 0.1), history: recentHigh, nowMs: 61_000 }).groups, 3);
+  });
+
+  it("is disabled unless enabled, and estimates TTFT from queued prefill work", () => {
+    assert.equal(decideGroups({ currentGroups: 2, policy: { ...policy, enabled: false }, load: load(999), history: [], nowMs: 0 }).groups, 2);
+    assert.ok(Math.abs(estimateTtftSeconds({ pendingPrefillTokens: 1024, stepTokenBudget: 512, stepTimeMs: 100 }) - 0.3) < 1e-9);
+  });
+});
+
+const pod = (name: string, opts: { ready?: boolean; restarts?: number; phase?: string; hash?: string; deleting?: boolean } = {}): PodView => ({
+  metadata: { name, annotations: { "latentmesh.dev/spec-hash": opts.hash ?? "h1" }, ...(opts.deleting ? { deletionTimestamp: "2026-01-01T00:00:00Z" } : {}) },
+  status: {
+    phase: opts.phase ?? "Running",
+    conditions: [{ type: "Ready", status: opts.ready === false ? "False" : "True" }],
+    containerStatuses: [{ restartCount: opts.restarts ?? 0 }],
+  },
+});
+
+const group = (index: number, pods: PodView[], wasRestarting = false): GroupHealth =>
+  assessGroup({ index, name: `g${index}`, expectedPods: 2, templateHash: "h1", pods, restarts: 0, wasRestarting });
+
+describe("worker group health", () => {
+  const cases: [string, GroupHealth, string, boolean][] = [
+    ["all ranks ready", group(0, [pod("a"), pod("b")]), "Ready", false],
+    ["a rank pod missing", group(0, [pod("a")]), "Pending", false],
+    ["a rank container restarted", group(0, [pod("a"), pod("b", { restarts: 1 })]), "Failed", true],
+    ["a rank pod failed", group(0, [pod("a"), pod("b", { phase: "Failed" })]), "Failed", true],
+    ["pods terminating after a restart", group(0, [pod("a", { deleting: true })]), "Restarting", false],
+    ["restarted and not whole yet", group(0, [pod("a", { ready: false })], true), "Restarting", false],
+  ];
+  for (const [what, health, phase, failed] of cases) {
+    it(`${what} → ${phase}`, () => {
+      assert.equal(health.status.phase, phase);
+      assert.equal(health.failure !== undefined, failed);
+    });
+  }
+
+  it("restarts every failed group, and rolls outdated ready groups one at a time", () => {
+    const old = (i: number) => group(i, [pod("a", { hash: "h0" }), pod("b", { hash: "h0" })]);
+    const failed = group(3, [pod("a"), pod("b", { restarts: 2 })]);
+    const actions = planGroupActions([old(0), old(1), old(2), failed], 1);
+    assert.deepEqual(actions.map((a) => `${a.reason} ${a.index}`), ["rank-failed 3"], "a failed group already uses the budget");
+    assert.deepEqual(planGroupActions([old(0), old(1), old(2)], 1).map((a) => a.index), [0]);
+    assert.deepEqual(planGroupActions([old(0), old(1), old(2)], 2).map((a) => a.index), [0, 1]);
+  });
+});
+
+describe("work queue", () => {
+  it("hands out a key once however often it is added, and re-queues a key added while it is processed", async () => {
+    const q = new WorkQueue({ name: "t", baseDelayMs: 1, maxDelayMs: 10 });
+    q.add("a");
+    q.add("a");
+    q.add("b");
+    assert.equal(q.length, 2);
+    const first = await q.get();
+    assert.equal(first, "a");
+    q.add("a");
+    assert.equal(q.length, 1, "not queued while being processed");
+    q.done("a");
+    assert.deepEqual([await q.get(), await q.get()], ["b", "a"]);
+    q.shutDown();
+    assert.equal(await q.get(), undefined);
+  });
+
+  it("backs off exponentially per key, up to the maximum, and forgets on success", () => {
+    const q = new WorkQueue({ name: "t", baseDelayMs: 10, maxDelayMs: 50 });
+    assert.deepEqual([q.addRateLimited("k"), q.addRateLimited("k"), q.addRateLimited("k"), q.addRateLimited("k")], [10, 20, 40, 50]);
+    q.forget("k");
+    assert.equal(q.addRateLimited("k"), 10);
+    q.shutDown();
+  });
+});
+
+describe("conditions", () => {
+  it("keep lastTransitionTime while their status stays, and move it when it changes", () => {
+    const first = mergeConditions(undefined, [{ type: "Available", status: "False", reason: "NoGroupReady", message: "" }], 1, "t1");
+    const same = mergeConditions(first, [{ type: "Available", status: "False", reason: "NoGroupReady", message: "0/2" }], 2, "t2");
+    const flipped = mergeConditions(same, [{ type: "Available", status: "True", reason: "AllGroupsReady", message: "" }], 2, "t3");
+    assert.equal(same[0]?.lastTransitionTime, "t1");
+    assert.equal(same[0]?.observedGeneration, 2);
+    assert.equal(flipped[0]?.lastTransitionTime, "t3");
+  });
+});
