@@ -27,6 +27,10 @@ export class IncrementalDetokenizer {
 
   /** Text still held back at the end of the sequence (an incomplete character decodes as U+FFFD). */
   flush(): string {
+    if (this.readOffset === this.tokens.length) {
+      this.prefixOffset = this.readOffset; // nothing held back: no need to decode
+      return "";
+    }
     const prefix = this.decode(this.tokens.slice(this.prefixOffset, this.readOffset));
     const full = this.decode(this.tokens.slice(this.prefixOffset));
     this.prefixOffset = this.readOffset = this.tokens.length;

@@ -7,11 +7,12 @@
  * accepted sequence ends in exactly one onFinal or onError.
  */
 import { randomBytes } from "node:crypto";
-import { ErrorCode as NatsErrorCode, type Msg, type NatsConnection, type NatsError, type Subscription } from "nats";
+import type { Msg, NatsConnection, Subscription } from "nats";
 import { LatentMeshError } from "../contracts/errors.js";
 import { StreamMessage, SubmitAck, decodeMessage, encodeMessage, type FinishReason, type GenerateRequest, type SamplingParams } from "../contracts/messages.js";
 import { requestIdOfReply, type DeploymentSubjects } from "../contracts/subjects.js";
 import type { Logger } from "../core/log.js";
+import { AckError, AckInbox } from "./ack-inbox.js";
 import type { RouterMetrics } from "./metrics.js";
 import { pickRank, type PickOptions } from "./pick-rank.js";
 import type { RankTable } from "./ranks.js";
@@ -55,7 +56,12 @@ class Flight implements SequenceHandle {
   attempt = -1;
   expectedSeq = 0;
   migrations = 0;
+  /** Ended: finished, failed or cancelled. */
   done = false;
+  /** Ended by cancel() (client gone, stop string), not by the rank. */
+  cancelled = false;
+  /** Waiting for a rank's acknowledgement; place() handles that rank's failure itself. */
+  placing = false;
   readonly generated: number[] = [];
   readonly tried = new Set<string>();
 
@@ -74,6 +80,7 @@ export class Dispatcher {
   private readonly flights = new Map<string, Flight>();
   private sub: Subscription | null = null;
   private offDeath: (() => void) | null = null;
+  private readonly acks: AckInbox;
   readonly routerId: string;
 
   constructor(
@@ -86,9 +93,11 @@ export class Dispatcher {
     routerId?: string,
   ) {
     this.routerId = routerId ?? randomBytes(6).toString("hex");
+    this.acks = new AckInbox(nc);
   }
 
   start(): void {
+    this.acks.start();
     this.sub = this.nc.subscribe(this.subjects.replyWildcard(this.routerId), {
       callback: (_e, msg) => {
         // a throwing handler must not take the subscription down with it
@@ -105,12 +114,13 @@ export class Dispatcher {
       },
     });
     this.offDeath = this.ranks.onDeath((workerId, why) => {
-      for (const f of [...this.flights.values()]) if (f.workerId === workerId) this.migrate(f, `rank ${workerId} died: ${why}`);
+      for (const f of [...this.flights.values()]) if (f.workerId === workerId && !f.placing) this.migrate(f, `rank ${workerId} died: ${why}`);
     });
   }
 
   stop(): void {
     this.sub?.unsubscribe();
+    this.acks.stop();
     this.offDeath?.();
   }
 
@@ -137,6 +147,7 @@ export class Dispatcher {
 
   cancel(flight: Flight): void {
     if (flight.done) return;
+    flight.cancelled = true;
     this.end(flight);
     this.sendCancel(flight);
   }
@@ -172,16 +183,22 @@ export class Dispatcher {
       };
       this.ranks.placed(pick.workerId);
       let reply: Msg;
+      flight.placing = true;
       try {
-        reply = await this.nc.request(this.subjects.generate(pick.workerId), encodeMessage(req), { timeout: this.opts.submitTimeoutMs });
+        reply = await this.acks.request(this.subjects.generate(pick.workerId), encodeMessage(req), this.opts.submitTimeoutMs);
       } catch (err) {
-        const code = (err as NatsError).code;
-        if (code === NatsErrorCode.NoResponders) this.ranks.kill(pick.workerId, "no subscriber on its subject");
-        p.log.warn({ workerId: pick.workerId, code }, "rank did not acknowledge; trying another");
+        const reason = err instanceof AckError ? err.reason : String(err);
+        if (reason === "no_responders") this.ranks.kill(pick.workerId, "no subscriber on its subject"); // not migrated: placing
+        flight.placing = false;
+        p.log.warn({ workerId: pick.workerId, reason }, "rank did not acknowledge; trying another");
         refusal = new LatentMeshError("worker_lost", `rank ${pick.workerId} did not acknowledge the request`);
+        if (flight.done || reason === "closed") throw refusal;
         continue;
       }
-      if (flight.done) return this.sendCancel(flight); // cancelled while waiting for the acknowledgement
+      flight.placing = false;
+      // ended while waiting for the acknowledgement: by the rank (its final came first), or by cancel(),
+      // whose cancel may have reached the rank before the request was registered there: send it again
+      if (flight.done) return flight.cancelled ? this.sendCancel(flight) : undefined;
       const ack = decodeMessage(SubmitAck, reply.data, "SubmitAck");
       if (!ack.ok) throw new LatentMeshError("internal", `rank ${pick.workerId} answered with an invalid acknowledgement (${ack.error})`);
       switch (ack.value.type) {

@@ -40,9 +40,14 @@ export function createRouterMetrics(model: string): RouterMetrics {
     const h = (made.get(d.name) as Histogram).labels({ model });
     return { observe: (v) => h.observe(v) };
   };
-  gauge(m.inflightRequests).set({ model }, 0);
-  gauge(m.queuedRequests).set({ model }, 0);
-  counter(m.outputTokensTotal).inc({ model }, 0);
+  // children bound to their labels once: no label hashing per request
+  const inflight = gauge(m.inflightRequests).labels({ model });
+  const queued = gauge(m.queuedRequests).labels({ model });
+  const outputTokens = counter(m.outputTokensTotal).labels({ model });
+  const finished = new Map<string, { inc(): void }>();
+  inflight.set(0);
+  queued.set(0);
+  outputTokens.inc(0);
   return {
     registry,
     routingOverhead: histogram(m.routingOverhead),
@@ -51,12 +56,16 @@ export function createRouterMetrics(model: string): RouterMetrics {
     requestDuration: histogram(m.requestDuration),
     inputSequenceTokens: histogram(m.inputSequenceTokens),
     outputSequenceTokens: histogram(m.outputSequenceTokens),
-    finished: (status) => counter(m.requestsTotal).inc({ model, status }),
+    finished: (status) => {
+      let c = finished.get(status);
+      if (!c) finished.set(status, (c = counter(m.requestsTotal).labels({ model, status })));
+      c.inc();
+    },
     rejected: (reason) => counter(m.rejectedRequestsTotal).inc({ model, reason }),
     migrations: (type) => counter(m.migrationsTotal).inc({ model, migration_type: type }),
-    addOutputTokens: (n) => counter(m.outputTokensTotal).inc({ model }, n),
-    setInflight: (n) => gauge(m.inflightRequests).set({ model }, n),
-    setQueued: (n) => gauge(m.queuedRequests).set({ model }, n),
+    addOutputTokens: (n) => outputTokens.inc(n),
+    setInflight: (n) => inflight.set(n),
+    setQueued: (n) => queued.set(n),
     setSpecAcceptance: (workerId, v) => gauge(m.specAcceptanceLength).set({ model, worker_id: workerId }, v),
     forgetWorker: (workerId) => gauge(m.specAcceptanceLength).remove({ model, worker_id: workerId }),
   };

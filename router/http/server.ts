@@ -21,22 +21,42 @@ function json(res: ServerResponse, status: number, body: unknown): void {
   res.end(JSON.stringify(body));
 }
 
-async function readJsonBody(req: IncomingMessage, limit: number): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limit) throw new LatentMeshError("invalid_request", `request body exceeds ${limit} bytes`);
-    chunks.push(chunk);
-  }
-  try {
-    return JSON.parse(Buffer.concat(chunks).toString("utf8")) as unknown;
-  } catch {
-    throw new LatentMeshError("invalid_request", "request body is not valid JSON");
-  }
+/** Reads and parses a JSON body of at most `limit` bytes (a larger one destroys the request). */
+function readJsonBody(req: IncomingMessage, limit: number): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    let first: Buffer | null = null;
+    let more: Buffer[] | null = null;
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        req.off("data", onData).off("end", onEnd).off("error", onError);
+        req.destroy();
+        return reject(new LatentMeshError("invalid_request", `request body exceeds ${limit} bytes`));
+      }
+      if (first === null) first = chunk;
+      else (more ??= [first]).push(chunk);
+    };
+    const onEnd = () => {
+      const bytes = more ? Buffer.concat(more) : (first ?? Buffer.alloc(0));
+      try {
+        resolve(JSON.parse(bytes.toString("utf8")) as unknown);
+      } catch {
+        reject(new LatentMeshError("invalid_request", "request body is not valid JSON"));
+      }
+    };
+    const onError = (err: Error) => reject(err);
+    req.on("data", onData).on("end", onEnd).on("error", onError);
+    req.once("close", () => {
+      if (!req.complete) reject(new LatentMeshError("invalid_request", "the client closed the connection before sending the whole body"));
+    });
+  });
 }
 
 export function createRouterServer(ctx: RouterContext, keys: ApiKeys, log: Logger): Server {
+  // wire ids: a random prefix per process and a counter (unique per router; no entropy per request)
+  const wireIdPrefix = randomBytes(6).toString("base64url").replace(/[^A-Za-z0-9]/g, "x");
+  let wireIds = 0;
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? "/").split("?")[0] ?? "/";
     const method = req.method ?? "GET";
@@ -55,7 +75,7 @@ export function createRouterServer(ctx: RouterContext, keys: ApiKeys, log: Logge
     const flavor = path === "/v1/chat/completions" ? chatFlavor : path === "/v1/completions" ? completionsFlavor : null;
     if (!flavor) throw new LatentMeshError("not_found", `no route for ${method} ${path}`);
     if (method !== "POST") throw new LatentMeshError("invalid_request", `${path} takes POST`);
-    const wireId = randomBytes(9).toString("base64url").replace(/[^A-Za-z0-9]/g, "x");
+    const wireId = wireIdPrefix + (wireIds++).toString(36);
     const given = req.headers["x-request-id"];
     const requestId = typeof given === "string" && CLIENT_REQUEST_ID.test(given) ? given : wireId;
     const rlog = log.child(requestId === wireId ? { requestId } : { requestId: wireId, clientRequestId: requestId });
