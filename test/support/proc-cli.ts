@@ -46,6 +46,23 @@ export class CliProcess {
       this.notify();
     });
     this.exited = new Promise((resolve) => this.proc.once("exit", (code, signal) => (this.notify(), resolve({ code, signal }))));
+    this.closed = new Promise((resolve) => this.proc.once("close", () => (this.notify(), resolve())));
+  }
+
+  /** Resolves once the process's stdout and stderr have been read to the end (after 'exit'). */
+  private readonly closed: Promise<void>;
+
+  /**
+   * Waits for the exit, then for the last output to be read: 'exit' can come before the pipes'
+   * final data, and tests read log lines right after. Bounded, since a child the process started
+   * with inherited stdio may hold the pipes open after it dies.
+   */
+  private async exitedAndRead(): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    const r = await this.exited;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.closed, new Promise<void>((res) => (timer = setTimeout(res, 5_000)))]);
+    clearTimeout(timer);
+    return r;
   }
 
   get running(): boolean {
@@ -85,10 +102,10 @@ export class CliProcess {
     if (this.running) {
       this.proc.kill(signal);
       const timer = setTimeout(() => this.proc.kill("SIGKILL"), graceMs);
-      const r = await this.exited;
+      const r = await this.exitedAndRead();
       clearTimeout(timer);
       return r;
     }
-    return this.exited;
+    return this.exitedAndRead();
   }
 }
