@@ -5,19 +5,20 @@
  */
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { Registry, type Counter, type Gauge, type Histogram } from "prom-client";
 import { OPERATOR_METRICS } from "../contracts/metrics.js";
+import { registerMetric } from "../core/metrics.js";
 
 export const CONTROLLER = "modeldeployment";
 
 export class OperatorMetrics {
   readonly registry = new Registry();
-  readonly reconcileTotal = new Counter({ name: OPERATOR_METRICS.reconcileTotal.name, help: OPERATOR_METRICS.reconcileTotal.help, labelNames: ["controller", "result"], registers: [this.registry] });
-  readonly reconcileTime = new Histogram({ name: OPERATOR_METRICS.reconcileTime.name, help: OPERATOR_METRICS.reconcileTime.help, labelNames: ["controller"], buckets: [...(OPERATOR_METRICS.reconcileTime.buckets ?? [])], registers: [this.registry] });
-  readonly depth = new Gauge({ name: OPERATOR_METRICS.workqueueDepth.name, help: OPERATOR_METRICS.workqueueDepth.help, labelNames: ["name"], registers: [this.registry] });
-  readonly adds = new Counter({ name: OPERATOR_METRICS.workqueueAdds.name, help: OPERATOR_METRICS.workqueueAdds.help, labelNames: ["name"], registers: [this.registry] });
-  readonly retries = new Counter({ name: OPERATOR_METRICS.workqueueRetries.name, help: OPERATOR_METRICS.workqueueRetries.help, labelNames: ["name"], registers: [this.registry] });
-  readonly queueDuration = new Histogram({ name: OPERATOR_METRICS.workqueueQueueDuration.name, help: OPERATOR_METRICS.workqueueQueueDuration.help, labelNames: ["name"], buckets: [...(OPERATOR_METRICS.workqueueQueueDuration.buckets ?? [])], registers: [this.registry] });
+  readonly reconcileTotal = registerMetric(OPERATOR_METRICS.reconcileTotal, this.registry) as Counter;
+  readonly reconcileTime = registerMetric(OPERATOR_METRICS.reconcileTime, this.registry) as Histogram;
+  readonly depth = registerMetric(OPERATOR_METRICS.workqueueDepth, this.registry) as Gauge;
+  readonly adds = registerMetric(OPERATOR_METRICS.workqueueAdds, this.registry) as Counter;
+  readonly retries = registerMetric(OPERATOR_METRICS.workqueueRetries, this.registry) as Counter;
+  readonly queueDuration = registerMetric(OPERATOR_METRICS.workqueueQueueDuration, this.registry) as Histogram;
 }
 
 export interface HealthSource {

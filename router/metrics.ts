@@ -3,6 +3,7 @@
  * names under our prefix), on a registry of their own, served at the router's /metrics.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { registerMetrics } from "../core/metrics.js";
 import { ROUTER_METRICS, type MetricDef } from "../contracts/metrics.js";
 
 /** A histogram already bound to its labels. */
@@ -31,8 +32,7 @@ export interface RouterMetrics {
 export function createRouterMetrics(model: string): RouterMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
-  const made = new Map<string, Counter | Gauge | Histogram>();
-  for (const d of Object.values(ROUTER_METRICS) as MetricDef[]) made.set(d.name, make(d, registry));
+  const made = registerMetrics(ROUTER_METRICS, registry);
   const m = ROUTER_METRICS;
   const counter = (d: MetricDef) => made.get(d.name) as Counter;
   const gauge = (d: MetricDef) => made.get(d.name) as Gauge;
@@ -69,16 +69,4 @@ export function createRouterMetrics(model: string): RouterMetrics {
     setSpecAcceptance: (workerId, v) => gauge(m.specAcceptanceLength).set({ model, worker_id: workerId }, v),
     forgetWorker: (workerId) => gauge(m.specAcceptanceLength).remove({ model, worker_id: workerId }),
   };
-}
-
-function make(d: MetricDef, registry: Registry): Counter | Gauge | Histogram {
-  const common = { name: d.name, help: d.help, labelNames: [...d.labels], registers: [registry] };
-  switch (d.type) {
-    case "counter":
-      return new Counter(common);
-    case "gauge":
-      return new Gauge(common);
-    case "histogram":
-      return new Histogram({ ...common, buckets: [...(d.buckets ?? [])] });
-  }
 }

@@ -4,6 +4,7 @@
  * this rank's `model` and `worker_id` labels.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { registerMetrics } from "../core/metrics.js";
 import { WORKER_METRICS, type MetricDef } from "../contracts/metrics.js";
 
 type Labels = { model: string; worker_id: string };
@@ -21,8 +22,7 @@ export interface WorkerMetrics {
 export function createWorkerMetrics(labels: Labels): WorkerMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
-  const made = new Map<string, Counter | Gauge | Histogram>();
-  for (const d of Object.values(WORKER_METRICS) as MetricDef[]) made.set(d.name, make(d, registry));
+  const made = registerMetrics(WORKER_METRICS, registry);
   const gauge = (d: MetricDef) => made.get(d.name) as Gauge;
   const counter = (d: MetricDef) => made.get(d.name) as Counter;
   const histogram = (d: MetricDef) => made.get(d.name) as Histogram;
@@ -45,16 +45,4 @@ export function createWorkerMetrics(labels: Labels): WorkerMetrics {
   metrics.addPromptTokens(0);
   metrics.addGenerationTokens(0);
   return metrics;
-}
-
-function make(d: MetricDef, registry: Registry): Counter | Gauge | Histogram {
-  const common = { name: d.name, help: d.help, labelNames: [...d.labels], registers: [registry] };
-  switch (d.type) {
-    case "counter":
-      return new Counter(common);
-    case "gauge":
-      return new Gauge(common);
-    case "histogram":
-      return new Histogram({ ...common, buckets: [...(d.buckets ?? [])] });
-  }
 }
