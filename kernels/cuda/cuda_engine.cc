@@ -2,9 +2,11 @@
 // weights and GEMM inputs, an fp32 residual stream, fp32 SSM/conv state and a bf16 paged KV cache.
 // Projections go through cuBLASLt; residual adds are fused into the output projections (beta = 1).
 //
-// First cut: MoE expert grouping is planned on the host (one device→host copy of the router's
-// choices per MoE layer) and sampling runs on the host from the logits rows; the performance issue
-// replaces both with device-side grouped GEMMs, device sampling and CUDA-graph replay.
+// Prefill sequences go through the chunked SSD kernel, decode tokens through the recurrence; tokens
+// are sampled on the device, and logits rows come back to the host only when a sequence asks.
+// Still first cut: MoE expert grouping is planned on the host (one device→host copy of the router's
+// choices per MoE layer); the performance issue replaces it with device-side grouped GEMMs, and
+// adds CUDA-graph replay.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -14,7 +16,6 @@
 #include "cuda/common.cuh"
 #include "cuda/gemm.h"
 #include "cuda/ops.h"
-#include "engine/sampler.h"
 #include "engine/validate.h"
 #include "engine/weights.h"
 
@@ -442,6 +443,7 @@ StepOutput CudaEngine::step(const std::vector<StepSeq>& batch) {
   b.block_tables = d + o_tab;
   b.block_size = opts_.kv_block_size;
   b.row_seq = d + o_rs;
+  b.max_len = *std::max_element(len.begin(), len.end());
   for (int i = 0; i < nseq; ++i)
     if (batch[i].position == 0)
       for (int l = 0; l < n_mamba_; ++l) {
@@ -470,7 +472,13 @@ StepOutput CudaEngine::step(const std::vector<StepSeq>& batch) {
         cuda::conv_state_update(b, zx + I, proj, CD, K, cstate, stream_);
         cuda::SsmParams sp{nh, spec_.mamba_head_dim, spec_.n_groups, spec_.ssm_state_size, xbc, CD, zx + I + CD, proj, M.dt_bias, M.A, M.D,
                            spec_.time_step_min, spec_.time_step_max, ssm_state_ + int64_t(M.index) * opts_.max_slots * ssm_state_size(), y};
-        cuda::ssm_scan(b, sp, stream_);
+        if (b.max_len > 1 && cuda::ssd_chunked_supported(sp.head_dim, sp.dstate, spec_.chunk_size)) {
+          float* cb = scratch_.get<float>("ssd-cb", cuda::ssd_chunked_workspace_floats(R, spec_.n_groups, spec_.chunk_size));
+          cuda::ssd_chunked_scan(b, sp, spec_.chunk_size, cb, stream_);  // sequences of 2+ rows
+          cuda::ssm_scan(b, sp, stream_, /*single_token_only=*/true);
+        } else {
+          cuda::ssm_scan(b, sp, stream_);
+        }
         cuda::gated_rmsnorm(y, zx, proj, M.norm, R, I, I / spec_.n_groups, spec_.norm_eps, y16, stream_);
         gemm_.run(y16, R, I, M.out_proj, H, h, 1.f, stream_);
         cuda::add_bias(h, M.out_b, R, H, stream_);
@@ -506,16 +514,39 @@ StepOutput CudaEngine::step(const std::vector<StepSeq>& batch) {
     float* logits = scratch_.get<float>("logits", int64_t(NL) * V);
     cuda::rmsnorm_bf16(h, d + o_lr, NL, H, norm_f_, spec_.norm_eps, hn, stream_);
     gemm_.run(hn, NL, H, lm_head_, V, logits, 0.f, stream_);
-    std::vector<float> host(static_cast<size_t>(NL) * V);
-    LM_CUDA_CHECK(cudaMemcpyAsync(host.data(), logits, host.size() * 4, cudaMemcpyDeviceToHost, stream_));
-    LM_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    int64_t j = 0;
+    std::vector<cuda::SampleRow> sample_rows;
+    std::vector<int> sampled_seq;
+    for (int i = 0; i < nseq; ++i) {
+      if (!batch[i].sample) continue;
+      const Sampling& sm = batch[i].sampling;
+      sample_rows.push_back({sample_row[i], sm.top_k, sm.temperature, sm.top_p, sm.seed, static_cast<int64_t>(batch[i].position) + len[i]});
+      sampled_seq.push_back(i);
+    }
+    const int NS = static_cast<int>(sample_rows.size());
+    std::vector<int32_t> sampled(NS);
+    if (NS > 0) {
+      auto* d_rows = scratch_.get<cuda::SampleRow>("sample-rows", NS);
+      int32_t* d_tokens = scratch_.get<int32_t>("sample-tokens", NS);
+      LM_CUDA_CHECK(cudaMemcpyAsync(d_rows, sample_rows.data(), NS * sizeof(cuda::SampleRow), cudaMemcpyHostToDevice, stream_));
+      cuda::sample_tokens(logits, V, d_rows, NS, d_tokens, stream_);
+      LM_CUDA_CHECK(cudaMemcpyAsync(sampled.data(), d_tokens, NS * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
+    }
+    // Only the rows a sequence asked for come back, straight into the output.
+    int64_t j = 0, wanted = 0;
+    for (int i = 0; i < nseq; ++i)
+      if (batch[i].logits != LogitsMode::None) wanted += batch[i].logits == LogitsMode::All ? len[i] : 1;
+    out.logits.resize(static_cast<size_t>(wanted) * V);
+    float* dst = out.logits.data();
     for (int i = 0; i < nseq; ++i) {
       const int n = batch[i].logits == LogitsMode::All ? len[i] : (batch[i].sample || batch[i].logits == LogitsMode::Last ? 1 : 0);
-      if (batch[i].sample) out.tokens[i] = sample_token(host.data() + int64_t(sample_row[i]) * V, V, batch[i].sampling, batch[i].position + len[i]);
-      if (batch[i].logits != LogitsMode::None) out.logits.insert(out.logits.end(), host.begin() + j * V, host.begin() + (j + n) * V);
+      if (batch[i].logits != LogitsMode::None && n > 0) {
+        LM_CUDA_CHECK(cudaMemcpyAsync(dst, logits + j * V, static_cast<size_t>(n) * V * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+        dst += static_cast<int64_t>(n) * V;
+      }
       j += n;
     }
+    LM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    for (int s = 0; s < NS; ++s) out.tokens[sampled_seq[s]] = sampled[s];
   } else {
     LM_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }

@@ -22,6 +22,7 @@ struct BatchView {
   const int* block_tables = nullptr;
   int block_size = 16;
   const int* row_seq = nullptr;    // (rows) sequence of each row
+  int max_len = 0;                 // host-side: the longest seq_len (sizes per-chunk grids)
 };
 
 /** h (R, H) fp32 = table[tokens] (bf16 rows). */
@@ -48,8 +49,23 @@ struct SsmParams {
   float* state;          // (slots, nheads, head_dim, dstate)
   float* y;              // (R, nheads*head_dim)
 };
-/** The Mamba-2 SSM over each sequence's rows from its slot's state, state updated in place. */
-void ssm_scan(const BatchView& b, const SsmParams& p, cudaStream_t s);
+/**
+ * The Mamba-2 SSM by the per-token recurrence over each sequence's rows from its slot's state,
+ * state updated in place. single_token_only: sequences with more than one row are left alone
+ * (they go through ssd_chunked_scan).
+ */
+void ssm_scan(const BatchView& b, const SsmParams& p, cudaStream_t s, bool single_token_only = false);
+
+/** Whether ssd_chunked_scan handles this shape (its shared-memory tiles fit). */
+bool ssd_chunked_supported(int head_dim, int dstate, int chunk_size);
+/** Floats of the workspace ssd_chunked_scan needs: (ngroups, rows, chunk rounded up to 16). */
+int64_t ssd_chunked_workspace_floats(int rows, int ngroups, int chunk_size);
+/**
+ * The same SSM by the chunked SSD algorithm (cpu::ssd_chunked_scan) for every sequence with at
+ * least two rows; single-row sequences are left alone (ssm_scan with single_token_only does them).
+ * Reads each slot's state, writes the final state back; needs b.max_len and a workspace.
+ */
+void ssd_chunked_scan(const BatchView& b, const SsmParams& p, int chunk_size, float* workspace, cudaStream_t s);
 
 /** out (R, I) bf16 = group-rmsnorm(y * silu(z)) * w, groups of `group` channels. */
 void gated_rmsnorm(const float* y, const float* z, int64_t z_stride, const float* w, int R, int I, int group, float eps, bf16* out, cudaStream_t s);
@@ -65,6 +81,18 @@ void moe_route(const float* logits, const float* correction_bias, int R, int E, 
 void gather_rows(const bf16* src, const int32_t* idx, int M, int D, bf16* dst, cudaStream_t s);
 /** out (R, D) fp32 (+)= Σ_j weight[r, j] · expert_out[slot_of[r, j]]. */
 void moe_combine(const float* expert_out, const int32_t* slot_of, const float* weights, int R, int k, int D, float* out, bool accumulate, cudaStream_t s);
+
+/** One row to sample: its logits row and its sampling parameters (see engine.h Sampling). */
+struct SampleRow {
+  int row;              // row of the logits matrix
+  int top_k;            // 0: off; 1: greedy
+  float temperature;    // <= 0: greedy
+  float top_p;          // 1: off
+  uint64_t seed;
+  int64_t position;     // keys the uniform draw with the seed, as lm::keyed_uniform
+};
+/** tokens[i] = lm::sample_token(logits + rows[i].row * vocab, ...) on the device; rows on the device. */
+void sample_tokens(const float* logits, int vocab, const SampleRow* rows, int n, int32_t* tokens, cudaStream_t s);
 
 /** Elementwise helpers. */
 void relu2_bf16(const float* in, int64_t n, bf16* out, cudaStream_t s);

@@ -2,16 +2,17 @@
 //   S_t = exp(dt_t·A) · S_{t-1} + dt_t · x_t ⊗ B_t ;   y_t = S_t · C_t + D · x_t
 // One block per (sequence, head) keeps the head's state (P × N) in shared memory across the
 // sequence's tokens; each warp owns rows p and its lanes stride over the state dimension n.
-// This is the recurrent form for prefill and decode alike; the chunked SSD kernel replaces it
-// for prefill in the performance issue (same results to rounding).
+// This recurrent form serves decode (single-token sequences); prefill goes through the chunked SSD
+// kernel (ssd_chunked.cu) where the shape allows, with the same results to rounding.
 #include "cuda/common.cuh"
 #include "cuda/ops.h"
 
 namespace lm::cuda {
 
-__global__ void ssm_scan_kernel(BatchView b, SsmParams p) {
+__global__ void ssm_scan_kernel(BatchView b, SsmParams p, bool single_token_only) {
   extern __shared__ float smem[];
   const int seq = blockIdx.x, h = blockIdx.y;
+  if (single_token_only && b.seq_len[seq] != 1) return;
   const int P = p.head_dim, N = p.dstate;
   const int g = h / (p.nheads / p.ngroups);
   float* S = smem;              // (P, N)
@@ -55,13 +56,13 @@ __global__ void ssm_scan_kernel(BatchView b, SsmParams p) {
   for (int i = threadIdx.x; i < P * N; i += blockDim.x) gstate[i] = S[i];
 }
 
-void ssm_scan(const BatchView& b, const SsmParams& p, cudaStream_t s) {
+void ssm_scan(const BatchView& b, const SsmParams& p, cudaStream_t s, bool single_token_only) {
   if (b.nseq == 0) return;
   const size_t smem = static_cast<size_t>(p.head_dim * p.dstate + p.head_dim + 2 * p.dstate) * sizeof(float);
   if (smem > 200 * 1024) throw Error("ssm_scan: head_dim x ssm_state_size too large for shared memory");
   if (smem > 48 * 1024) LM_CUDA_CHECK(cudaFuncSetAttribute(ssm_scan_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   dim3 grid(b.nseq, p.nheads);
-  ssm_scan_kernel<<<grid, 256, smem, s>>>(b, p);
+  ssm_scan_kernel<<<grid, 256, smem, s>>>(b, p, single_token_only);
   LM_LAUNCH_CHECK("ssm_scan");
 }
 
