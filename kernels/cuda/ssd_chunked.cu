@@ -44,7 +44,7 @@ int round16(int v) { return (v + 15) / 16 * 16; }
 /** Shared-memory floats of the scan kernel for PT state rows. */
 size_t scan_smem_floats(int PT, int Np, int Lp) {
   const size_t ldn = Np + PAD, ldp = PT + PAD, ldl = Lp + PAD;
-  return PT * ldn + 3 * Lp * ldp + Lp * ldn + Lp * ldl + 2 * Lp;
+  return PT * ldn + 3 * Lp * ldp + Lp * ldn + Lp * ldl + 3 * Lp;
 }
 size_t cb_smem_floats(int Np, int Lp) { return 2 * static_cast<size_t>(Lp) * (Np + PAD) + (SSD_THREADS / 32) * 256; }
 
@@ -53,11 +53,36 @@ __device__ __forceinline__ void to_tf32(Frag& f) {
   for (int i = 0; i < f.num_elements; ++i) f.x[i] = wmma::__float_to_tf32(f.x[i]);
 }
 
+/** Async global → shared copy of VEC floats (16 bytes with .cg, or 4); zero-fills when !valid. */
+template <int VEC>
+__device__ __forceinline__ void cp_async(float* dst, const float* src, bool valid) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  if constexpr (VEC == 4) asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(valid ? 16 : 0) : "memory");
+  else asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src), "r"(valid ? 4 : 0) : "memory");
+}
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+
+/**
+ * Starts copying a (rows, cols) tile, row stride src_stride, into dst (row stride ld); elements
+ * past valid_rows / valid_cols become zero. lower_tiles: only 16×16 tiles on or below the diagonal.
+ */
+template <int VEC>
+__device__ void load_tile_async(float* dst, int ld, int rows, int cols, const float* src, int64_t src_stride, int valid_rows, int valid_cols, bool lower_tiles = false) {
+  const int vc = cols / VEC;
+  for (int i = threadIdx.x; i < rows * vc; i += blockDim.x) {
+    const int r = i / vc, c = (i % vc) * VEC;
+    if (lower_tiles && c >= (r / 16 + 1) * 16) continue;
+    const bool ok = r < valid_rows && c < valid_cols;
+    cp_async<VEC>(dst + r * ld + c, ok ? src + r * src_stride + c : src, ok);
+  }
+}
+
 __device__ __forceinline__ float ssd_dt(const SsmParams& p, int64_t r, int h) {
   const float d = softplus(p.dt_raw[r * p.dt_stride + h] + p.dt_bias[h]);
   return fminf(fmaxf(d, p.dt_min), p.dt_max);
 }
 
+template <int VEC>
 __global__ void __launch_bounds__(SSD_THREADS) ssd_cb_kernel(BatchView b, SsmParams p, int L, int Lp, int Np, float* cb) {
   extern __shared__ __align__(128) float smem[];
   const int c = blockIdx.x, seq = blockIdx.y, g = blockIdx.z;
@@ -68,17 +93,10 @@ __global__ void __launch_bounds__(SSD_THREADS) ssd_cb_kernel(BatchView b, SsmPar
   float* Cs = smem;              // (Lp, ldn)
   float* Bs = Cs + Lp * ldn;     // (Lp, ldn)
   float* stage = Bs + Lp * ldn;  // (warps, 16, 16)
-  for (int i = threadIdx.x; i < Lp * Np; i += blockDim.x) {
-    const int l = i / Np, n = i % Np;
-    float bv = 0.f, cv = 0.f;
-    if (l < clen && n < N) {
-      const float* row = p.xbc + (rb + l) * p.xbc_stride + I;
-      bv = row[g * N + n];
-      cv = row[(p.ngroups + g) * N + n];
-    }
-    Cs[l * ldn + n] = cv;
-    Bs[l * ldn + n] = bv;
-  }
+  const float* rows = p.xbc + rb * p.xbc_stride + I;
+  load_tile_async<VEC>(Bs, ldn, Lp, Np, rows + g * N, p.xbc_stride, clen, N);
+  load_tile_async<VEC>(Cs, ldn, Lp, Np, rows + (p.ngroups + g) * N, p.xbc_stride, clen, N);
+  cp_async_wait_all();
   __syncthreads();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nwarps = blockDim.x >> 5, T = Lp / 16;
   float* st = stage + warp * 256;
@@ -106,7 +124,7 @@ __global__ void __launch_bounds__(SSD_THREADS) ssd_cb_kernel(BatchView b, SsmPar
   }
 }
 
-template <int PT>
+template <int PT, int VEC>
 __global__ void __launch_bounds__(SSD_THREADS) ssd_chunk_scan_kernel(BatchView b, SsmParams p, int L, int Lp, int Np, const float* cb) {
   extern __shared__ __align__(128) float smem[];
   const int seq = blockIdx.x, h = blockIdx.y, p0 = blockIdx.z * PT;
@@ -122,6 +140,7 @@ __global__ void __launch_bounds__(SSD_THREADS) ssd_chunk_scan_kernel(BatchView b
   float* W = M + Lp * ldn;    // (Lp, ldl)  CB ∘ e^{cum_l − cum_s} dt_s, causal
   float* cum = W + Lp * ldl;  // (Lp)
   float* dts = cum + Lp;      // (Lp)
+  float* ecum = dts + Lp;     // (Lp)  e^{cum}
   const int64_t row0 = b.seq_row0[seq];
   float* gstate = p.state + (static_cast<int64_t>(b.seq_slot[seq]) * p.nheads + h) * P * N;
   for (int i = threadIdx.x; i < PT * Np; i += blockDim.x) {
@@ -135,12 +154,18 @@ __global__ void __launch_bounds__(SSD_THREADS) ssd_chunk_scan_kernel(BatchView b
     const int clen = min(L, len - t0);
     const int64_t rb = row0 + t0;
     __syncthreads();  // the previous chunk is done with every buffer
-    if (warp == 0) {  // dt and the inclusive prefix sum of dt·A; padding rows get dt 0
+    // x, C and the chunk's CB rows stream in while dt and cum are computed.
+    const float* rows = p.xbc + rb * p.xbc_stride;
+    load_tile_async<VEC>(X, ldp, Lp, PT, rows + h * P + p0, p.xbc_stride, clen, P - p0);
+    load_tile_async<VEC>(M, ldn, Lp, Np, rows + I + (G + g) * N, p.xbc_stride, clen, N);
+    load_tile_async<4>(W, ldl, Lp, Lp, cb + (static_cast<int64_t>(g) * b.rows + rb) * Lp, Lp, clen, Lp, /*lower_tiles=*/true);
+    for (int l = threadIdx.x; l < Lp; l += blockDim.x) dts[l] = l < clen ? ssd_dt(p, rb + l, h) : 0.f;  // padding: dt 0
+    __syncthreads();
+    if (warp == 0) {  // inclusive prefix sum of dt·A
       float carry = 0.f;
       for (int base = 0; base < Lp; base += 32) {
         const int l = base + lane;
-        const float d = l < clen ? ssd_dt(p, rb + l, h) : 0.f;
-        float v = d * A;
+        float v = l < Lp ? dts[l] * A : 0.f;
         for (int o = 1; o < 32; o <<= 1) {
           const float u = __shfl_up_sync(0xffffffffu, v, o);
           if (lane >= o) v += u;
@@ -148,27 +173,23 @@ __global__ void __launch_bounds__(SSD_THREADS) ssd_chunk_scan_kernel(BatchView b
         v += carry;
         if (l < Lp) {
           cum[l] = v;
-          dts[l] = d;
+          ecum[l] = __expf(v);
         }
         carry = __shfl_sync(0xffffffffu, v, 31);
       }
     }
+    cp_async_wait_all();
     __syncthreads();
     const float cum_last = cum[Lp - 1];
     for (int i = threadIdx.x; i < Lp * PT; i += blockDim.x) {
       const int l = i / PT, pp = i % PT;
-      const float xv = (l < clen && p0 + pp < P) ? p.xbc[(rb + l) * p.xbc_stride + h * P + p0 + pp] : 0.f;
-      X[l * ldp + pp] = xv;
-      Xw[l * ldp + pp] = __expf(cum_last - cum[l]) * dts[l] * xv;
+      Xw[l * ldp + pp] = __expf(cum_last - cum[l]) * dts[l] * X[l * ldp + pp];
     }
-    for (int i = threadIdx.x; i < Lp * Np; i += blockDim.x) {
-      const int l = i / Np, n = i % Np;
-      M[l * ldn + n] = (l < clen && n < N) ? __expf(cum[l]) * p.xbc[(rb + l) * p.xbc_stride + I + (G + g) * N + n] : 0.f;
-    }
-    const float* cbg = cb + (static_cast<int64_t>(g) * b.rows + rb) * Lp;
-    for (int i = threadIdx.x; i < Lp * Lp; i += blockDim.x) {
+    for (int i = threadIdx.x; i < Lp * Np; i += blockDim.x) M[i / Np * ldn + i % Np] *= ecum[i / Np];
+    for (int i = threadIdx.x; i < Lp * Lp; i += blockDim.x) {  // a select, not a product: unloaded tiles hold garbage
       const int l = i / Lp, s = i % Lp;
-      W[l * ldl + s] = (s <= l && l < clen) ? cbg[static_cast<int64_t>(l) * Lp + s] * __expf(cum[l] - cum[s]) * dts[s] : 0.f;
+      float& w = W[l * ldl + s];
+      w = (s <= l && l < clen) ? w * __expf(cum[l] - cum[s]) * dts[s] : 0.f;
     }
     __syncthreads();
     for (int tile = warp; tile < TL * TP; tile += nwarps) {  // Y = C'Sᵀ + WX
@@ -197,14 +218,12 @@ __global__ void __launch_bounds__(SSD_THREADS) ssd_chunk_scan_kernel(BatchView b
       wmma::store_matrix_sync(Y + lt * 16 * ldp + pt * 16, acc, ldp, wmma::mem_row_major);
     }
     __syncthreads();
+    load_tile_async<VEC>(M, ldn, Lp, Np, rows + I + g * N, p.xbc_stride, clen, N);  // B, under the y stores
     for (int i = threadIdx.x; i < clen * PT; i += blockDim.x) {
       const int l = i / PT, pp = i % PT;
       if (p0 + pp < P) p.y[(rb + l) * I + h * P + p0 + pp] = Y[l * ldp + pp] + Dh * X[l * ldp + pp];
     }
-    for (int i = threadIdx.x; i < Lp * Np; i += blockDim.x) {
-      const int l = i / Np, n = i % Np;
-      M[l * ldn + n] = (l < clen && n < N) ? p.xbc[(rb + l) * p.xbc_stride + I + g * N + n] : 0.f;
-    }
+    cp_async_wait_all();
     __syncthreads();
     const float e_last = __expf(cum_last);
     const int klen = (clen + 7) / 8 * 8;  // rows past clen contribute zero
@@ -238,13 +257,25 @@ int pick_rows_per_block(int P, int Np, int Lp) {
   return 16;
 }
 
-template <int PT>
+template <int PT, int VEC>
 void launch_scan(const BatchView& b, const SsmParams& p, int L, int Lp, int Np, const float* cb, cudaStream_t s) {
   const size_t smem = scan_smem_floats(PT, Np, Lp) * sizeof(float);
-  LM_CUDA_CHECK(cudaFuncSetAttribute(ssd_chunk_scan_kernel<PT>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  LM_CUDA_CHECK(cudaFuncSetAttribute(ssd_chunk_scan_kernel<PT, VEC>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   const dim3 grid(b.nseq, p.nheads, ceil_div(p.head_dim, PT));
-  ssd_chunk_scan_kernel<PT><<<grid, SSD_THREADS, smem, s>>>(b, p, L, Lp, Np, cb);
+  ssd_chunk_scan_kernel<PT, VEC><<<grid, SSD_THREADS, smem, s>>>(b, p, L, Lp, Np, cb);
   LM_LAUNCH_CHECK("ssd_chunked_scan (scan)");
+}
+
+template <int VEC>
+void launch_all(const BatchView& b, const SsmParams& p, int L, float* cb, cudaStream_t s) {
+  const int Lp = round16(L), Np = round16(p.dstate);
+  const size_t cb_smem = cb_smem_floats(Np, Lp) * sizeof(float);
+  LM_CUDA_CHECK(cudaFuncSetAttribute(ssd_cb_kernel<VEC>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(cb_smem)));
+  const dim3 cb_grid(ceil_div(b.max_len, L), b.nseq, p.ngroups);
+  ssd_cb_kernel<VEC><<<cb_grid, SSD_THREADS, cb_smem, s>>>(b, p, L, Lp, Np, cb);
+  LM_LAUNCH_CHECK("ssd_chunked_scan (CB)");
+  if (pick_rows_per_block(p.head_dim, Np, Lp) == 32) launch_scan<32, VEC>(b, p, L, Lp, Np, cb, s);
+  else launch_scan<16, VEC>(b, p, L, Lp, Np, cb, s);
 }
 
 }  // namespace
@@ -262,14 +293,10 @@ void ssd_chunked_scan(const BatchView& b, const SsmParams& p, int chunk_size, fl
   if (!ssd_chunked_supported(p.head_dim, p.dstate, chunk_size)) throw Error("ssd_chunked_scan: head_dim, ssm_state_size or chunk_size too large for shared memory");
   if (p.ngroups < 1 || p.nheads % p.ngroups != 0) throw Error("ssd_chunked_scan: mamba_num_heads must be a multiple of n_groups");
   if (workspace == nullptr) throw Error("ssd_chunked_scan: no workspace");
-  const int L = chunk_size, Lp = round16(L), Np = round16(p.dstate);
-  const size_t cb_smem = cb_smem_floats(Np, Lp) * sizeof(float);
-  LM_CUDA_CHECK(cudaFuncSetAttribute(ssd_cb_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(cb_smem)));
-  const dim3 cb_grid(ceil_div(b.max_len, L), b.nseq, p.ngroups);
-  ssd_cb_kernel<<<cb_grid, SSD_THREADS, cb_smem, s>>>(b, p, L, Lp, Np, workspace);
-  LM_LAUNCH_CHECK("ssd_chunked_scan (CB)");
-  if (pick_rows_per_block(p.head_dim, Np, Lp) == 32) launch_scan<32>(b, p, L, Lp, Np, workspace, s);
-  else launch_scan<16>(b, p, L, Lp, Np, workspace, s);
+  // 16-byte copies need every row segment (x of a head, B and C of a group) 16-byte aligned.
+  const bool vec4 = p.xbc_stride % 4 == 0 && p.head_dim % 4 == 0 && p.dstate % 4 == 0 && reinterpret_cast<uintptr_t>(p.xbc) % 16 == 0;
+  if (vec4) launch_all<4>(b, p, chunk_size, workspace, s);
+  else launch_all<1>(b, p, chunk_size, workspace, s);
 }
 
 }  // namespace lm::cuda
