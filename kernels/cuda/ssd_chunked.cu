@@ -65,15 +65,21 @@ __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wai
 /**
  * Starts copying a (rows, cols) tile, row stride src_stride, into dst (row stride ld); elements
  * past valid_rows / valid_cols become zero. lower_tiles: only 16×16 tiles on or below the diagonal.
+ * Lanes walk a row's columns and warps the rows (narrow tiles: several rows per warp), so no
+ * per-element index division.
  */
 template <int VEC>
 __device__ void load_tile_async(float* dst, int ld, int rows, int cols, const float* src, int64_t src_stride, int valid_rows, int valid_cols, bool lower_tiles = false) {
-  const int vc = cols / VEC;
-  for (int i = threadIdx.x; i < rows * vc; i += blockDim.x) {
-    const int r = i / vc, c = (i % vc) * VEC;
-    if (lower_tiles && c >= (r / 16 + 1) * 16) continue;
-    const bool ok = r < valid_rows && c < valid_cols;
-    cp_async<VEC>(dst + r * ld + c, ok ? src + r * src_stride + c : src, ok);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  const int lanes_per_row = min(cols / VEC, 32), rows_per_warp = 32 / lanes_per_row;
+  const int sub = lane / lanes_per_row, col_lane = lane % lanes_per_row;
+  if (sub >= rows_per_warp) return;
+  for (int r = warp * rows_per_warp + sub; r < rows; r += nwarps * rows_per_warp) {
+    const int cmax = lower_tiles ? min(cols, (r / 16 + 1) * 16) : cols;
+    for (int c = col_lane * VEC; c < cmax; c += lanes_per_row * VEC) {
+      const bool ok = r < valid_rows && c < valid_cols;
+      cp_async<VEC>(dst + r * ld + c, ok ? src + r * src_stride + c : src, ok);
+    }
   }
 }
 
@@ -181,15 +187,20 @@ __global__ void __launch_bounds__(SSD_THREADS) ssd_chunk_scan_kernel(BatchView b
     cp_async_wait_all();
     __syncthreads();
     const float cum_last = cum[Lp - 1];
-    for (int i = threadIdx.x; i < Lp * PT; i += blockDim.x) {
-      const int l = i / PT, pp = i % PT;
-      Xw[l * ldp + pp] = __expf(cum_last - cum[l]) * dts[l] * X[l * ldp + pp];
+    for (int l = warp; l < Lp; l += nwarps) {
+      const float f = __expf(cum_last - cum[l]) * dts[l];
+      for (int pp = lane; pp < PT; pp += 32) Xw[l * ldp + pp] = f * X[l * ldp + pp];
     }
-    for (int i = threadIdx.x; i < Lp * Np; i += blockDim.x) M[i / Np * ldn + i % Np] *= ecum[i / Np];
-    for (int i = threadIdx.x; i < Lp * Lp; i += blockDim.x) {  // a select, not a product: unloaded tiles hold garbage
-      const int l = i / Lp, s = i % Lp;
-      float& w = W[l * ldl + s];
-      w = (s <= l && l < clen) ? w * __expf(cum[l] - cum[s]) * dts[s] : 0.f;
+    for (int l = warp; l < clen; l += nwarps) {  // rows past clen are zero already
+      const float e = ecum[l];
+      for (int n = lane; n < Np; n += 32) M[l * ldn + n] *= e;
+    }
+    for (int l = warp; l < Lp; l += nwarps) {  // a select, not a product: unloaded tiles hold garbage
+      const float cl = cum[l];
+      for (int s = lane; s < Lp; s += 32) {
+        float& w = W[l * ldl + s];
+        w = (s <= l && l < clen) ? w * __expf(cl - cum[s]) * dts[s] : 0.f;
+      }
     }
     __syncthreads();
     for (int tile = warp; tile < TL * TP; tile += nwarps) {  // Y = C'Sᵀ + WX
