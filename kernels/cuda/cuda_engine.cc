@@ -4,9 +4,9 @@
 //
 // Prefill sequences go through the chunked SSD kernel, decode tokens through the recurrence; tokens
 // are sampled on the device, and logits rows come back to the host only when a sequence asks.
-// Still first cut: MoE expert grouping is planned on the host (one device→host copy of the router's
-// choices per MoE layer); the performance issue replaces it with device-side grouped GEMMs, and
-// adds CUDA-graph replay.
+// The MoE layer runs on the device without host synchronisation: router, device-side plan
+// (expert-major order and row tiles), one grouped GEMM launch per projection over all experts, and
+// the weighted combine. CUDA-graph replay of decode steps is still to come.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -98,6 +98,8 @@ struct Moe {
   bf16 *gate, *fc1, *fc2;
   float *bias, *fc1_b, *fc2_b;
   std::vector<bf16*> up, down;
+  const bf16* const* up_table;    // (E) device array of the up pointers, for grouped_gemm
+  const bf16* const* down_table;  // (E) likewise for down
   Mlp shared;
 };
 struct Layer {
@@ -298,6 +300,8 @@ class CudaEngine final : public Engine {
             E.up.push_back(mat(ep + "up_proj.weight", {inter, Din}));
             E.down.push_back(mat(ep + "down_proj.weight", {Din, inter}));
           }
+          E.up_table = pointer_table(E.up, m + "experts up pointers");
+          E.down_table = pointer_table(E.down, m + "experts down pointers");
           E.shared = load_mlp(m + "shared_experts.", H, spec_.moe_shared_expert_intermediate_size);
           break;
         }
@@ -306,6 +310,13 @@ class CudaEngine final : public Engine {
     }
     norm_f_ = vec("backbone.norm_f.weight", {H}, Init::Norm);
     lm_head_ = (opts_.dummy || refs_.count("lm_head.weight") || !spec_.tie_word_embeddings) ? mat("lm_head.weight", {V, H}) : embed_;
+  }
+
+  /** A device copy of a list of device pointers (grouped kernels index experts through it). */
+  const bf16* const* pointer_table(const std::vector<bf16*>& ptrs, const std::string& what) {
+    bf16** table = arena_.alloc_n<bf16*>(static_cast<int64_t>(ptrs.size()), what);
+    LM_CUDA_CHECK(cudaMemcpy(table, ptrs.data(), ptrs.size() * sizeof(bf16*), cudaMemcpyHostToDevice));
+    return table;
   }
 
   void allocate_state() {
@@ -347,50 +358,27 @@ void CudaEngine::moe(const Moe& E, const bf16* u, int R, float* h) {
     cuda::f32_to_bf16(lat, int64_t(R) * Din, lat16, stream_);
     v = lat16;
   }
-  // Plan the expert-major layout on the host: rows of expert 0, then expert 1, ...
-  std::vector<int32_t> host_ids(static_cast<size_t>(R) * k);
-  LM_CUDA_CHECK(cudaMemcpyAsync(host_ids.data(), ids, host_ids.size() * 4, cudaMemcpyDeviceToHost, stream_));
-  LM_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  std::vector<int32_t> count(nE, 0), start(nE + 1, 0);
-  for (int32_t e : host_ids) ++count[e];
-  for (int e = 0; e < nE; ++e) start[e + 1] = start[e] + count[e];
-  std::vector<int32_t> src_row(static_cast<size_t>(R) * k), slot_of(static_cast<size_t>(R) * k), fill(start.begin(), start.end() - 1);
-  for (int r = 0; r < R; ++r)
-    for (int j = 0; j < k; ++j) {
-      const int pos = fill[host_ids[r * k + j]]++;
-      src_row[pos] = r;
-      slot_of[r * k + j] = pos;
-    }
-  int32_t* d_plan = scratch_.get<int32_t>("moe-plan", 2 * int64_t(R) * k);
-  std::vector<int32_t> plan(src_row);
-  plan.insert(plan.end(), slot_of.begin(), slot_of.end());
-  LM_CUDA_CHECK(cudaMemcpyAsync(d_plan, plan.data(), plan.size() * 4, cudaMemcpyHostToDevice, stream_));
-  const int M = R * k;
-  bf16* xin = scratch_.get<bf16>("moe-xin", int64_t(M) * Din);
-  float* act = scratch_.get<float>("moe-act", int64_t(M) * inter);
-  bf16* act16 = scratch_.get<bf16>("moe-act16", int64_t(M) * inter);
-  float* xo = scratch_.get<float>("moe-out", int64_t(M) * Din);
-  cuda::gather_rows(v, d_plan, M, Din, xin, stream_);
-  for (int e = 0; e < nE; ++e) {
-    if (count[e] == 0) continue;
-    const int64_t off = start[e];
-    gemm_.run(xin + off * Din, count[e], Din, E.up[e], inter, act + off * inter, 0.f, stream_);
-  }
-  cuda::relu2_bf16(act, int64_t(M) * inter, act16, stream_);
-  for (int e = 0; e < nE; ++e) {
-    if (count[e] == 0) continue;
-    const int64_t off = start[e];
-    gemm_.run(act16 + off * inter, count[e], inter, E.down[e], Din, xo + off * Din, 0.f, stream_);
-  }
+  // Expert-major plan, up projection with relu² (gathering token rows through the plan), down
+  // projection: three launches whose grids depend only on R, so no host synchronisation.
+  const int M = R * k, tile_rows = cuda::moe_tile_rows(M, nE), max_tiles = cuda::moe_plan_max_tiles(M, nE, tile_rows);
+  cuda::MoePlan plan{scratch_.get<int32_t>("moe-src-row", M), scratch_.get<int32_t>("moe-slot-of", M), scratch_.get<int32_t>("moe-offsets", nE + 1),
+                     scratch_.get<int4>("moe-tiles", max_tiles), scratch_.get<int32_t>("moe-num-tiles", 1)};
+  cuda::moe_plan(ids, R, k, nE, tile_rows, plan, stream_);
+  bf16* act16 = scratch_.get<bf16>("moe-act16", int64_t(M) * inter);  // (M, inter) expert-major
+  float* xo = scratch_.get<float>("moe-out", int64_t(M) * Din);        // (M, Din) expert-major
+  cuda::GroupedGemmParams up{v, Din, plan.src_row, E.up_table, inter, Din, plan.tiles, plan.num_tiles, max_tiles, tile_rows, act16, nullptr};
+  cuda::grouped_gemm(up, stream_);
+  cuda::GroupedGemmParams down{act16, inter, nullptr, E.down_table, Din, inter, plan.tiles, plan.num_tiles, max_tiles, tile_rows, nullptr, xo};
+  cuda::grouped_gemm(down, stream_);
   if (spec_.moe_latent_size > 0) {
     float* routed = scratch_.get<float>("moe-routed", int64_t(R) * Din);
     bf16* routed16 = scratch_.get<bf16>("moe-routed16", int64_t(R) * Din);
-    cuda::moe_combine(xo, d_plan + M, weights, R, k, Din, routed, false, stream_);
+    cuda::moe_combine(xo, plan.slot_of, weights, R, k, Din, routed, false, stream_);
     cuda::f32_to_bf16(routed, int64_t(R) * Din, routed16, stream_);
     gemm_.run(routed16, R, Din, E.fc2, H, h, 1.f, stream_);
     cuda::add_bias(h, E.fc2_b, R, H, stream_);
   } else {
-    cuda::moe_combine(xo, d_plan + M, weights, R, k, Din, h, true, stream_);
+    cuda::moe_combine(xo, plan.slot_of, weights, R, k, Din, h, true, stream_);
   }
   mlp(E.shared, H, spec_.moe_shared_expert_intermediate_size, u, R, h);
 }

@@ -1,6 +1,10 @@
 // MoE on the device: the router (sigmoid scores in fp32, correction bias for the choice only, group
 // top-k by top-2 sums, top-k experts, normalise + scale; ties to the lower index, as cpu::moe_route),
-// the row gather that lays tokens out expert by expert, and the weighted combine back to token order.
+// the device-side plan that lays the (token, k) choices out expert by expert (histogram, exclusive
+// scan, tile table, scatter; one block whose size does not depend on the routing), the row gather,
+// and the weighted combine back to token order (fixed j order per token: deterministic).
+#include <algorithm>
+
 #include "cuda/common.cuh"
 #include "cuda/ops.h"
 
@@ -76,6 +80,62 @@ __global__ void moe_route_kernel(const float* logits, const float* bias, int E, 
     for (int j = 0; j < k; ++j) weights[r * k + j] = (norm_topk ? weights[r * k + j] / (sum + 1e-20f) : weights[r * k + j]) * scaling;
 }
 
+/** Inclusive scan of v over the block (blockDim.x ≤ 1024, a multiple of 32); total gets the block's sum. */
+__device__ __forceinline__ int block_inclusive_scan(int v, int* warp_sums /* 32 */, int* total) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  for (int o = 1; o < 32; o <<= 1) {
+    const int u = __shfl_up_sync(0xffffffffu, v, o);
+    if (lane >= o) v += u;
+  }
+  if (lane == 31) warp_sums[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    int w = lane < nwarps ? warp_sums[lane] : 0;
+    for (int o = 1; o < 32; o <<= 1) {
+      const int u = __shfl_up_sync(0xffffffffu, w, o);
+      if (lane >= o) w += u;
+    }
+    warp_sums[lane] = w;  // inclusive over warps
+  }
+  __syncthreads();
+  const int before = warp > 0 ? warp_sums[warp - 1] : 0;
+  *total = warp_sums[nwarps - 1];
+  return v + before;
+}
+
+__global__ void moe_plan_kernel(const int32_t* ids, int M, int k, int E, int tile_rows, MoePlan plan) {
+  extern __shared__ int sh[];
+  int* count = sh;     // (E)
+  int* fill = sh + E;  // (E) next free position of each expert
+  __shared__ int warp_sums[32];
+  const int e = threadIdx.x;
+  if (e < E) count[e] = 0;
+  __syncthreads();
+  for (int i = threadIdx.x; i < M; i += blockDim.x) atomicAdd(&count[ids[i]], 1);
+  __syncthreads();
+  const int c = e < E ? count[e] : 0, t = (c + tile_rows - 1) / tile_rows;
+  int total_rows = 0, total_tiles = 0;
+  const int row_end = block_inclusive_scan(c, warp_sums, &total_rows);
+  __syncthreads();  // warp_sums is reused
+  const int tile_end = block_inclusive_scan(t, warp_sums, &total_tiles);
+  if (e < E) {
+    const int start = row_end - c, first_tile = tile_end - t;
+    fill[e] = start;
+    plan.offsets[e] = start;
+    for (int i = 0; i < t; ++i) plan.tiles[first_tile + i] = make_int4(e, start + i * tile_rows, row_end, 0);
+  }
+  if (threadIdx.x == 0) {
+    plan.offsets[E] = total_rows;
+    *plan.num_tiles = total_tiles;
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < M; i += blockDim.x) {
+    const int pos = atomicAdd(&fill[ids[i]], 1);
+    plan.src_row[pos] = i / k;
+    plan.slot_of[i] = pos;
+  }
+}
+
 __global__ void gather_rows_kernel(const bf16* src, const int32_t* idx, int D, bf16* dst) {
   const int64_t i = blockIdx.x, from = idx[i];
   for (int d = threadIdx.x; d < D; d += blockDim.x) dst[i * D + d] = src[from * D + d];
@@ -95,6 +155,16 @@ void moe_route(const float* logits, const float* correction_bias, int R, int E, 
   if (n_group > 64) throw Error("moe_route: n_group > 64 is not supported");
   moe_route_kernel<<<R, 256, 2 * E * sizeof(float), s>>>(logits, correction_bias, E, n_group, topk_group, k, norm_topk, scaling, ids, weights);
   LM_LAUNCH_CHECK("moe_route");
+}
+
+void moe_plan(const int32_t* ids, int R, int k, int E, int tile_rows, const MoePlan& plan, cudaStream_t s) {
+  if (E < 1 || E > 1024) throw Error("moe_plan: E must be in [1, 1024], got " + std::to_string(E));
+  if (tile_rows < 1) throw Error("moe_plan: tile_rows must be positive");
+  if (R == 0) return;
+  // Enough threads for every expert in the scan, more for long steps (the scatter's loop).
+  const int threads = std::max({128, ceil_div(E, 32) * 32, std::min(1024, ceil_div(int64_t(R) * k, 32) * 32)});
+  moe_plan_kernel<<<1, threads, 2 * E * sizeof(int), s>>>(ids, R * k, k, E, tile_rows, plan);
+  LM_LAUNCH_CHECK("moe_plan");
 }
 
 void gather_rows(const bf16* src, const int32_t* idx, int M, int D, bf16* dst, cudaStream_t s) {

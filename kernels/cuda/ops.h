@@ -79,6 +79,42 @@ void paged_attention(const BatchView& b, const float* q, int nq, int nkv, int hd
 void moe_route(const float* logits, const float* correction_bias, int R, int E, int n_group, int topk_group, int k, bool norm_topk, float scaling, int32_t* ids, float* weights, cudaStream_t s);
 /** dst (M, D) = src[idx[i]] rows. */
 void gather_rows(const bf16* src, const int32_t* idx, int M, int D, bf16* dst, cudaStream_t s);
+/**
+ * Expert-major layout of a step's M = R·k routing choices, built on the device by moe_plan: the
+ * positions of expert 0's choices, then expert 1's, ...; each expert's positions cut into row tiles
+ * of tile_rows for grouped_gemm. All buffers are device memory sized for the worst case.
+ */
+struct MoePlan {
+  int32_t* src_row;    // (M) token row of each expert-major position
+  int32_t* slot_of;    // (M) expert-major position of choice (r, j), at r * k + j
+  int32_t* offsets;    // (E + 1) first position of each expert; offsets[E] = M
+  int4* tiles;         // (moe_plan_max_tiles) {expert, first position, end of the expert's positions, 0}
+  int32_t* num_tiles;  // (1) tiles in use
+};
+/** Rows per tile for a step of M choices over E experts (16 when experts hold few rows, else 64). */
+int moe_tile_rows(int M, int E);
+/** The most row tiles M choices over E experts can need: ceil(M / tile_rows) + min(E, M). */
+int moe_plan_max_tiles(int M, int E, int tile_rows);
+/** Histogram of ids (R, k) per expert, exclusive scan, tile table and scatter; one block, E ≤ 1024. */
+void moe_plan(const int32_t* ids, int R, int k, int E, int tile_rows, const MoePlan& plan, cudaStream_t s);
+
+/** One grouped expert projection (moe_gemm.cu): out[p] = A[row(p)] · W_e(p)ᵀ for every planned position. */
+struct GroupedGemmParams {
+  const bf16* a;             // activations, rows of lda elements
+  int64_t lda;
+  const int32_t* a_rows;     // (M) row of a for each position (plan.src_row), or nullptr: row p
+  const bf16* const* w;      // (E) device array of device pointers to each expert's (N, K) weights
+  int N, K;
+  const int4* tiles;         // plan.tiles
+  const int32_t* num_tiles;  // plan.num_tiles
+  int max_tiles;             // moe_plan_max_tiles(M, E, tile_rows): the grid's row-tile extent
+  int tile_rows;             // moe_tile_rows(M, E), as given to moe_plan
+  bf16* out_relu2;           // (M, N) relu(acc)² in bf16 (the up projection), or nullptr
+  float* out;                // (M, N) fp32 (the down projection), or nullptr
+};
+/** One launch for all experts; grid sized by max_tiles, blocks past the plan's tiles exit. */
+void grouped_gemm(const GroupedGemmParams& p, cudaStream_t s);
+
 /** out (R, D) fp32 (+)= Σ_j weight[r, j] · expert_out[slot_of[r, j]]. */
 void moe_combine(const float* expert_out, const int32_t* slot_of, const float* weights, int R, int k, int D, float* out, bool accumulate, cudaStream_t s);
 

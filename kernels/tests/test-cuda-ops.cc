@@ -246,6 +246,150 @@ void test_moe_route(std::mt19937& g) {
 }
 
 
+/** One routed-experts problem: tokens, experts, choices per token, widths, routing skew, combine mode. */
+struct MoeCase {
+  int R, E, k, Din, inter;
+  bool zipf;        // expert popularity ∝ 1/(rank+1) instead of uniform
+  bool accumulate;  // non-latent: combine adds into the residual stream; latent: writes the routed sum
+};
+
+/** Distinct experts per token, uniform or Zipf-like. */
+std::vector<int32_t> random_routing(std::mt19937& g, int R, int E, int k, bool zipf) {
+  std::vector<double> pop(E);
+  for (int e = 0; e < E; ++e) pop[e] = zipf ? 1.0 / (e + 1) : 1.0;
+  std::vector<int32_t> ids(int64_t(R) * k);
+  for (int r = 0; r < R; ++r) {
+    std::vector<double> p = pop;
+    for (int j = 0; j < k; ++j) {
+      std::discrete_distribution<int> d(p.begin(), p.end());
+      const int e = d(g);
+      ids[int64_t(r) * k + j] = e;
+      p[e] = 0.0;
+    }
+  }
+  return ids;
+}
+
+/** Device plan → grouped up (relu²) → grouped down → combine, against a CPU loop over the choices. */
+void test_moe_experts(std::mt19937& g, const MoeCase& c) {
+  const int M = c.R * c.k;
+  auto x = randn(g, int64_t(c.R) * c.Din), h0 = randn(g, int64_t(c.R) * c.Din);
+  for (auto& v : x) v = round_bf16(v);
+  std::vector<std::vector<float>> up(c.E), down(c.E);
+  std::vector<bf16*> dup(c.E), ddown(c.E);
+  for (int e = 0; e < c.E; ++e) {
+    up[e] = randn(g, int64_t(c.inter) * c.Din, 1.f / std::sqrt(float(c.Din)));
+    down[e] = randn(g, int64_t(c.Din) * c.inter, 1.f / std::sqrt(float(c.inter)));
+    for (auto& v : up[e]) v = round_bf16(v);
+    for (auto& v : down[e]) v = round_bf16(v);
+    dup[e] = dev(to_bf16(up[e]));
+    ddown[e] = dev(to_bf16(down[e]));
+  }
+  const auto ids = random_routing(g, c.R, c.E, c.k, c.zipf);
+  std::vector<float> w(M);
+  for (auto& v : w) v = std::uniform_real_distribution<float>(0.1f, 1.f)(g);
+  // Reference: relu² activations rounded to bf16 as the device writes them, sums in double.
+  std::vector<float> ref = c.accumulate ? h0 : std::vector<float>(h0.size(), 0.f), act(c.inter);
+  for (int r = 0; r < c.R; ++r)
+    for (int j = 0; j < c.k; ++j) {
+      const int e = ids[r * c.k + j];
+      for (int n = 0; n < c.inter; ++n) {
+        double a = 0;
+        for (int d = 0; d < c.Din; ++d) a += double(x[int64_t(r) * c.Din + d]) * up[e][int64_t(n) * c.Din + d];
+        act[n] = round_bf16(a > 0 ? float(a * a) : 0.f);
+      }
+      for (int d = 0; d < c.Din; ++d) {
+        double y = 0;
+        for (int n = 0; n < c.inter; ++n) y += double(act[n]) * down[e][int64_t(d) * c.inter + n];
+        ref[int64_t(r) * c.Din + d] += float(w[r * c.k + j] * y);
+      }
+    }
+  const int tile_rows = lm::cuda::moe_tile_rows(M, c.E), max_tiles = lm::cuda::moe_plan_max_tiles(M, c.E, tile_rows);
+  lm::cuda::MoePlan plan{dev(std::vector<int32_t>(M, -1)), dev(std::vector<int32_t>(M, -1)), dev(std::vector<int32_t>(c.E + 1, -1)),
+                         dev(std::vector<int4>(max_tiles, make_int4(-1, -1, -1, -1))), dev(std::vector<int32_t>(1, -1))};
+  lm::cuda::moe_plan(dev(ids), c.R, c.k, c.E, tile_rows, plan, nullptr);
+  bf16* act16 = dev(std::vector<bf16>(int64_t(M) * c.inter));
+  float* xo = dev(std::vector<float>(int64_t(M) * c.Din, 0.f));
+  lm::cuda::GroupedGemmParams pu{dev(to_bf16(x)), c.Din, plan.src_row, dev(std::vector<const bf16*>(dup.begin(), dup.end())), c.inter, c.Din, plan.tiles, plan.num_tiles, max_tiles, tile_rows, act16, nullptr};
+  lm::cuda::grouped_gemm(pu, nullptr);
+  lm::cuda::GroupedGemmParams pd{act16, c.inter, nullptr, dev(std::vector<const bf16*>(ddown.begin(), ddown.end())), c.Din, c.inter, plan.tiles, plan.num_tiles, max_tiles, tile_rows, nullptr, xo};
+  lm::cuda::grouped_gemm(pd, nullptr);
+  float* out = dev(h0);
+  lm::cuda::moe_combine(xo, plan.slot_of, dev(w), c.R, c.k, c.Din, out, c.accumulate, nullptr);
+  // The plan itself: each expert's positions are contiguous, in expert order, and hold its choices.
+  std::vector<int32_t> src_row(M), slot_of(M), offsets(c.E + 1);
+  lm::cuda::check(cudaMemcpy(src_row.data(), plan.src_row, M * 4, cudaMemcpyDeviceToHost), "cudaMemcpy");
+  lm::cuda::check(cudaMemcpy(slot_of.data(), plan.slot_of, M * 4, cudaMemcpyDeviceToHost), "cudaMemcpy");
+  lm::cuda::check(cudaMemcpy(offsets.data(), plan.offsets, (c.E + 1) * 4, cudaMemcpyDeviceToHost), "cudaMemcpy");
+  int bad = offsets[0] != 0 || offsets[c.E] != M;
+  std::vector<int> seen(M, 0);
+  for (int i = 0; i < M; ++i) {
+    const int pos = slot_of[i], e = ids[i];
+    if (pos < 0 || pos >= M || seen[pos]++ || pos < offsets[e] || pos >= offsets[e + 1] || src_row[pos] != i / c.k) ++bad;
+  }
+  if (bad) ++failures;
+  const std::string name = "moe experts R" + std::to_string(c.R) + " E" + std::to_string(c.E) + " k" + std::to_string(c.k) + " " + std::to_string(c.Din) + "x" + std::to_string(c.inter) +
+                           (c.zipf ? " zipf" : "") + (c.accumulate ? " +h" : " latent") + " BM" + std::to_string(tile_rows);
+  std::printf("%-34s plan %s\n", name.c_str(), bad ? "FAIL" : "ok");
+  // bf16 operands as in the reference, fp32 sums in another order: relu² outputs may round to the
+  // neighbouring bf16 (4e-3 relative), which the down projection averages: ~1e-3 of max |ref|.
+  report("  routed output vs CPU", compare(host(out, h0.size()), ref), 1e-2);
+}
+
+/** Nano expert shapes (128 experts, 2688 → 1856 → 2688, k 6): grouped GEMM time and its roofline. */
+void time_moe_nano(std::mt19937& g) {
+  const int E = 128, k = 6, Din = 2688, inter = 1856;
+  const int64_t wsize = int64_t(inter) * Din;
+  bf16* wup = nullptr;  // (2E, inter, Din): up matrices, then down
+  lm::cuda::check(cudaMalloc(&wup, 2 * E * wsize * sizeof(bf16)), "cudaMalloc");
+  lm::cuda::fill_dummy_bf16(wup, 2 * E * wsize, 7, -0.02f, 0.02f, nullptr);
+  std::vector<const bf16*> ups(E), downs(E);
+  for (int e = 0; e < E; ++e) {
+    ups[e] = wup + e * wsize;
+    downs[e] = wup + (E + e) * wsize;
+  }
+  const bf16* const* dups = dev(ups);
+  const bf16* const* ddowns = dev(downs);
+  cudaEvent_t e0, e1;
+  lm::cuda::check(cudaEventCreate(&e0), "cudaEventCreate");
+  lm::cuda::check(cudaEventCreate(&e1), "cudaEventCreate");
+  auto time_ms = [&](int iters, auto&& fn) {
+    fn();
+    lm::cuda::check(cudaEventRecord(e0), "cudaEventRecord");
+    for (int i = 0; i < iters; ++i) fn();
+    lm::cuda::check(cudaEventRecord(e1), "cudaEventRecord");
+    lm::cuda::check(cudaEventSynchronize(e1), "cudaEventSynchronize");
+    float ms = 0.f;
+    lm::cuda::check(cudaEventElapsedTime(&ms, e0, e1), "cudaEventElapsedTime");
+    return ms / iters;
+  };
+  for (int R : {1, 32, 256, 1366, 10923}) {
+    const int M = R * k, tile_rows = lm::cuda::moe_tile_rows(M, E), max_tiles = lm::cuda::moe_plan_max_tiles(M, E, tile_rows);
+    const auto ids = random_routing(g, R, E, k, false);
+    std::vector<int> touched(E, 0);
+    for (int32_t e : ids) touched[e] = 1;
+    int distinct = 0;
+    for (int t : touched) distinct += t;
+    lm::cuda::MoePlan plan{dev(std::vector<int32_t>(M)), dev(std::vector<int32_t>(M)), dev(std::vector<int32_t>(E + 1)), dev(std::vector<int4>(max_tiles)), dev(std::vector<int32_t>(1))};
+    const int32_t* dids = dev(ids);
+    bf16* x = dev(std::vector<bf16>(int64_t(R) * Din, __float2bfloat16(0.5f)));
+    bf16* act16 = dev(std::vector<bf16>(int64_t(M) * inter));
+    float* xo = nullptr;
+    lm::cuda::check(cudaMalloc(&xo, int64_t(M) * Din * sizeof(float)), "cudaMalloc");
+    lm::cuda::GroupedGemmParams pu{x, Din, plan.src_row, dups, inter, Din, plan.tiles, plan.num_tiles, max_tiles, tile_rows, act16, nullptr};
+    lm::cuda::GroupedGemmParams pd{act16, inter, nullptr, ddowns, Din, inter, plan.tiles, plan.num_tiles, max_tiles, tile_rows, nullptr, xo};
+    lm::cuda::moe_plan(dids, R, k, E, tile_rows, plan, nullptr);
+    const float plan_ms = time_ms(20, [&] { lm::cuda::moe_plan(dids, R, k, E, tile_rows, plan, nullptr); });
+    const float up_ms = time_ms(20, [&] { lm::cuda::grouped_gemm(pu, nullptr); });
+    const float down_ms = time_ms(20, [&] { lm::cuda::grouped_gemm(pd, nullptr); });
+    const double bytes = double(distinct) * wsize * 2, flops = 2.0 * M * wsize;
+    std::printf("moe timing R %5d (%5d slots, %3d experts, BM %d): plan %.3f ms, up %.3f ms (%.0f GB/s of weights, %.0f TFLOP/s), down %.3f ms\n", R, M, distinct, tile_rows, plan_ms, up_ms,
+                bytes / (up_ms * 1e-3) / 1e9, flops / (up_ms * 1e-3) / 1e12, down_ms);
+    cudaFree(xo);
+  }
+  cudaFree(wup);
+}
+
 /** One SSM problem: random x|B|C rows, dt, A, D and per-slot initial states for a batch. */
 struct SsmCase {
   int nh, P, G, N, chunk;
@@ -371,11 +515,17 @@ int main() {
     test_conv_and_ssm(g);
     test_attention(g);
     test_moe_route(g);
+    test_moe_experts(g, {37, 10, 3, 72, 40, false, true});     // decode-like tiles (BM 16), E not a tile multiple
+    test_moe_experts(g, {150, 5, 3, 64, 200, false, true});    // BM 64, several row tiles per expert, N not a tile multiple
+    test_moe_experts(g, {23, 7, 2, 37, 29, false, false});     // K not a multiple of 8 (plain loads), latent combine
+    test_moe_experts(g, {300, 33, 4, 93, 48, true, false});    // Zipf routing: one expert holds many tiles; BM 64 plain loads
+    test_moe_experts(g, {50, 300, 8, 40, 24, false, true});    // many experts, most empty
     test_ssd_chunked(g, {4, 24, 2, 20, 24, {37, 1, 100, 5, 2}});   // padded P, N and chunk; PT 32
     test_ssd_chunked(g, {6, 16, 3, 16, 8, {13, 1, 29}});            // fixture-like; PT 16
     test_ssd_chunked(g, {64, 64, 8, 128, 128, {520, 1, 129}});      // Nano heads
     test_sampler(g);
     time_ssd_nano(g);
+    time_moe_nano(g);
     lm::cuda::check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
   } catch (const std::exception& e) {
     std::printf("error: %s\n", e.what());
