@@ -39,10 +39,7 @@ export const ANNOTATION = {
   restarts: "latentmesh.dev/restarts",
 } as const;
 
-/**
- * Environment variables of worker pods: the worker's flags (worker/config.ts) by core/flags'
- * naming, plus a few the operator proposes for multi-GPU pods (marked).
- */
+/** Environment variables of worker pods: the worker's flags (worker/config.ts) by core/flags' naming. */
 export const WORKER_ENV = {
   namespace: "LATENTMESH_NAMESPACE",
   deployment: "LATENTMESH_DEPLOYMENT",
@@ -59,15 +56,15 @@ export const WORKER_ENV = {
   maxSlots: "LATENTMESH_MAX_SLOTS",
   httpPort: "LATENTMESH_HTTP_PORT",
   opsHost: "LATENTMESH_OPS_HOST",
-  /** Proposed: this pod's ordinal in its group; its first rank is podIndex × ranksPerPod. */
+  /** This pod's ordinal in its group; its first rank is podIndex × ranksPerPod. */
   podIndex: "LATENTMESH_POD_INDEX",
-  /** Proposed: ranks (processes, GPUs) per pod. */
+  /** Ranks (processes, GPUs) per pod. */
   ranksPerPod: "LATENTMESH_RANKS_PER_POD",
-  /** Proposed: ranks in the group (= spec.workers.expertParallel). */
+  /** Ranks in the group (= spec.workers.expertParallel). */
   worldSize: "LATENTMESH_WORLD_SIZE",
-  /** Proposed: host:port of rank 0's rendezvous endpoint, through the group's headless Service. */
+  /** host:port of rank 0's rendezvous endpoint, through the group's headless Service. */
   leaderAddress: "LATENTMESH_LEADER_ADDRESS",
-  /** Proposed: path of the shard plan JSON (see model-deployment-shard-plan.ts). */
+  /** Path of the shard plan JSON (see model-deployment-shard-plan.ts). */
   shardPlan: "LATENTMESH_SHARD_PLAN",
   dtype: "LATENTMESH_DTYPE",
   /** Proposed: 0 when MTP speculation is off. */

@@ -20,7 +20,16 @@ export const WORKER_FLAGS = {
   namespace: name("deployment namespace (NATS subject prefix)", "default"),
   deployment: name("deployment name (NATS subject prefix)", "local"),
   group: name("worker group", "g0"),
-  rank: flag(parse.int({ min: 0 }).default(0), "rank within the group", { placeholder: "N" }),
+  rank: flag(parse.int({ min: 0 }).optional(), "rank within the group (default: pod index × ranks per pod + local rank)", { placeholder: "N" }),
+  podIndex: flag(parse.int({ min: 0 }).default(0), "this pod's ordinal in its group (the operator sets it from the StatefulSet pod index)", { placeholder: "N" }),
+  ranksPerPod: flag(parse.int({ min: 1, max: 64 }).default(1), "ranks (processes, GPUs) per pod", { placeholder: "N" }),
+  localRank: flag(parse.int({ min: 0 }).default(0), "this process's rank within its pod", { placeholder: "N" }),
+  worldSize: flag(parse.int({ min: 1, max: 1024 }).default(1), "ranks in the expert-parallel group (1: no group)", { placeholder: "N" }),
+  leaderAddress: flag(z.string().min(3).optional(), "host:port of rank 0's rendezvous endpoint (required when --world-size > 1)", { placeholder: "ADDR" }),
+  shardPlan: flag(z.string().min(1).optional(), "shard plan JSON: routed expert → ranks (default: contiguous, no replicas)", { placeholder: "FILE" }),
+  collectiveTimeoutMs: flag(parse.int({ min: 100 }).default(30_000), "a group collective not finished in this time fails the whole group", { placeholder: "MS" }),
+  rendezvousTimeoutS: flag(parse.int({ min: 1 }).default(600), "how long loading waits for every rank of the group", { placeholder: "S" }),
+  groupIdleTickMs: flag(parse.int({ min: 1, max: 1000 }).default(5), "with a group: idle ranks step an empty batch this often (heartbeat; bounds the wake-up delay)", { placeholder: "MS" }),
   workerId: flag(SubjectToken.optional(), "unique id of this rank (default: <group>-<rank>)", { placeholder: "ID" }),
   maxSlots: flag(parse.int({ min: 1, max: 4096 }).default(16), "sequences running at once (state slots)", { placeholder: "N" }),
   maxContextTokens: flag(parse.int({ min: 1 }).default(4096), "prompt + output tokens per sequence at most (capped by the model)", { placeholder: "N" }),
@@ -36,3 +45,8 @@ export const WORKER_FLAGS = {
 };
 
 export type WorkerConfig = ParsedFlags<typeof WORKER_FLAGS> & CommonFlags;
+
+/** This process's rank in its group: --rank, else pod index × ranks per pod + local rank. */
+export function workerRank(cfg: Pick<WorkerConfig, "rank" | "podIndex" | "ranksPerPod" | "localRank">): number {
+  return cfg.rank ?? cfg.podIndex * cfg.ranksPerPod + cfg.localRank;
+}

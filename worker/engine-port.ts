@@ -23,5 +23,7 @@ export interface LoadedEngine extends StepEngine {
   readonly info: NativeEngineInfo;
   /** End-of-sequence ids from generation_config.json (or config.json). */
   readonly eosTokenIds: readonly number[];
+  /** Tokens routed to each expert since load (worker/engine.ts's ExpertTokenCounts). */
+  expertTokenCounts(): { layers: readonly number[]; numExperts: number; counts: ArrayLike<number> };
   close(): void;
 }

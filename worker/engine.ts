@@ -5,11 +5,38 @@
 import { availableParallelism, totalmem } from "node:os";
 import { LatentMeshError } from "../contracts/errors.js";
 import type { ModelConfig } from "../contracts/model-config.js";
+import type { ShardPlan } from "../contracts/model-deployment-shard-plan.js";
 import { loadAddon } from "./addon.js";
 import { expectedTensors, readCheckpoint, readConfigs } from "./checkpoint.js";
-import type { NativeEngine, NativeEngineInfo, NativeModelSpec, NativeStepResult, NativeStepSequence, NativeTensorRef } from "./native.js";
+import type { NativeEngine, NativeEngineInfo, NativeGroupOptions, NativeModelSpec, NativeStepResult, NativeStepSequence, NativeTensorRef } from "./native.js";
+import { planForGroup } from "./shard-plan.js";
 
 export type { NativeStepResult as StepResult, NativeStepSequence as StepSequence, NativeEngineInfo as EngineInfo };
+
+/** This process's place in an expert-parallel group (DESIGN §3). */
+export interface EngineGroupOptions {
+  readonly rank: number;
+  readonly worldSize: number;
+  /** host:port of rank 0's rendezvous endpoint. */
+  readonly leaderAddress: string;
+  /** Where each routed expert lives; resolved against the checkpoint's expert count at load. */
+  readonly shardPlan: ShardPlan;
+  /** A collective not finished in this time fails the step on every rank. */
+  readonly collectiveTimeoutMs: number;
+  /** How long loading waits for every rank to arrive. */
+  readonly rendezvousTimeoutMs: number;
+}
+
+/** Tokens routed to each expert since load, as counted by this rank (its own sequences' tokens). */
+export interface ExpertTokenCounts {
+  /** Model layer index of each MoE layer (rows of `counts`). */
+  readonly layers: readonly number[];
+  readonly numExperts: number;
+  /** (layers, numExperts) row-major. */
+  readonly counts: Float64Array;
+}
+
+const EXPERT_TENSOR = /^backbone\.layers\.\d+\.mixer\.experts\.(\d+)\./;
 
 export interface EngineLoadOptions {
   /** Checkpoint directory; with loadFormat "dummy" only its config.json (and generation_config.json) is read. */
@@ -28,6 +55,30 @@ export interface EngineLoadOptions {
   readonly dummySeed?: number;
   /** Progress lines for humans (loading can take minutes on real checkpoints). */
   readonly onProgress?: (line: string) => void;
+  /** Expert parallelism; absent: a group of one holding every expert. */
+  readonly group?: EngineGroupOptions;
+}
+
+/** The native group options: the plan resolved to expert → ranks, and the experts this rank holds. */
+function nativeGroup(config: ModelConfig, g: EngineGroupOptions | undefined): { group: NativeGroupOptions; held: (expert: number) => boolean } {
+  if (!g || g.worldSize === 1) {
+    return { group: { rank: 0, worldSize: 1, expertRanks: [], leaderAddress: "", collectiveTimeoutMs: 1, rendezvousTimeoutMs: 1 }, held: () => true };
+  }
+  if (g.rank < 0 || g.rank >= g.worldSize) throw new LatentMeshError("invalid_config", `rank ${g.rank} is outside [0, ${g.worldSize})`, "rank");
+  const hasMoe = config.pattern.includes("E");
+  const plan = hasMoe ? planForGroup(g.shardPlan, g.worldSize, config.nRoutedExperts) : null;
+  const expertRanks = plan ? plan.ranksByExpert.map((r) => [...r]) : [];
+  const mine = new Set(plan?.expertsByRank[g.rank] ?? []);
+  return {
+    group: { rank: g.rank, worldSize: g.worldSize, expertRanks, leaderAddress: g.leaderAddress, collectiveTimeoutMs: g.collectiveTimeoutMs, rendezvousTimeoutMs: g.rendezvousTimeoutMs },
+    held: (e) => mine.has(e),
+  };
+}
+
+/** Whether this rank loads the tensor: every replicated one, and the routed experts it holds. */
+function loadsTensor(name: string, held: (expert: number) => boolean): boolean {
+  const m = EXPERT_TENSOR.exec(name);
+  return !m || held(Number(m[1]));
 }
 
 /** The native spec: the ModelConfig fields the engine computes with. */
@@ -105,10 +156,13 @@ export class Engine {
       const bytes = tensors.reduce((a, t) => a + t.nbytes, 0);
       progress(`loading ${tensors.length} tensors (${(bytes / 2 ** 20).toFixed(1)} MiB) from ${opts.modelDir}`);
     }
+    const { group, held } = nativeGroup(config, opts.group);
+    tensors = tensors.filter((t) => loadsTensor(t.name, held));
+    if (group.worldSize > 1) progress(`rank ${group.rank} of ${group.worldSize}: holds ${Array.from({ length: config.nRoutedExperts }, (_, e) => e).filter(held).length} of ${config.nRoutedExperts} routed experts; waiting for the group at ${group.leaderAddress}`);
     if (opts.backend === "cpu") {
       // The CPU backend keeps every weight in fp32: refuse up front rather than die of OOM.
       let params = 0;
-      for (const t of expectedTensors(config).values()) params += t.shape.reduce((a, b) => a * b, 1);
+      for (const [name, t] of expectedTensors(config)) if (loadsTensor(name, held)) params += t.shape.reduce((a, b) => a * b, 1);
       const need = params * 4;
       if (need > totalmem() * 0.8) {
         throw new LatentMeshError("invalid_config", `this model needs ${(need / 2 ** 30).toFixed(1)} GiB of fp32 weights on the cpu backend; this machine has ${(totalmem() / 2 ** 30).toFixed(1)} GiB (use --backend cuda)`, "backend");
@@ -116,6 +170,7 @@ export class Engine {
     }
     const native = await addon.createEngine({
       spec: nativeSpec(config),
+      group,
       tensors,
       loadFormat: opts.loadFormat === "dummy" ? "dummy" : "safetensors",
       dummySeed: opts.dummySeed ?? 0,
@@ -130,6 +185,12 @@ export class Engine {
   }
 
   /** One forward step over a mixed batch. Rejects if a step is already running. */
+  /** Per-expert token counts since load (may be read while a step runs). */
+  expertTokenCounts(): ExpertTokenCounts {
+    const layers = [...this.config.pattern].flatMap((kind, i) => (kind === "E" ? [i] : []));
+    return { layers, numExperts: this.config.nRoutedExperts, counts: this.native.expertTokenCounts() };
+  }
+
   async step(sequences: NativeStepSequence[]): Promise<NativeStepResult> {
     if (this.inFlight) throw new LatentMeshError("engine_error", "Engine.step: a step is already running");
     this.inFlight = true;

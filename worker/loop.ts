@@ -2,6 +2,15 @@
  * The worker's hot loop (nano-vllm's step): schedule → engine.step (one native call, never two in
  * flight) → postprocess → emit. It sleeps while there is no work and wakes on submit or cancel.
  * An engine error ends the sequences of that step with an error and the loop goes on.
+ *
+ * In an expert-parallel group (`lockstep`) every rank must call engine.step for every group step,
+ * with an empty batch when it has nothing to run. The step itself is the agreement: each starts
+ * with a header all ranks exchange, and all see the same `groupTokens`. While the group is busy
+ * (the last step fed tokens anywhere) an idle rank steps again at once; while it is idle every
+ * rank steps an empty batch each `idleTickMs` (a heartbeat that also bounds how long a rank that
+ * just got work waits for the others), or at once when local work arrives. No rank leads; the
+ * scheduler stays pure. An engine error in a group is fatal: the group is broken (a peer died or
+ * hung), so the loop stops and reports it through `onGroupFailed`.
  */
 import type { Logger } from "../core/log.js";
 import type { StepEngine } from "./engine-port.js";
@@ -17,6 +26,14 @@ export interface LoopSink {
   onCancelled(seqs: readonly Sequence[]): void;
   /** Sequences ended by an engine failure. */
   onFailed(seqs: readonly Sequence[], error: Error): void;
+  /** The expert-parallel group failed (lockstep loops only); the loop has stopped. */
+  onGroupFailed?(error: Error): void;
+}
+
+/** Lockstep stepping with the other ranks of an expert-parallel group. */
+export interface LockstepOptions {
+  /** How often an idle group steps an empty batch. */
+  readonly idleTickMs: number;
 }
 
 /** Recent step statistics, for load reports and metrics. */
@@ -39,6 +56,8 @@ export class EngineLoop {
   private idle: Promise<void> = Promise.resolve();
   private settleIdle: (() => void) | null = null;
   private done: Promise<void> | null = null;
+  /** The last step fed tokens somewhere in the group. */
+  private groupBusy = false;
 
   constructor(
     private readonly engine: StepEngine,
@@ -46,6 +65,7 @@ export class EngineLoop {
     private readonly sink: LoopSink,
     private readonly log: Logger,
     private readonly now: () => number = () => performance.now(),
+    private readonly lockstep: LockstepOptions | null = null,
   ) {}
 
   start(): void {
@@ -86,32 +106,57 @@ export class EngineLoop {
 
   private async run(): Promise<void> {
     while (!this.stopped) {
-      const plan = this.scheduler.schedule();
-      if (plan.cancelled.length > 0) this.sink.onCancelled(plan.cancelled);
+      let plan = this.schedule();
       if (plan.items.length === 0) {
-        if (!this.scheduler.hasWork) {
-          const settle = this.settleIdle;
-          this.settleIdle = null;
-          settle?.();
+        if (!this.lockstep) {
+          await new Promise<void>((resolve) => (this.wake = resolve));
+          continue;
         }
-        await new Promise<void>((resolve) => (this.wake = resolve));
-        continue;
+        if (!this.groupBusy) {
+          let timer: NodeJS.Timeout | undefined;
+          await new Promise<void>((resolve) => {
+            this.wake = resolve;
+            timer = setTimeout(resolve, this.lockstep?.idleTickMs);
+          });
+          clearTimeout(timer);
+          this.wake = null;
+          if (this.stopped) break;
+          plan = this.schedule();
+        }
       }
       await this.step(plan);
     }
+  }
+
+  private schedule(): ScheduleResult {
+    const plan = this.scheduler.schedule();
+    if (plan.cancelled.length > 0) this.sink.onCancelled(plan.cancelled);
+    if (plan.items.length === 0 && !this.scheduler.hasWork) {
+      const settle = this.settleIdle;
+      this.settleIdle = null;
+      settle?.();
+    }
+    return plan;
   }
 
   private async step(plan: ScheduleResult): Promise<void> {
     const t0 = this.now();
     let sampled: Int32Array;
     try {
-      sampled = (await this.engine.step(plan.items.map((item) => toNative(item)))).tokens;
+      const result = await this.engine.step(plan.items.map((item) => toNative(item)));
+      sampled = result.tokens;
+      this.groupBusy = result.groupTokens > 0;
     } catch (err) {
       const error = err instanceof Error ? err : new Error(String(err));
       this.log.error({ err: error, batch: plan.items.length }, "engine step failed; ending its sequences");
       this.sink.onFailed(this.scheduler.abort(plan.items), error);
+      if (this.lockstep) {
+        this.stopped = true;
+        this.sink.onGroupFailed?.(error);
+      }
       return;
     }
+    if (plan.items.length === 0) return;
     const elapsedMs = this.now() - t0;
     const outcomes = this.scheduler.postprocess(plan, sampled);
     this.record(plan, outcomes.length, elapsedMs);

@@ -11,13 +11,14 @@ import { deploymentSubjects } from "../contracts/subjects.js";
 import { createLogger, type Logger } from "../core/log.js";
 import { connectNats } from "../core/nats.js";
 import { startAdminGrpc } from "./admin-grpc.js";
-import type { WorkerConfig } from "./config.js";
+import { workerRank, type WorkerConfig } from "./config.js";
 import type { LoadedEngine } from "./engine-port.js";
 import { Engine } from "./engine.js";
 import { EngineLoop } from "./loop.js";
 import { createWorkerMetrics } from "./metrics.js";
 import { startOpsHttp } from "./ops-http.js";
 import { Scheduler } from "./scheduler.js";
+import { contiguousShardPlan, readShardPlan } from "./shard-plan.js";
 import { WorkerService } from "./service.js";
 import { KvBlockPool, SlotPool } from "./slots.js";
 
@@ -26,7 +27,13 @@ export async function runWorker(cfg: WorkerConfig, signal: AbortSignal): Promise
   const log = createLogger({ name: "worker", level: cfg.logLevel, format: cfg.logFormat });
   if (!cfg.model) throw new LatentMeshError("invalid_config", "--model is required (a checkpoint directory)");
   const modelDir = resolve(cfg.model);
-  const workerId = cfg.workerId ?? `${cfg.group}-${cfg.rank}`;
+  const rank = workerRank(cfg);
+  if (rank >= cfg.worldSize) throw new LatentMeshError("invalid_config", `rank ${rank} is outside the group's world size ${cfg.worldSize}`, "rank");
+  if (cfg.worldSize > 1 && !cfg.leaderAddress) throw new LatentMeshError("invalid_config", "--leader-address is required when --world-size > 1", "leader-address");
+  const group = cfg.worldSize > 1
+    ? { rank, worldSize: cfg.worldSize, leaderAddress: cfg.leaderAddress as string, shardPlan: cfg.shardPlan ? readShardPlan(cfg.shardPlan) : contiguousShardPlan(cfg.worldSize), collectiveTimeoutMs: cfg.collectiveTimeoutMs, rendezvousTimeoutMs: cfg.rendezvousTimeoutS * 1000 }
+    : undefined;
+  const workerId = cfg.workerId ?? `${cfg.group}-${rank}`;
   const model = cfg.servedModelName ?? basename(modelDir);
   const numKvBlocks = cfg.numKvBlocks > 0 ? cfg.numKvBlocks : cfg.maxSlots * Math.ceil(cfg.maxContextTokens / cfg.kvBlockSize);
   const wlog = log.child({ workerId });
@@ -43,6 +50,7 @@ export async function runWorker(cfg: WorkerConfig, signal: AbortSignal): Promise
     threads: cfg.threads > 0 ? cfg.threads : availableParallelism(),
     dummySeed: cfg.dummySeed,
     onProgress: (line) => wlog.info(`load: ${line}`),
+    ...(group ? { group } : {}),
   });
   const kvLimit = engine.config.pattern.includes("*") ? numKvBlocks * cfg.kvBlockSize : Infinity;
   const maxContextTokens = Math.min(cfg.maxContextTokens, engine.config.maxPositionEmbeddings, kvLimit);
@@ -56,12 +64,20 @@ export async function runWorker(cfg: WorkerConfig, signal: AbortSignal): Promise
     new KvBlockPool(numKvBlocks, cfg.kvBlockSize),
   );
   const metrics = createWorkerMetrics({ model, worker_id: workerId });
+  const groupFailed = new AbortController();
   // the service is the loop's sink and the loop is the service's; the sink forwards (called only after start)
-  const loop = new EngineLoop(engine, scheduler, { onStep: (o) => svc.onStep(o), onCancelled: (s) => svc.onCancelled(s), onFailed: (s, e) => svc.onFailed(s, e) }, wlog);
+  const loop = new EngineLoop(
+    engine,
+    scheduler,
+    { onStep: (o) => svc.onStep(o), onCancelled: (s) => svc.onCancelled(s), onFailed: (s, e) => svc.onFailed(s, e), onGroupFailed: (e) => groupFailed.abort(e) },
+    wlog,
+    undefined,
+    group ? { idleTickMs: cfg.groupIdleTickMs } : null,
+  );
   const svc = new WorkerService(
     nc,
     subjects,
-    { workerId, model, group: cfg.group, rank: cfg.rank, maxContextTokens },
+    { workerId, model, group: cfg.group, rank, maxContextTokens },
     { vocabSize: engine.config.vocabSize, eosTokenIds: engine.eosTokenIds, maxWaiting: cfg.maxWaiting },
     scheduler,
     loop,
@@ -70,12 +86,31 @@ export async function runWorker(cfg: WorkerConfig, signal: AbortSignal): Promise
     cfg.reportIntervalMs,
   );
   loop.start();
-  const ops = await startOpsHttp(cfg.opsHost, cfg.httpPort, metrics.registry, { isLive: () => !nc.isClosed(), isReady: () => svc.isReady });
+  const expertTimer = setInterval(() => metrics.setExpertTokens(engine.expertTokenCounts()), cfg.reportIntervalMs);
+  expertTimer.unref();
+  const healthy = () => !nc.isClosed() && !groupFailed.signal.aborted;
+  const ops = await startOpsHttp(cfg.opsHost, cfg.httpPort, metrics.registry, { isLive: healthy, isReady: () => healthy() && svc.isReady });
   const admin = await startAdminGrpc(cfg.opsHost, cfg.grpcPort, { isServing: () => svc.isReady, stats: () => svc.currentLoad(), drain: () => svc.drain() });
   await svc.start();
   wlog.info({ model, subject: subjects.generate(workerId), httpPort: ops.port, grpcPort: admin.port, maxSlots: cfg.maxSlots, numKvBlocks }, "worker ready");
 
-  await new Promise<void>((r) => (signal.aborted ? r() : signal.addEventListener("abort", () => r(), { once: true })));
+  await new Promise<void>((r) => {
+    if (signal.aborted || groupFailed.signal.aborted) return r();
+    signal.addEventListener("abort", () => r(), { once: true });
+    groupFailed.signal.addEventListener("abort", () => r(), { once: true });
+  });
+  clearInterval(expertTimer);
+  if (groupFailed.signal.aborted) {
+    // a broken group restarts as a unit: stop taking work (the router migrates what this rank held) and exit non-zero
+    wlog.fatal({ err: groupFailed.signal.reason as Error }, "expert-parallel group failed; exiting");
+    await svc.stop();
+    await loop.stop();
+    await nc.drain().catch(() => undefined);
+    ops.server.close();
+    admin.server.forceShutdown();
+    engine.close();
+    return 1;
+  }
   return shutdown(wlog, cfg, svc, loop, engine, nc, ops.server, admin.server);
 }
 

@@ -17,6 +17,8 @@ export interface WorkerMetrics {
   addGenerationTokens(n: number): void;
   observeTimeToFirstToken(seconds: number): void;
   observeInterTokenLatency(seconds: number): void;
+  /** Brings latentmesh_worker_expert_tokens_total{layer,expert} up to the engine's cumulative counts. */
+  setExpertTokens(v: { layers: readonly number[]; numExperts: number; counts: ArrayLike<number> }): void;
 }
 
 export function createWorkerMetrics(labels: Labels): WorkerMetrics {
@@ -27,6 +29,7 @@ export function createWorkerMetrics(labels: Labels): WorkerMetrics {
   const counter = (d: MetricDef) => made.get(d.name) as Counter;
   const histogram = (d: MetricDef) => made.get(d.name) as Histogram;
   const m = WORKER_METRICS;
+  let expertSeen: number[] = [];
   const metrics: WorkerMetrics = {
     registry,
     setLoad(v) {
@@ -39,6 +42,17 @@ export function createWorkerMetrics(labels: Labels): WorkerMetrics {
     addGenerationTokens: (n) => counter(m.generationTokensTotal).inc(labels, n),
     observeTimeToFirstToken: (s) => histogram(m.timeToFirstToken).observe(labels, s),
     observeInterTokenLatency: (s) => histogram(m.interTokenLatency).observe(labels, s),
+    setExpertTokens({ layers, numExperts, counts }) {
+      const c = counter(m.expertTokensTotal);
+      layers.forEach((layer, l) => {
+        for (let e = 0; e < numExperts; e++) {
+          const i = l * numExperts + e;
+          const delta = (counts[i] ?? 0) - (expertSeen[i] ?? 0);
+          if (delta > 0 || expertSeen[i] === undefined) c.inc({ ...labels, layer: String(layer), expert: String(e) }, Math.max(delta, 0));
+        }
+      });
+      expertSeen = Array.from(counts);
+    },
   };
   // series a scrape shows before the first request
   metrics.setLoad({ running: 0, waiting: 0, kvUsage: 0, slotUsage: 0 });

@@ -56,8 +56,26 @@ export interface NativeTensorRef {
   shape: number[];
 }
 
+/**
+ * This process's place in an expert-parallel group (kernels/engine/expert-parallel.h). With
+ * worldSize 1 the other fields are ignored.
+ */
+export interface NativeGroupOptions {
+  rank: number;
+  worldSize: number;
+  /** expert → ranks holding a copy, primary first (a resolved shard plan); empty when worldSize is 1. */
+  expertRanks: number[][];
+  /** host:port of rank 0's rendezvous endpoint (rank 0 listens on that port). */
+  leaderAddress: string;
+  /** A collective not finished within this time fails the step on every rank. */
+  collectiveTimeoutMs: number;
+  /** How long createEngine waits for every rank to arrive. */
+  rendezvousTimeoutMs: number;
+}
+
 export interface NativeEngineOptions {
   spec: NativeModelSpec;
+  group: NativeGroupOptions;
   /** Every tensor of the checkpoint; empty with loadFormat "dummy". */
   tensors: NativeTensorRef[];
   loadFormat: "safetensors" | "dummy";
@@ -106,6 +124,8 @@ export interface NativeStepResult {
   tokens: Int32Array;
   /** Rows of vocabSize floats for the sequences that asked for logits, in order. */
   logits: Float32Array;
+  /** Tokens fed by the whole expert-parallel group in this step (this batch's alone without a group); 0: the group is idle. */
+  groupTokens: number;
 }
 
 export interface NativeEngineInfo {
@@ -122,6 +142,11 @@ export interface NativeEngine {
   readonly info: NativeEngineInfo;
   /** Run one forward step over a mixed batch. Never call again before the promise settles. */
   step(sequences: NativeStepSequence[]): Promise<NativeStepResult>;
+  /**
+   * Tokens of this rank's sequences routed to each expert since load: (MoE layers, routed experts)
+   * row-major, MoE layers in model order; empty when the backend does not count. Safe during a step.
+   */
+  expertTokenCounts(): Float64Array;
   /** Free native memory; the engine is unusable afterwards. */
   close(): void;
 }

@@ -1,4 +1,8 @@
-/** `latentmesh generate`: print text as a checkpoint produces it, for humans (no NATS, no router). */
+/**
+ * `latentmesh generate`: print text as a checkpoint produces it, for humans (no NATS, no router).
+ * `--ranks N` runs it through an N-rank expert-parallel group of CPU processes (the other ranks
+ * hold the rest of the experts and step empty batches).
+ */
 import { resolve } from "node:path";
 import { z } from "zod";
 import { invalid } from "../../contracts/errors.js";
@@ -6,6 +10,7 @@ import { boolFlag, defineCommand, flag, parse } from "../../core/flags.js";
 import { createLogger } from "../../core/log.js";
 import { IncrementalDetokenizer } from "../../router/detokenizer.js";
 import { TextCodec } from "../../router/tokenizer.js";
+import { CLI_GROUP_FLAGS, freePort, groupOf, LocalRanks, LockstepStepper } from "./group.js";
 import { loadOneSequenceEngine } from "./one-sequence.js";
 
 export const generateCommand = defineCommand({
@@ -22,6 +27,7 @@ export const generateCommand = defineCommand({
     seed: flag(parse.int({ min: 0 }).default(0), "sampling seed: the same seed gives the same text", { placeholder: "S", env: null }),
     backend: flag(z.enum(["cpu", "cuda"]).default("cpu"), "compute backend", { placeholder: "NAME" }),
     loadFormat: flag(z.enum(["auto", "dummy"]).default("auto"), "auto: read the checkpoint; dummy: random weights of its config", { placeholder: "FORMAT" }),
+    ...CLI_GROUP_FLAGS,
   },
   async run(f, ctx) {
     const log = createLogger({ name: "generate", level: f.logLevel, format: f.logFormat });
@@ -31,7 +37,29 @@ export const generateCommand = defineCommand({
     const prompt = codec.encode(text, !f.chat);
     if (prompt.length === 0) throw invalid("the prompt encodes to no tokens", "prompt");
     const total = prompt.length + f.maxTokens;
-    const { engine, blockTable } = await loadOneSequenceEngine({ modelDir: dir, loadFormat: f.loadFormat, backend: f.backend, totalTokens: total, log });
+    if (f.rank !== undefined) throw invalid("generate runs rank 0 of its group; use --ranks N", "rank");
+    if (f.ranks > 1 && f.backend !== "cpu") throw invalid("--ranks runs CPU processes on loopback; expert parallelism on cuda is not implemented yet", "backend");
+    let local: LocalRanks | undefined;
+    let leader: string | undefined;
+    if (f.ranks > 1) {
+      leader = `127.0.0.1:${await freePort()}`;
+      local = new LocalRanks(f.ranks, (r) => [
+        "logits", "--log-level", f.logLevel, "--log-format", f.logFormat, "--model", dir, "--load-format", f.loadFormat,
+        "--rank", String(r), "--world-size", String(f.ranks), "--leader-address", leader as string, "--collective-timeout-ms", String(f.collectiveTimeoutMs),
+        ...(f.shardPlan ? ["--shard-plan", resolve(f.shardPlan)] : []),
+      ]);
+    }
+    const group = groupOf(f, leader);
+    const loading = loadOneSequenceEngine({ modelDir: dir, loadFormat: f.loadFormat, backend: f.backend, totalTokens: total, log, group });
+    let loaded: Awaited<typeof loading>;
+    try {
+      loaded = await (local ? Promise.race([loading, local.failed]) : loading);
+    } catch (e) {
+      local?.kill();
+      throw e;
+    }
+    const { engine, blockTable } = loaded;
+    const lockstep = new LockstepStepper(engine, group !== undefined);
     try {
       const bad = prompt.find((t) => t >= engine.config.vocabSize);
       if (bad !== undefined) throw invalid(`the tokenizer produced id ${bad}, beyond the model's vocab_size ${engine.config.vocabSize}`, "model");
@@ -43,7 +71,7 @@ export const generateCommand = defineCommand({
       let produced = 0;
       const started = Date.now();
       while (produced < f.maxTokens && !ctx.signal.aborted) {
-        const r = await engine.step([{ slotId: 0, tokens, position, blockTable, sample: true, logits: "none", sampling }]);
+        const r = await lockstep.step([{ slotId: 0, tokens, position, blockTable, sample: true, logits: "none", sampling }]);
         position += tokens.length;
         const next = r.tokens[0] ?? 0;
         produced++;
@@ -52,8 +80,13 @@ export const generateCommand = defineCommand({
         tokens = Int32Array.of(next);
       }
       process.stdout.write(`${detok.flush()}\n`);
+      await lockstep.finish();
+      await local?.wait();
       const secs = (Date.now() - started) / 1000;
       log.info({ tokens: produced, seconds: Number(secs.toFixed(2)), tokensPerSecond: Number((produced / Math.max(secs, 1e-9)).toFixed(1)) }, "done");
+    } catch (e) {
+      local?.kill();
+      throw e;
     } finally {
       engine.close();
     }

@@ -1,6 +1,6 @@
 /** An engine sized for one sequence of up to `totalTokens` tokens, for the CLI's local tools. */
 import type { Logger } from "../../core/log.js";
-import { Engine } from "../../worker/engine.js";
+import { Engine, type EngineGroupOptions } from "../../worker/engine.js";
 
 const KV_BLOCK = 16;
 
@@ -16,6 +16,8 @@ export async function loadOneSequenceEngine(opts: {
   backend: "cpu" | "cuda";
   totalTokens: number;
   log: Logger;
+  /** Expert-parallel group membership (absent: one process). */
+  group?: EngineGroupOptions | undefined;
 }): Promise<OneSequenceEngine> {
   const blocks = Math.ceil(opts.totalTokens / KV_BLOCK) + 1;
   const engine = await Engine.load({
@@ -26,6 +28,7 @@ export async function loadOneSequenceEngine(opts: {
     kvBlockSize: KV_BLOCK,
     numKvBlocks: blocks,
     onProgress: (line) => opts.log.info(line),
+    ...(opts.group ? { group: opts.group } : {}),
   });
   return { engine, blockTable: Int32Array.from({ length: blocks }, (_, i) => i) };
 }

@@ -4,11 +4,16 @@
 // Per step: rows of all sequences are concatenated (R rows). Each block normalises h, runs its
 // mixer and adds the result to h. Projections run over all R rows at once; the conv, the SSM scan
 // and attention run per sequence against that sequence's slot state and KV blocks.
+//
+// In an expert-parallel group (options.group) this rank holds only its shard of the routed experts;
+// each step starts with a lockstep header (so a rank with no sequences steps too) and each MoE layer
+// dispatches its tokens to the experts' owners and combines the results (engine/expert-parallel.h).
 #include <algorithm>
 #include <cstring>
 #include <numeric>
 
 #include "cpu/ops.h"
+#include "engine/expert-parallel.h"
 #include "engine/sampler.h"
 #include "engine/validate.h"
 #include "engine/weights.h"
@@ -35,8 +40,9 @@ struct MlpLayer {
 };
 struct MoeLayer {
   const float *gate, *correction_bias, *fc1, *fc1_b, *fc2, *fc2_b;
-  std::vector<const float*> up, down;  // per routed expert
+  std::vector<const float*> up, down;  // per routed expert; nullptr where another rank holds it
   MlpLayer shared;
+  int index;  // ordinal among MoE layers
 };
 struct Layer {
   BlockKind kind;
@@ -50,10 +56,11 @@ struct Layer {
 class CpuEngine final : public Engine {
  public:
   explicit CpuEngine(const EngineOptions& o)
-      : spec_(o.spec), opts_(o), pool_(o.threads), store_(o.tensors, o.dummy, o.dummy_seed) {
+      : spec_(o.spec), opts_(o), pool_(o.threads), store_(o.tensors, o.dummy, o.dummy_seed), ep_(o.spec, o.group) {
     validate_spec(spec_, opts_);
     load();
     allocate_state();
+    ep_.connect();  // after the (slow) weight load, so ranks wait for each other only once
   }
 
   EngineInfo info() const override {
@@ -67,7 +74,17 @@ class CpuEngine final : public Engine {
     return i;
   }
 
-  StepOutput step(const std::vector<StepSeq>& batch) override;
+  StepOutput step(const std::vector<StepSeq>& batch) override {
+    try {
+      return forward(batch);
+    } catch (const std::exception& e) {
+      // a rank that fails alone would leave the others waiting in the next collective
+      if (ep_.world_size() > 1) ep_.abort(std::string("rank ") + std::to_string(ep_.rank()) + " failed: " + e.what());
+      throw;
+    }
+  }
+
+  std::vector<uint64_t> expert_token_counts() const override { return ep_.token_counts(); }
 
   std::vector<float> slot_state(int slot) const override {
     if (slot < 0 || slot >= opts_.max_slots) throw Error("slot_state: slot out of range");
@@ -86,9 +103,10 @@ class CpuEngine final : public Engine {
   const EngineOptions opts_;
   ThreadPool pool_;
   WeightStore store_;
+  ExpertParallel ep_;
   std::vector<Layer> layers_;
   const float *embed_ = nullptr, *norm_f_ = nullptr, *lm_head_ = nullptr;
-  int n_mamba_ = 0, n_attn_ = 0;
+  int n_mamba_ = 0, n_attn_ = 0, n_moe_ = 0;
   std::vector<float> conv_state_;  // (mamba layers, slots, K-1, conv_dim)
   std::vector<float> ssm_state_;   // (mamba layers, slots, heads, head_dim, state)
   std::vector<float> k_cache_, v_cache_;  // (attention layers, blocks, block_size, kv heads, head_dim)
@@ -166,9 +184,11 @@ class CpuEngine final : public Engine {
           }
           for (int64_t e = 0; e < nE; ++e) {
             const std::string ep = m + "experts." + std::to_string(e) + ".";
-            E.up.push_back(store_.get(ep + "up_proj.weight", {inter, Din}));
-            E.down.push_back(store_.get(ep + "down_proj.weight", {Din, inter}));
+            const bool held = ep_.holds(static_cast<int>(e));
+            E.up.push_back(held ? store_.get(ep + "up_proj.weight", {inter, Din}) : nullptr);
+            E.down.push_back(held ? store_.get(ep + "down_proj.weight", {Din, inter}) : nullptr);
           }
+          E.index = n_moe_++;
           E.shared = load_mlp(m + "shared_experts.", H, spec_.moe_shared_expert_intermediate_size);
           break;
         }
@@ -191,6 +211,7 @@ class CpuEngine final : public Engine {
   void attention(const Layer& L, const std::vector<StepSeq>& batch, const std::vector<int64_t>& row0, const float* u, int64_t R, float* h);
   void mlp(const MlpLayer& W, int64_t in, int64_t inter, const float* u, int64_t R, float* out);
   void moe(const Layer& L, const float* u, int64_t R, float* h);
+  StepOutput forward(const std::vector<StepSeq>& batch);
 };
 
 void CpuEngine::mamba(const Layer& L, const std::vector<StepSeq>& batch, const std::vector<int64_t>& row0, const float* u, int64_t R, float* h) {
@@ -273,28 +294,15 @@ void CpuEngine::moe(const Layer& L, const float* u, int64_t R, float* h) {
     cpu::gemm_xwt(pool_, u, R, H, E.fc1, Din, latent.data(), E.fc1_b);
     v = latent.data();
   }
-  // Tokens grouped by expert so each expert's weights are read once per step.
-  std::vector<std::vector<std::pair<int64_t, float>>> rows(static_cast<size_t>(nE));
-  for (int64_t r = 0; r < R; ++r)
-    for (int64_t j = 0; j < k; ++j) rows[chosen[r * k + j]].push_back({r, weight[r * k + j]});
-  std::vector<float> routed(static_cast<size_t>(R * Din), 0.f), xin, act, xo;
-  for (int64_t e = 0; e < nE; ++e) {
-    const auto& list = rows[e];
-    if (list.empty()) continue;
-    const int64_t m = static_cast<int64_t>(list.size());
-    xin.resize(static_cast<size_t>(m * Din));
-    for (int64_t i = 0; i < m; ++i) std::copy(v + list[i].first * Din, v + (list[i].first + 1) * Din, xin.begin() + i * Din);
+  // Routed experts: local or across the group; each expert runs once over all its rows.
+  std::vector<float> routed(static_cast<size_t>(R * Din)), act;
+  auto run_expert = [&](int e, const float* x, int64_t m, float* y) {
     act.resize(static_cast<size_t>(m * inter));
-    cpu::gemm_xwt(pool_, xin.data(), m, Din, E.up[e], inter, act.data());
-    for (float& x : act) x = cpu::relu2(x);
-    xo.resize(static_cast<size_t>(m * Din));
-    cpu::gemm_xwt(pool_, act.data(), m, inter, E.down[e], Din, xo.data());
-    for (int64_t i = 0; i < m; ++i) {
-      float* dst = routed.data() + list[i].first * Din;
-      const float w = list[i].second;
-      for (int64_t d = 0; d < Din; ++d) dst[d] += w * xo[i * Din + d];
-    }
-  }
+    cpu::gemm_xwt(pool_, x, m, Din, E.up[e], inter, act.data());
+    for (float& a : act) a = cpu::relu2(a);
+    cpu::gemm_xwt(pool_, act.data(), m, inter, E.down[e], Din, y);
+  };
+  ep_.dispatch_combine(E.index, v, R, chosen.data(), weight.data(), run_expert, routed.data());
   std::vector<float> out(static_cast<size_t>(R * H));
   if (spec_.moe_latent_size > 0) cpu::gemm_xwt(pool_, routed.data(), R, Din, E.fc2, H, out.data(), E.fc2_b);
   else out.swap(routed);
@@ -303,7 +311,7 @@ void CpuEngine::moe(const Layer& L, const float* u, int64_t R, float* h) {
   for (int64_t i = 0; i < R * H; ++i) h[i] += out[i] + shared[i];
 }
 
-StepOutput CpuEngine::step(const std::vector<StepSeq>& batch) {
+StepOutput CpuEngine::forward(const std::vector<StepSeq>& batch) {
   validate_batch(spec_, opts_, n_attn_ > 0, batch);
   const int64_t H = spec_.hidden_size, V = spec_.vocab_size;
   std::vector<int64_t> row0(batch.size());
@@ -320,7 +328,8 @@ StepOutput CpuEngine::step(const std::vector<StepSeq>& batch) {
   }
   StepOutput out;
   out.tokens.assign(batch.size(), -1);
-  if (R == 0) return out;
+  out.group_tokens = ep_.begin_step(R);
+  if (out.group_tokens == 0) return out;  // the whole group is idle (a rank with R == 0 still runs the MoE collectives)
   std::vector<float> h(static_cast<size_t>(R * H)), u(static_cast<size_t>(R * H));
   for (size_t i = 0; i < batch.size(); ++i)
     for (size_t t = 0; t < batch[i].tokens.size(); ++t)
@@ -373,6 +382,8 @@ std::unique_ptr<Engine> create_cuda_engine(const EngineOptions& options);
 std::unique_ptr<Engine> create_engine(const EngineOptions& options) {
   if (options.backend == "cpu") return std::make_unique<CpuEngine>(options);
   if (options.backend == "cuda") {
+    if (options.group.world_size > 1)
+      throw Error("expert parallelism (world size " + std::to_string(options.group.world_size) + ") is not implemented on the cuda backend yet (NCCL dispatch/combine is open); use backend 'cpu' or world size 1");
 #ifdef LM_HAVE_CUDA
     return create_cuda_engine(options);
 #else

@@ -69,8 +69,29 @@ struct TensorRef {
   std::vector<int64_t> shape;
 };
 
+/**
+ * This process's place in an expert-parallel group. Every rank holds the replicated weights and
+ * the routed experts the shard plan gives it; each MoE layer sends every token's (latent-width)
+ * vector to a rank holding each of its chosen experts and combines the results in a fixed order,
+ * so logits do not depend on the placement or on arrival order. All ranks step in lockstep: a rank
+ * with no sequences still calls step() (an empty batch). The CPU backend talks over TCP sockets.
+ */
+struct GroupOptions {
+  int rank = 0;
+  int world_size = 1;  // 1: no group, every expert local
+  /** expert → ranks holding a copy, primary first (the resolved shard plan); empty when world_size is 1. */
+  std::vector<std::vector<int>> expert_ranks;
+  /** host:port of rank 0's rendezvous endpoint; rank 0 listens on that port on every interface. */
+  std::string leader_address;
+  /** A collective not finished within this time fails the step on every rank (naming the silent peer). */
+  int collective_timeout_ms = 30000;
+  /** How long rendezvous waits for every rank to arrive (ranks may start minutes apart). */
+  int rendezvous_timeout_ms = 600000;
+};
+
 struct EngineOptions {
   ModelSpec spec;
+  GroupOptions group;
   std::vector<TensorRef> tensors;
   bool dummy = false;
   uint64_t dummy_seed = 0;
@@ -107,6 +128,8 @@ struct StepSeq {
 struct StepOutput {
   std::vector<int32_t> tokens;  // one per sequence, -1 where sample is false
   std::vector<float> logits;    // rows of vocab_size, for sequences that asked, in order
+  /** Tokens fed by the whole group in this step (every rank sees the same number); -1: not in a group. */
+  int64_t group_tokens = -1;
 };
 
 struct EngineInfo {
@@ -123,6 +146,11 @@ class Engine {
   virtual EngineInfo info() const = 0;
   /** A copy of one slot's Mamba state (conv then SSM, layer by layer), for tests and MTP checks. */
   virtual std::vector<float> slot_state(int slot) const = 0;
+  /**
+   * Tokens of this rank's sequences routed to each expert since load, (MoE layers, routed experts)
+   * row-major; the sum over a group's ranks is the group's per-expert load. Empty: not counted.
+   */
+  virtual std::vector<uint64_t> expert_token_counts() const { return {}; }
 };
 
 /** The machine's ceilings, measured now, for benchmark ratios. */

@@ -172,6 +172,30 @@ lm::EngineOptions read_options(napi_env env, napi_value o) {
   opts.kv_block_size = get_int(env, o, "kvBlockSize", w);
   opts.num_kv_blocks = get_int(env, o, "numKvBlocks", w);
   opts.threads = get_int(env, o, "threads", w);
+  napi_value g = get_prop(env, o, "group", w);
+  const std::string gw = "options.group";
+  opts.group.rank = get_int(env, g, "rank", gw);
+  opts.group.world_size = get_int(env, g, "worldSize", gw);
+  opts.group.leader_address = get_string(env, g, "leaderAddress", gw);
+  opts.group.collective_timeout_ms = get_int(env, g, "collectiveTimeoutMs", gw);
+  opts.group.rendezvous_timeout_ms = get_int(env, g, "rendezvousTimeoutMs", gw);
+  napi_value experts = get_prop(env, g, "expertRanks", gw);
+  const uint32_t ne = array_length(env, experts, gw + ".expertRanks");
+  for (uint32_t e = 0; e < ne; ++e) {
+    napi_value holders;
+    NAPI_OK(napi_get_element(env, experts, e, &holders));
+    const std::string hw = gw + ".expertRanks[" + std::to_string(e) + "]";
+    std::vector<int> ranks;
+    const uint32_t nh = array_length(env, holders, hw);
+    for (uint32_t i = 0; i < nh; ++i) {
+      napi_value x;
+      double v;
+      NAPI_OK(napi_get_element(env, holders, i, &x));
+      if (napi_get_value_double(env, x, &v) != napi_ok) throw JsError{hw + " must hold numbers"};
+      ranks.push_back(static_cast<int>(v));
+    }
+    opts.group.expert_ranks.push_back(std::move(ranks));
+  }
   return opts;
 }
 
@@ -320,19 +344,39 @@ napi_value EngineStep(napi_env env, napi_callback_info info) {
     auto batch = std::make_shared<std::vector<lm::StepSeq>>(read_batch(env, argv[0]));
     std::shared_ptr<lm::Engine> engine = box->engine;  // kept alive while the step runs, even if closed meanwhile
     std::shared_ptr<bool> busy = box->busy;
+    auto local_tokens = std::make_shared<int64_t>(0);
+    for (const auto& q : *batch) *local_tokens += static_cast<int64_t>(q.tokens.size());
     *busy = true;
     return queue_promise<lm::StepOutput>(
         env, "Engine.step", [engine, batch] { return engine->step(*batch); },
-        [](napi_env env, lm::StepOutput& out) {
+        [local_tokens](napi_env env, lm::StepOutput& out) {
           napi_value result;
           NAPI_OK(napi_create_object(env, &result));
           NAPI_OK(napi_set_named_property(env, result, "tokens", typed_array(env, napi_int32_array, out.tokens.data(), out.tokens.size(), 4)));
           NAPI_OK(napi_set_named_property(env, result, "logits", typed_array(env, napi_float32_array, out.logits.data(), out.logits.size(), 4)));
+          napi_value group_tokens;
+          NAPI_OK(napi_create_double(env, static_cast<double>(out.group_tokens >= 0 ? out.group_tokens : *local_tokens), &group_tokens));
+          NAPI_OK(napi_set_named_property(env, result, "groupTokens", group_tokens));
           return result;
         },
         [busy] { *busy = false; });
   } catch (const JsError& e) {
     throw_js(env, "Engine.step: " + e.message);
+    return nullptr;
+  }
+}
+
+napi_value EngineExpertTokenCounts(napi_env env, napi_callback_info info) {
+  try {
+    size_t argc = 0;
+    EngineBox* box = unwrap_box(env, info, &argc, nullptr);
+    if (!box->engine) throw JsError{"engine is closed"};
+    // the counters are atomics: reading while a step runs is fine
+    const std::vector<uint64_t> counts = box->engine->expert_token_counts();
+    std::vector<double> d(counts.begin(), counts.end());
+    return typed_array(env, napi_float64_array, d.data(), d.size(), 8);
+  } catch (const JsError& e) {
+    throw_js(env, "Engine.expertTokenCounts: " + e.message);
     return nullptr;
   }
 }
@@ -355,15 +399,17 @@ napi_value wrap_engine(napi_env env, std::unique_ptr<lm::Engine> engine) {
   const lm::EngineInfo info = engine->info();
   box->engine = std::move(engine);
   NAPI_OK(napi_wrap(env, obj, box, [](napi_env, void* data, void*) { delete static_cast<EngineBox*>(data); }, nullptr, nullptr));
-  napi_value step_fn, close_fn;
+  napi_value step_fn, close_fn, counts_fn;
   NAPI_OK(napi_create_function(env, "step", NAPI_AUTO_LENGTH, EngineStep, nullptr, &step_fn));
+  NAPI_OK(napi_create_function(env, "expertTokenCounts", NAPI_AUTO_LENGTH, EngineExpertTokenCounts, nullptr, &counts_fn));
   NAPI_OK(napi_create_function(env, "close", NAPI_AUTO_LENGTH, EngineClose, nullptr, &close_fn));
   napi_property_descriptor props[] = {
       {"step", nullptr, nullptr, nullptr, nullptr, step_fn, napi_default, nullptr},
       {"close", nullptr, nullptr, nullptr, nullptr, close_fn, napi_default, nullptr},
+      {"expertTokenCounts", nullptr, nullptr, nullptr, nullptr, counts_fn, napi_default, nullptr},
       {"info", nullptr, nullptr, nullptr, nullptr, make_info(env, info), napi_enumerable, nullptr},
   };
-  NAPI_OK(napi_define_properties(env, obj, 3, props));
+  NAPI_OK(napi_define_properties(env, obj, 4, props));
   return obj;
 }
 

@@ -30,8 +30,8 @@ export interface Stack {
   readonly router: CliProcess;
   readonly baseUrl: string;
   readonly client: OpenAI;
-  /** Starts one more worker with id `id`; resolves when it is ready. */
-  addWorker(id: string): Promise<CliProcess>;
+  /** Starts one more worker with id `id` (and extra flags); resolves when it is ready. */
+  addWorker(id: string, extraArgs?: readonly string[]): Promise<CliProcess>;
   /** Resolves once the router sees `n` ready ranks. */
   waitForRanks(n: number): Promise<void>;
   stop(): Promise<void>;
@@ -46,10 +46,10 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     await nats.stop();
   };
   try {
-    const addWorker = async (id: string) => {
+    const addWorker = async (id: string, extraArgs: readonly string[] = []) => {
       const w = new CliProcess(
         `worker ${id}`,
-        ["worker", "--model", TINY_CHAT, "--nats-url", nats.url, "--worker-id", id, "--ops-host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0", "--threads", "1", "--report-interval-ms", "100", ...(opts.workerArgs ?? [])],
+        ["worker", "--model", TINY_CHAT, "--nats-url", nats.url, "--worker-id", id, "--ops-host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0", "--threads", "1", "--report-interval-ms", "100", ...(opts.workerArgs ?? []), ...extraArgs],
         opts.workerEnv,
       );
       workers.push(w);
