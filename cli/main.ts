@@ -42,8 +42,10 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
   const entry = COMMANDS.find((c) => c.name === name);
   if (!entry) return fail(`unknown command '${name}' (see 'latentmesh --help')`, 2);
-  const command = await entry.load();
 
+  // Signals are caught from here on, before the command's modules load: a SIGTERM that arrives while
+  // a process is still starting becomes an orderly stop (the command sees an aborted signal) rather
+  // than the default instant death that skips its shutdown.
   const abort = new AbortController();
   const onSignal = (sig: NodeJS.Signals) => {
     if (abort.signal.aborted) {
@@ -52,14 +54,19 @@ export async function main(argv: readonly string[]): Promise<number> {
     }
     abort.abort(sig);
   };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  const command = await entry.load().catch((err: unknown) => {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+    throw err;
+  });
   try {
     const parsed = parseFlags(command, rest, process.env);
     if (parsed.kind === "help") {
       process.stdout.write(formatHelp(command));
       return 0;
     }
-    process.on("SIGINT", onSignal);
-    process.on("SIGTERM", onSignal);
     const code = await command.run(parsed.flags, { args: parsed.args, signal: abort.signal });
     return code ?? 0;
   } catch (err) {
