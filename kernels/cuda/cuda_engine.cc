@@ -6,9 +6,21 @@
 // are sampled on the device, and logits rows come back to the host only when a sequence asks.
 // The MoE layer runs on the device without host synchronisation: router, device-side plan
 // (expert-major order and row tiles), one grouped GEMM launch per projection over all experts, and
-// the weighted combine. CUDA-graph replay of decode steps is still to come.
+// the weighted combine.
+//
+// Decode steps (every sequence feeds one token at a position > 0) are padded to a batch-size bucket
+// (1, 2, 4, ... up to max_slots) and replayed from a CUDA graph captured once per bucket: the batch
+// description goes through pinned staging into a fixed device buffer before the launch, every grid
+// depends only on the bucket, padding rows run on a reserved scratch slot and scratch KV block that
+// no sequence owns, and the sampled token ids are the only device→host copy (plus logits rows a
+// sequence asked for). The first step of a bucket runs the same padded work eagerly (sizing the
+// scratch buffers), then captures; a scratch reallocation re-captures. LM_CUDA_GRAPHS=0 turns this
+// off (every step eager and unpadded, as before); LM_CUDA_GRAPHS=padded runs the padded decode
+// eagerly without capture (the bitwise reference for replay).
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <numeric>
@@ -26,6 +38,13 @@ std::unique_ptr<Engine> create_cuda_engine(const EngineOptions& options);
 namespace {
 
 using cuda::bf16;
+
+/**
+ * Device memory kept free after weights, state and KV for the scratch buffers, which grow on demand
+ * (an 8K-token prefill at the Nano shape takes them to about 1.7 GiB, by their sizes; a step that
+ * outgrows the free memory fails with the scratch allocation's error).
+ */
+constexpr uint64_t MEMORY_RESERVE_BYTES = 1ull << 30;
 
 /** Device memory owned by the engine, freed on destruction; failures name what was being allocated. */
 class DeviceArena {
@@ -58,7 +77,10 @@ class DeviceArena {
   size_t total_ = 0;
 };
 
-/** Grow-only scratch buffers, one per name. */
+/**
+ * Grow-only scratch buffers, one per name. Every reallocation bumps generation(): captured decode
+ * graphs hold raw pointers into these buffers and are re-captured when the generation moved.
+ */
 class Scratch {
  public:
   ~Scratch() {
@@ -73,12 +95,15 @@ class Scratch {
       b.first = nullptr;
       LM_CUDA_CHECK(cudaMalloc(&b.first, bytes));
       b.second = bytes;
+      ++generation_;
     }
     return static_cast<T*>(b.first);
   }
+  uint64_t generation() const { return generation_; }
 
  private:
   std::map<std::string, std::pair<void*, size_t>> bufs_;
+  uint64_t generation_ = 0;
 };
 
 struct Mamba {
@@ -120,14 +145,21 @@ class CudaEngine final : public Engine {
       cudaGetLastError();
       throw Error("no CUDA device is visible");
     }
+    const char* g = std::getenv("LM_CUDA_GRAPHS");
+    graph_mode_ = !g ? GraphMode::Replay : std::strcmp(g, "0") == 0 ? GraphMode::Off : std::strcmp(g, "padded") == 0 ? GraphMode::PaddedEager : GraphMode::Replay;
     LM_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     for (const auto& r : o.tensors) refs_[r.name] = r;
     load();
     allocate_state();
+    allocate_decode_batch();
     LM_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
   ~CudaEngine() override {
     cudaStreamSynchronize(stream_);
+    for (auto& [bucket, graph] : graphs_)
+      if (graph.exec) cudaGraphExecDestroy(graph.exec);  // a null exec would leave cudaErrorInvalidValue behind
+    if (h_decode_) cudaFreeHost(h_decode_);
+    if (h_sampled_) cudaFreeHost(h_sampled_);
     cudaStreamDestroy(stream_);
   }
 
@@ -147,8 +179,8 @@ class CudaEngine final : public Engine {
     std::vector<float> out;
     for (int l = 0; l < n_mamba_; ++l) {
       std::vector<float> c(conv_state_size()), s(ssm_state_size());
-      LM_CUDA_CHECK(cudaMemcpy(c.data(), conv_state_ + (static_cast<int64_t>(l) * opts_.max_slots + slot) * conv_state_size(), c.size() * 4, cudaMemcpyDeviceToHost));
-      LM_CUDA_CHECK(cudaMemcpy(s.data(), ssm_state_ + (static_cast<int64_t>(l) * opts_.max_slots + slot) * ssm_state_size(), s.size() * 4, cudaMemcpyDeviceToHost));
+      LM_CUDA_CHECK(cudaMemcpy(c.data(), conv_state_ + (static_cast<int64_t>(l) * state_slots() + slot) * conv_state_size(), c.size() * 4, cudaMemcpyDeviceToHost));
+      LM_CUDA_CHECK(cudaMemcpy(s.data(), ssm_state_ + (static_cast<int64_t>(l) * state_slots() + slot) * ssm_state_size(), s.size() * 4, cudaMemcpyDeviceToHost));
       out.insert(out.end(), c.begin(), c.end());
       out.insert(out.end(), s.begin(), s.end());
     }
@@ -158,6 +190,13 @@ class CudaEngine final : public Engine {
   StepOutput step(const std::vector<StepSeq>& batch) override;
 
  private:
+  enum class GraphMode { Off, PaddedEager, Replay };
+  /** One captured decode step of a bucket; valid while the scratch generation is unchanged. */
+  struct DecodeGraph {
+    cudaGraphExec_t exec = nullptr;
+    uint64_t scratch_generation = 0;
+  };
+
   const ModelSpec spec_;
   const EngineOptions opts_;
   cudaStream_t stream_ = nullptr;
@@ -174,9 +213,51 @@ class CudaEngine final : public Engine {
   float *conv_state_ = nullptr, *ssm_state_ = nullptr;
   bf16 *k_cache_ = nullptr, *v_cache_ = nullptr;
 
+  GraphMode graph_mode_ = GraphMode::Replay;
+  std::map<int, DecodeGraph> graphs_;  // bucket → captured decode step
+  // The fixed decode batch description (decode_layout()): pinned host staging and its device copy,
+  // written before every padded decode step; the graphs read it through fixed pointers.
+  char* h_decode_ = nullptr;
+  char* d_decode_ = nullptr;
+  int32_t* d_sampled_ = nullptr;  // (max bucket) sampled token of each padded row
+  int32_t* h_sampled_ = nullptr;  // pinned
+  int decode_table_capacity_ = 0;  // int32 entries of the block-table region
+
+  /** Slot max_slots and KV block num_kv_blocks are reserved for padding rows. */
+  int state_slots() const { return opts_.max_slots + 1; }
+  int scratch_slot() const { return opts_.max_slots; }
+  int scratch_kv_block() const { return opts_.num_kv_blocks; }
+  int max_bucket() const { return opts_.max_slots; }
+  int bucket_of(int nseq) const {
+    int b = 1;
+    while (b < nseq) b *= 2;
+    return std::min(b, max_bucket());
+  }
   int64_t conv_state_size() const { return spec_.conv_state_floats(); }
   int64_t ssm_state_size() const { return spec_.ssm_state_floats(); }
-  int64_t kv_layer_size() const { return opts_.kv_layer_size(); }
+  /** Elements of one attention layer's K (or V) pool, the padding rows' scratch block included. */
+  int64_t kv_layer_size() const { return static_cast<int64_t>(opts_.num_kv_blocks + 1) * opts_.kv_block_size * spec_.num_key_value_heads * spec_.head_dim; }
+
+  /** Byte offsets of the fixed decode description: SampleRow[MB], then int32 arrays of MB, then the tables. */
+  struct DecodeLayout {
+    size_t sample_rows, tokens, slot, row0, len, pos0, bt0, row_seq, logit_rows, tables, bytes;
+  };
+  DecodeLayout decode_layout() const {
+    const size_t mb = static_cast<size_t>(max_bucket()), ints = mb * sizeof(int32_t);
+    DecodeLayout l{};
+    l.sample_rows = 0;
+    l.tokens = mb * sizeof(cuda::SampleRow);
+    l.slot = l.tokens + ints;
+    l.row0 = l.slot + ints;
+    l.len = l.row0 + ints;
+    l.pos0 = l.len + ints;
+    l.bt0 = l.pos0 + ints;
+    l.row_seq = l.bt0 + ints;
+    l.logit_rows = l.row_seq + ints;
+    l.tables = l.logit_rows + ints;
+    l.bytes = l.tables + static_cast<size_t>(decode_table_capacity_) * sizeof(int32_t);
+    return l;
+  }
 
   static int dtype_code(DType d) { return d == DType::F32 ? 0 : d == DType::BF16 ? 1 : 2; }
 
@@ -319,14 +400,63 @@ class CudaEngine final : public Engine {
     return table;
   }
 
+  /**
+   * The memory budget: after the weights, the state slots and KV blocks asked for (one more of each
+   * for padding rows) must fit in the free device memory less a reserve for scratch buffers (the
+   * largest prefill's activations and MoE buffers) and cuBLASLt; otherwise one error names the numbers.
+   */
+  void check_memory_budget() const {
+    size_t free_b = 0, total_b = 0;
+    LM_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    const double MiB = 1024.0 * 1024.0;
+    const uint64_t reserve = MEMORY_RESERVE_BYTES;
+    const uint64_t slot_bytes = static_cast<uint64_t>(n_mamba_) * (conv_state_size() + ssm_state_size()) * sizeof(float);
+    const uint64_t block_bytes = 2ull * n_attn_ * opts_.kv_block_size * spec_.num_key_value_heads * spec_.head_dim * sizeof(bf16);
+    const uint64_t need = (opts_.max_slots + 1ull) * slot_bytes + (opts_.num_kv_blocks + 1ull) * block_bytes;
+    const uint64_t budget = free_b > reserve ? free_b - reserve : 0;
+    if (need <= budget) return;
+    auto fmt = [&](double v) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%.1f", v / MiB);
+      return std::string(buf);
+    };
+    const uint64_t blocks_part = (opts_.num_kv_blocks + 1ull) * block_bytes, slots_part = (opts_.max_slots + 1ull) * slot_bytes;
+    const int64_t max_slots = slot_bytes == 0 ? -1 : budget > blocks_part + slot_bytes ? static_cast<int64_t>((budget - blocks_part) / slot_bytes) - 1 : 0;
+    const int64_t max_blocks = block_bytes == 0 ? -1 : budget > slots_part + block_bytes ? static_cast<int64_t>((budget - slots_part) / block_bytes) - 1 : 0;
+    throw Error("device memory: " + std::to_string(opts_.max_slots) + " state slots × " + fmt(slot_bytes) + " MiB + " + std::to_string(opts_.num_kv_blocks) + " KV blocks × " + fmt(block_bytes) +
+                " MiB = " + fmt(need) + " MiB do not fit in " + fmt(free_b) + " MiB free after " + fmt(arena_.total()) + " MiB of weights, less a " + fmt(reserve) +
+                " MiB reserve for scratch; fits at most " + (max_slots < 0 ? std::string("any number of") : std::to_string(max_slots)) + " slots with these blocks, or " +
+                (max_blocks < 0 ? std::string("any number of") : std::to_string(max_blocks)) + " KV blocks with these slots");
+  }
+
   void allocate_state() {
-    conv_state_ = arena_.alloc_n<float>(int64_t(n_mamba_) * opts_.max_slots * conv_state_size(), "conv state");
-    ssm_state_ = arena_.alloc_n<float>(int64_t(n_mamba_) * opts_.max_slots * ssm_state_size(), "SSM state");
+    check_memory_budget();
+    conv_state_ = arena_.alloc_n<float>(int64_t(n_mamba_) * state_slots() * conv_state_size(), "conv state");
+    ssm_state_ = arena_.alloc_n<float>(int64_t(n_mamba_) * state_slots() * ssm_state_size(), "SSM state");
     k_cache_ = arena_.alloc_n<bf16>(int64_t(n_attn_) * kv_layer_size(), "K cache");
     v_cache_ = arena_.alloc_n<bf16>(int64_t(n_attn_) * kv_layer_size(), "V cache");
-    LM_CUDA_CHECK(cudaMemsetAsync(conv_state_, 0, sizeof(float) * int64_t(n_mamba_) * opts_.max_slots * conv_state_size(), stream_));
-    LM_CUDA_CHECK(cudaMemsetAsync(ssm_state_, 0, sizeof(float) * int64_t(n_mamba_) * opts_.max_slots * ssm_state_size(), stream_));
+    LM_CUDA_CHECK(cudaMemsetAsync(conv_state_, 0, sizeof(float) * int64_t(n_mamba_) * state_slots() * conv_state_size(), stream_));
+    LM_CUDA_CHECK(cudaMemsetAsync(ssm_state_, 0, sizeof(float) * int64_t(n_mamba_) * state_slots() * ssm_state_size(), stream_));
   }
+
+  void allocate_decode_batch() {
+    // Distinct blocks of all sequences plus the padding rows' scratch block; a step whose tables
+    // need more (shared prefix blocks counted per sequence) runs eagerly.
+    decode_table_capacity_ = opts_.num_kv_blocks + max_bucket() + 1;
+    const DecodeLayout l = decode_layout();
+    d_decode_ = static_cast<char*>(arena_.alloc(l.bytes, "decode batch description"));
+    d_sampled_ = arena_.alloc_n<int32_t>(max_bucket(), "decode sampled tokens");
+    LM_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&h_decode_), l.bytes, cudaHostAllocDefault));
+    LM_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&h_sampled_), max_bucket() * sizeof(int32_t), cudaHostAllocDefault));
+  }
+
+  /** Embedding, every layer and, for NL > 0 rows listed in logit_rows, the final norm and LM head. */
+  float* forward(const cuda::BatchView& b, const int32_t* tokens, const int32_t* logit_rows, int NL);
+  StepOutput step_eager(const std::vector<StepSeq>& batch);
+  bool decode_fits(const std::vector<StepSeq>& batch) const;
+  StepOutput step_decode(const std::vector<StepSeq>& batch);
+  /** The padded decode step of a bucket from the fixed description: forward and sampling. */
+  void decode_body(int bucket);
 
   void mlp(const Mlp& W, int64_t in, int64_t inter, const bf16* u, int R, float* h) {
     float* a = scratch_.get<float>("mlp-act", int64_t(R) * inter);
@@ -383,12 +513,207 @@ void CudaEngine::moe(const Moe& E, const bf16* u, int R, float* h) {
   mlp(E.shared, H, spec_.moe_shared_expert_intermediate_size, u, R, h);
 }
 
+float* CudaEngine::forward(const cuda::BatchView& b, const int32_t* tokens, const int32_t* logit_rows, int NL) {
+  const int H = spec_.hidden_size, V = spec_.vocab_size, R = b.rows;
+  float* h = scratch_.get<float>("h", int64_t(R) * H);
+  bf16* u = scratch_.get<bf16>("u", int64_t(R) * H);
+  cuda::embedding_gather(tokens, R, embed_, H, h, stream_);
+  for (const Layer& L : layers_) {
+    cuda::rmsnorm_bf16(h, nullptr, R, H, L.norm, spec_.norm_eps, u, stream_);
+    switch (L.kind) {
+      case BlockKind::Mamba: {
+        const auto& M = L.mamba;
+        const int I = spec_.mamba_inner(), CD = spec_.conv_dim(), nh = spec_.mamba_num_heads, K = spec_.conv_kernel;
+        const int proj = I + CD + nh;
+        float* zx = scratch_.get<float>("mamba-zxbcdt", int64_t(R) * proj);
+        float* xbc = scratch_.get<float>("mamba-xbc", int64_t(R) * CD);
+        float* y = scratch_.get<float>("mamba-y", int64_t(R) * I);
+        bf16* y16 = scratch_.get<bf16>("mamba-y16", int64_t(R) * I);
+        gemm_.run(u, R, H, M.in_proj, proj, zx, 0.f, stream_);
+        cuda::add_bias(zx, M.in_b, R, proj, stream_);
+        float* cstate = conv_state_ + int64_t(M.index) * state_slots() * conv_state_size();
+        cuda::conv1d_silu(b, zx + I, proj, CD, K, M.conv_w, M.conv_b, cstate, xbc, stream_);
+        cuda::conv_state_update(b, zx + I, proj, CD, K, cstate, stream_);
+        cuda::SsmParams sp{nh, spec_.mamba_head_dim, spec_.n_groups, spec_.ssm_state_size, xbc, CD, zx + I + CD, proj, M.dt_bias, M.A, M.D,
+                           spec_.time_step_min, spec_.time_step_max, ssm_state_ + int64_t(M.index) * state_slots() * ssm_state_size(), y};
+        if (b.max_len > 1 && cuda::ssd_chunked_supported(sp.head_dim, sp.dstate, spec_.chunk_size)) {
+          float* cb = scratch_.get<float>("ssd-cb", cuda::ssd_chunked_workspace_floats(R, spec_.n_groups, spec_.chunk_size));
+          cuda::ssd_chunked_scan(b, sp, spec_.chunk_size, cb, stream_);  // sequences of 2+ rows
+          cuda::ssm_scan(b, sp, stream_, /*single_token_only=*/true);
+        } else {
+          cuda::ssm_scan(b, sp, stream_);
+        }
+        cuda::gated_rmsnorm(y, zx, proj, M.norm, R, I, I / spec_.n_groups, spec_.norm_eps, y16, stream_);
+        gemm_.run(y16, R, I, M.out_proj, H, h, 1.f, stream_);
+        cuda::add_bias(h, M.out_b, R, H, stream_);
+        break;
+      }
+      case BlockKind::Attention: {
+        const auto& A = L.attn;
+        const int nq = spec_.num_attention_heads, nkv = spec_.num_key_value_heads, hd = spec_.head_dim;
+        float* q = scratch_.get<float>("attn-q", int64_t(R) * nq * hd);
+        float* k = scratch_.get<float>("attn-k", int64_t(R) * nkv * hd);
+        float* v = scratch_.get<float>("attn-v", int64_t(R) * nkv * hd);
+        bf16* o = scratch_.get<bf16>("attn-o", int64_t(R) * nq * hd);
+        gemm_.run(u, R, H, A.q, nq * hd, q, 0.f, stream_);
+        gemm_.run(u, R, H, A.k, nkv * hd, k, 0.f, stream_);
+        gemm_.run(u, R, H, A.v, nkv * hd, v, 0.f, stream_);
+        bf16* kc = k_cache_ + A.index * kv_layer_size();
+        bf16* vc = v_cache_ + A.index * kv_layer_size();
+        cuda::kv_write(b, k, v, nkv, hd, kc, vc, stream_);
+        cuda::paged_attention(b, q, nq, nkv, hd, kc, vc, o, stream_);
+        gemm_.run(o, R, int64_t(nq) * hd, A.o, H, h, 1.f, stream_);
+        break;
+      }
+      case BlockKind::MLP:
+        mlp(L.mlp, H, spec_.intermediate_size, u, R, h);
+        break;
+      case BlockKind::MoE:
+        moe(L.moe, u, R, h);
+        break;
+    }
+  }
+  if (NL == 0) return nullptr;
+  bf16* hn = scratch_.get<bf16>("final-norm", int64_t(NL) * H);
+  float* logits = scratch_.get<float>("logits", int64_t(NL) * V);
+  cuda::rmsnorm_bf16(h, logit_rows, NL, H, norm_f_, spec_.norm_eps, hn, stream_);
+  gemm_.run(hn, NL, H, lm_head_, V, logits, 0.f, stream_);
+  return logits;
+}
+
 StepOutput CudaEngine::step(const std::vector<StepSeq>& batch) {
   validate_batch(spec_, opts_, n_attn_ > 0, batch);
-  const int H = spec_.hidden_size, V = spec_.vocab_size, nseq = static_cast<int>(batch.size());
+  if (batch.empty()) return {};
+  if (graph_mode_ != GraphMode::Off && decode_fits(batch)) return step_decode(batch);
+  return step_eager(batch);
+}
+
+bool CudaEngine::decode_fits(const std::vector<StepSeq>& batch) const {
+  int64_t table_entries = 1;  // the scratch block
+  for (const auto& s : batch) {
+    if (s.tokens.size() != 1 || s.position == 0) return false;  // prefill, or a state reset
+    if (n_attn_ > 0) table_entries += (static_cast<int64_t>(s.position) + 1 + opts_.kv_block_size - 1) / opts_.kv_block_size;
+  }
+  return static_cast<int>(batch.size()) <= max_bucket() && table_entries <= decode_table_capacity_;
+}
+
+void CudaEngine::decode_body(int bucket) {
+  const DecodeLayout l = decode_layout();
+  const auto* d = reinterpret_cast<const int32_t*>(d_decode_);
+  auto at = [&](size_t off) { return d + off / sizeof(int32_t); };
+  cuda::BatchView b;
+  b.nseq = bucket;
+  b.rows = bucket;
+  b.seq_slot = at(l.slot);
+  b.seq_row0 = at(l.row0);
+  b.seq_len = at(l.len);
+  b.seq_pos0 = at(l.pos0);
+  b.seq_bt0 = at(l.bt0);
+  b.block_tables = at(l.tables);
+  b.block_size = opts_.kv_block_size;
+  b.row_seq = at(l.row_seq);
+  b.max_len = 1;
+  float* logits = forward(b, at(l.tokens), at(l.logit_rows), bucket);
+  cuda::sample_tokens(logits, spec_.vocab_size, reinterpret_cast<const cuda::SampleRow*>(d_decode_ + l.sample_rows), bucket, d_sampled_, stream_);
+}
+
+StepOutput CudaEngine::step_decode(const std::vector<StepSeq>& batch) {
+  const int nseq = static_cast<int>(batch.size()), bucket = bucket_of(nseq), V = spec_.vocab_size;
+  const DecodeLayout l = decode_layout();
+  auto arr = [&](size_t off) { return reinterpret_cast<int32_t*>(h_decode_ + off); };
+  auto* rows = reinterpret_cast<cuda::SampleRow*>(h_decode_ + l.sample_rows);
+  int32_t* tables = arr(l.tables);
+  int32_t n_tables = 0;
+  tables[n_tables++] = scratch_kv_block();
+  for (int i = 0; i < bucket; ++i) {
+    const bool real = i < nseq;
+    arr(l.row0)[i] = i;
+    arr(l.len)[i] = 1;
+    arr(l.row_seq)[i] = i;
+    arr(l.logit_rows)[i] = i;
+    if (!real) {  // padding: token 0 at position 0 of the scratch slot and block; greedy, ignored
+      arr(l.tokens)[i] = 0;
+      arr(l.slot)[i] = scratch_slot();
+      arr(l.pos0)[i] = 0;
+      arr(l.bt0)[i] = 0;
+      rows[i] = {i, 1, 0.f, 1.f, 0, 1};
+      continue;
+    }
+    const StepSeq& s = batch[i];
+    arr(l.tokens)[i] = s.tokens[0];
+    arr(l.slot)[i] = s.slot;
+    arr(l.pos0)[i] = s.position;
+    arr(l.bt0)[i] = n_tables;
+    if (n_attn_ > 0) {
+      const int need = (s.position + 1 + opts_.kv_block_size - 1) / opts_.kv_block_size;
+      std::copy(s.block_table.begin(), s.block_table.begin() + need, tables + n_tables);
+      n_tables += need;
+    }
+    const Sampling& sm = s.sampling;
+    rows[i] = {i, sm.top_k, sm.temperature, sm.top_p, sm.seed, static_cast<int64_t>(s.position) + 1};
+  }
+  LM_CUDA_CHECK(cudaMemcpyAsync(d_decode_, h_decode_, l.tables + static_cast<size_t>(n_tables) * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+
+  DecodeGraph& graph = graphs_[bucket];
+  if (graph.exec && graph.scratch_generation != scratch_.generation()) {  // a scratch buffer moved
+    LM_CUDA_CHECK(cudaGraphExecDestroy(graph.exec));
+    graph.exec = nullptr;
+  }
+  if (graph.exec) {
+    LM_CUDA_CHECK(cudaGraphLaunch(graph.exec, stream_));
+  } else {
+    // This step runs eagerly (sizing every scratch buffer for the bucket), then the same work is
+    // captured, not executed, for the next steps of this bucket.
+    decode_body(bucket);
+    if (graph_mode_ == GraphMode::Replay) {
+      const uint64_t generation = scratch_.generation();
+      cudaGraph_t captured = nullptr;
+      LM_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+      try {
+        decode_body(bucket);
+      } catch (...) {
+        cudaStreamEndCapture(stream_, &captured);
+        if (captured) cudaGraphDestroy(captured);
+        cudaGetLastError();
+        throw;
+      }
+      LM_CUDA_CHECK(cudaStreamEndCapture(stream_, &captured));
+      if (scratch_.generation() != generation) {
+        cudaGraphDestroy(captured);
+        throw Error("decode graph capture of bucket " + std::to_string(bucket) + ": a scratch buffer was reallocated while capturing");
+      }
+      const cudaError_t e = cudaGraphInstantiate(&graph.exec, captured, 0);
+      cudaGraphDestroy(captured);
+      LM_CUDA_CHECK(e);
+      graph.scratch_generation = generation;
+    }
+  }
+
   StepOutput out;
   out.tokens.assign(batch.size(), -1);
-  if (nseq == 0) return out;
+  LM_CUDA_CHECK(cudaMemcpyAsync(h_sampled_, d_sampled_, nseq * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
+  int64_t wanted = 0;
+  for (const auto& s : batch) wanted += s.logits != LogitsMode::None ? 1 : 0;
+  if (wanted > 0) {
+    const float* logits = scratch_.get<float>("logits", int64_t(bucket) * V);  // sized by decode_body: no reallocation
+    out.logits.resize(static_cast<size_t>(wanted) * V);
+    float* dst = out.logits.data();
+    for (int i = 0; i < nseq; ++i)
+      if (batch[i].logits != LogitsMode::None) {
+        LM_CUDA_CHECK(cudaMemcpyAsync(dst, logits + int64_t(i) * V, V * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+        dst += V;
+      }
+  }
+  LM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  for (int i = 0; i < nseq; ++i)
+    if (batch[i].sample) out.tokens[i] = h_sampled_[i];
+  return out;
+}
+
+StepOutput CudaEngine::step_eager(const std::vector<StepSeq>& batch) {
+  const int V = spec_.vocab_size, nseq = static_cast<int>(batch.size());
+  StepOutput out;
+  out.tokens.assign(batch.size(), -1);
   // Pack the batch description: tokens, per-sequence arrays, block tables, row → sequence.
   std::vector<int32_t> tokens, slot(nseq), row0(nseq), len(nseq), pos0(nseq), bt0(nseq), tables, row_seq;
   for (int i = 0; i < nseq; ++i) {
@@ -435,73 +760,12 @@ StepOutput CudaEngine::step(const std::vector<StepSeq>& batch) {
   for (int i = 0; i < nseq; ++i)
     if (batch[i].position == 0)
       for (int l = 0; l < n_mamba_; ++l) {
-        LM_CUDA_CHECK(cudaMemsetAsync(conv_state_ + (int64_t(l) * opts_.max_slots + slot[i]) * conv_state_size(), 0, conv_state_size() * 4, stream_));
-        LM_CUDA_CHECK(cudaMemsetAsync(ssm_state_ + (int64_t(l) * opts_.max_slots + slot[i]) * ssm_state_size(), 0, ssm_state_size() * 4, stream_));
+        LM_CUDA_CHECK(cudaMemsetAsync(conv_state_ + (int64_t(l) * state_slots() + slot[i]) * conv_state_size(), 0, conv_state_size() * 4, stream_));
+        LM_CUDA_CHECK(cudaMemsetAsync(ssm_state_ + (int64_t(l) * state_slots() + slot[i]) * ssm_state_size(), 0, ssm_state_size() * 4, stream_));
       }
 
-  float* h = scratch_.get<float>("h", int64_t(R) * H);
-  bf16* u = scratch_.get<bf16>("u", int64_t(R) * H);
-  cuda::embedding_gather(d + o_tok, R, embed_, H, h, stream_);
-  for (const Layer& L : layers_) {
-    cuda::rmsnorm_bf16(h, nullptr, R, H, L.norm, spec_.norm_eps, u, stream_);
-    switch (L.kind) {
-      case BlockKind::Mamba: {
-        const auto& M = L.mamba;
-        const int I = spec_.mamba_inner(), CD = spec_.conv_dim(), nh = spec_.mamba_num_heads, K = spec_.conv_kernel;
-        const int proj = I + CD + nh;
-        float* zx = scratch_.get<float>("mamba-zxbcdt", int64_t(R) * proj);
-        float* xbc = scratch_.get<float>("mamba-xbc", int64_t(R) * CD);
-        float* y = scratch_.get<float>("mamba-y", int64_t(R) * I);
-        bf16* y16 = scratch_.get<bf16>("mamba-y16", int64_t(R) * I);
-        gemm_.run(u, R, H, M.in_proj, proj, zx, 0.f, stream_);
-        cuda::add_bias(zx, M.in_b, R, proj, stream_);
-        float* cstate = conv_state_ + int64_t(M.index) * opts_.max_slots * conv_state_size();
-        cuda::conv1d_silu(b, zx + I, proj, CD, K, M.conv_w, M.conv_b, cstate, xbc, stream_);
-        cuda::conv_state_update(b, zx + I, proj, CD, K, cstate, stream_);
-        cuda::SsmParams sp{nh, spec_.mamba_head_dim, spec_.n_groups, spec_.ssm_state_size, xbc, CD, zx + I + CD, proj, M.dt_bias, M.A, M.D,
-                           spec_.time_step_min, spec_.time_step_max, ssm_state_ + int64_t(M.index) * opts_.max_slots * ssm_state_size(), y};
-        if (b.max_len > 1 && cuda::ssd_chunked_supported(sp.head_dim, sp.dstate, spec_.chunk_size)) {
-          float* cb = scratch_.get<float>("ssd-cb", cuda::ssd_chunked_workspace_floats(R, spec_.n_groups, spec_.chunk_size));
-          cuda::ssd_chunked_scan(b, sp, spec_.chunk_size, cb, stream_);  // sequences of 2+ rows
-          cuda::ssm_scan(b, sp, stream_, /*single_token_only=*/true);
-        } else {
-          cuda::ssm_scan(b, sp, stream_);
-        }
-        cuda::gated_rmsnorm(y, zx, proj, M.norm, R, I, I / spec_.n_groups, spec_.norm_eps, y16, stream_);
-        gemm_.run(y16, R, I, M.out_proj, H, h, 1.f, stream_);
-        cuda::add_bias(h, M.out_b, R, H, stream_);
-        break;
-      }
-      case BlockKind::Attention: {
-        const auto& A = L.attn;
-        const int nq = spec_.num_attention_heads, nkv = spec_.num_key_value_heads, hd = spec_.head_dim;
-        float* q = scratch_.get<float>("attn-q", int64_t(R) * nq * hd);
-        float* k = scratch_.get<float>("attn-k", int64_t(R) * nkv * hd);
-        float* v = scratch_.get<float>("attn-v", int64_t(R) * nkv * hd);
-        bf16* o = scratch_.get<bf16>("attn-o", int64_t(R) * nq * hd);
-        gemm_.run(u, R, H, A.q, nq * hd, q, 0.f, stream_);
-        gemm_.run(u, R, H, A.k, nkv * hd, k, 0.f, stream_);
-        gemm_.run(u, R, H, A.v, nkv * hd, v, 0.f, stream_);
-        bf16* kc = k_cache_ + A.index * kv_layer_size();
-        bf16* vc = v_cache_ + A.index * kv_layer_size();
-        cuda::kv_write(b, k, v, nkv, hd, kc, vc, stream_);
-        cuda::paged_attention(b, q, nq, nkv, hd, kc, vc, o, stream_);
-        gemm_.run(o, R, int64_t(nq) * hd, A.o, H, h, 1.f, stream_);
-        break;
-      }
-      case BlockKind::MLP:
-        mlp(L.mlp, H, spec_.intermediate_size, u, R, h);
-        break;
-      case BlockKind::MoE:
-        moe(L.moe, u, R, h);
-        break;
-    }
-  }
+  float* logits = forward(b, d + o_tok, d + o_lr, NL);
   if (NL > 0) {
-    bf16* hn = scratch_.get<bf16>("final-norm", int64_t(NL) * H);
-    float* logits = scratch_.get<float>("logits", int64_t(NL) * V);
-    cuda::rmsnorm_bf16(h, d + o_lr, NL, H, norm_f_, spec_.norm_eps, hn, stream_);
-    gemm_.run(hn, NL, H, lm_head_, V, logits, 0.f, stream_);
     std::vector<cuda::SampleRow> sample_rows;
     std::vector<int> sampled_seq;
     for (int i = 0; i < nseq; ++i) {

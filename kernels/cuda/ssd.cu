@@ -60,7 +60,12 @@ void ssm_scan(const BatchView& b, const SsmParams& p, cudaStream_t s, bool singl
   if (b.nseq == 0) return;
   const size_t smem = static_cast<size_t>(p.head_dim * p.dstate + p.head_dim + 2 * p.dstate) * sizeof(float);
   if (smem > 200 * 1024) throw Error("ssm_scan: head_dim x ssm_state_size too large for shared memory");
-  if (smem > 48 * 1024) LM_CUDA_CHECK(cudaFuncSetAttribute(ssm_scan_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  // Raised once, to the largest size seen: no attribute call while a decode graph is being captured.
+  static size_t configured = 48 * 1024;
+  if (smem > configured) {
+    LM_CUDA_CHECK(cudaFuncSetAttribute(ssm_scan_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    configured = smem;
+  }
   dim3 grid(b.nseq, p.nheads);
   ssm_scan_kernel<<<grid, 256, smem, s>>>(b, p, single_token_only);
   LM_LAUNCH_CHECK("ssm_scan");

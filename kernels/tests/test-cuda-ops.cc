@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <tuple>
 #include <type_traits>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "cpu/ops.h"
+#include "engine.h"
 #include "cuda/common.cuh"
 #include "cuda/gemm.h"
 #include "cuda/ops.h"
@@ -505,6 +507,111 @@ void test_sampler(std::mt19937& g) {
   std::printf("%-34s greedy %d/%d, sampled %d/%d match lm::sample_token (vocab %d) %s\n", "device sampling", greedy - greedy_bad, greedy, n - greedy - sampled_bad, n - greedy, V, greedy_bad || sampled_bad ? "FAIL" : "ok");
 }
 
+
+// Decode graphs: the same steps through the engine with LM_CUDA_GRAPHS=0 (eager, unpadded),
+// =padded (padded to the bucket, eager) and the default (padded, captured and replayed). Replay must
+// match padded-eager bitwise (tokens, logits, state); eager differs from both only where cuBLASLt
+// picks another algorithm for the padded row count, so its tokens must match and logits stay
+// within 1e-4 of max |logit|. Slots no sequence used must keep zero state (padding rows run on
+// the reserved scratch slot). Fed tokens are fixed, not the sampled ones, so a flipped sample
+// cannot change later steps.
+struct EngineRun {
+  std::vector<int32_t> tokens;
+  std::vector<float> logits, state;
+  std::vector<float> untouched;  // state of slots no sequence used
+};
+
+EngineRun run_engine(const char* mode) {
+  setenv("LM_CUDA_GRAPHS", mode, 1);
+  lm::EngineOptions o;
+  auto& s = o.spec;
+  s.vocab_size = 301;
+  s.hidden_size = 64;
+  s.pattern = "M*EM-E";
+  s.mamba_num_heads = 4, s.mamba_head_dim = 16, s.ssm_state_size = 16, s.n_groups = 2, s.conv_kernel = 4, s.chunk_size = 16;
+  s.num_attention_heads = 4, s.num_key_value_heads = 2, s.head_dim = 16;
+  s.intermediate_size = 48, s.moe_intermediate_size = 32, s.moe_shared_expert_intermediate_size = 32;
+  s.n_routed_experts = 8, s.num_experts_per_tok = 2;
+  o.backend = "cuda";
+  o.dummy = true;
+  o.dummy_seed = 7;
+  o.max_slots = 8;
+  o.kv_block_size = 4;
+  o.num_kv_blocks = 96;  // 12 blocks (48 positions) per slot
+  auto engine = lm::create_engine(o);
+  auto table = [](int slot) {
+    std::vector<int32_t> t(12);
+    for (int i = 0; i < 12; ++i) t[i] = slot * 12 + i;
+    return t;
+  };
+  auto prompt = [](int n, int salt) {
+    std::vector<int32_t> t(n);
+    for (int i = 0; i < n; ++i) t[i] = (i * 37 + salt * 11 + 5) % 301;
+    return t;
+  };
+  const std::vector<int> slots = {0, 2, 3, 5, 6}, lens = {7, 3, 12, 5, 9};
+  std::vector<lm::StepSeq> pre;
+  for (size_t i = 0; i < slots.size(); ++i) {
+    lm::StepSeq q;
+    q.slot = slots[i], q.tokens = prompt(lens[i], static_cast<int>(i)), q.position = 0, q.block_table = table(slots[i]);
+    pre.push_back(q);
+  }
+  EngineRun r;
+  engine->step(pre);
+  std::vector<int> pos(lens);
+  for (int step = 0; step < 8; ++step) {
+    if (step == 5) {  // a prefill larger than any before: scratch grows, bucket 8's graph is re-captured
+      lm::StepSeq q;
+      q.slot = 7, q.tokens = prompt(44, 9), q.position = 0, q.block_table = table(7), q.sample = false;
+      engine->step({q});
+    }
+    const size_t n = step < 3 ? 3 : 5;  // bucket 4 (one padding row), then bucket 8 (three)
+    std::vector<lm::StepSeq> dec;
+    for (size_t i = 0; i < n; ++i) {
+      lm::StepSeq q;
+      q.slot = slots[i], q.tokens = {(step * 53 + static_cast<int>(i) * 17 + 1) % 301}, q.position = pos[i], q.block_table = table(slots[i]);
+      q.logits = lm::LogitsMode::Last;
+      q.sample = i != 3;
+      if (i == 1) q.sampling = {0.8f, 20, 1.f, 5};
+      if (i == 2) q.sampling = {1.f, 0, 0.9f, 11};
+      if (i == 4) q.sampling = {1.2f, 0, 1.f, 3};
+      dec.push_back(q);
+      ++pos[i];
+    }
+    const lm::StepOutput out = engine->step(dec);
+    r.tokens.insert(r.tokens.end(), out.tokens.begin(), out.tokens.end());
+    r.logits.insert(r.logits.end(), out.logits.begin(), out.logits.end());
+  }
+  for (int slot : slots) {
+    const auto st = engine->slot_state(slot);
+    r.state.insert(r.state.end(), st.begin(), st.end());
+  }
+  for (int slot : {1, 4}) {
+    const auto st = engine->slot_state(slot);
+    r.untouched.insert(r.untouched.end(), st.begin(), st.end());
+  }
+  unsetenv("LM_CUDA_GRAPHS");
+  return r;
+}
+
+void test_engine_decode_graphs() {
+  const EngineRun eager = run_engine("0"), padded = run_engine("padded"), graphs = run_engine("1");
+  auto max_abs = [](const std::vector<float>& v) {
+    double m = 0;
+    for (float x : v) m = std::max(m, static_cast<double>(std::fabs(x)));
+    return m;
+  };
+  const bool replay_bitwise = graphs.tokens == padded.tokens && graphs.logits == padded.logits && graphs.state == padded.state;
+  const Err le = compare(graphs.logits, eager.logits), se = compare(graphs.state, eager.state);
+  const bool tokens_eq = graphs.tokens == eager.tokens;
+  const double untouched = std::max({max_abs(eager.untouched), max_abs(padded.untouched), max_abs(graphs.untouched)});
+  const bool ok = replay_bitwise && tokens_eq && le.max <= 1e-4 && se.max <= 1e-4 && untouched == 0.0;
+  std::printf("%-34s replay == padded eager bitwise: %s; vs unpadded eager: tokens %s (%zu), logits max %.2e mean %.2e, state max %.2e%s; untouched slots max |state| %.1e %s\n",
+              "engine decode graphs (buckets 4, 8)", replay_bitwise ? "yes" : "NO", tokens_eq ? "identical" : "DIFFER", graphs.tokens.size(), le.max, le.mean, se.max,
+              graphs.logits == eager.logits ? " (bitwise)" : "", untouched, ok ? "ok" : "FAIL");
+  if (!ok) ++failures;
+}
+
 }  // namespace
 
 int main() {
@@ -524,6 +631,7 @@ int main() {
     test_ssd_chunked(g, {6, 16, 3, 16, 8, {13, 1, 29}});            // fixture-like; PT 16
     test_ssd_chunked(g, {64, 64, 8, 128, 128, {520, 1, 129}});      // Nano heads
     test_sampler(g);
+    test_engine_decode_graphs();
     time_ssd_nano(g);
     time_moe_nano(g);
     lm::cuda::check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
