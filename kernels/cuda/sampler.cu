@@ -63,27 +63,21 @@ struct Ctx {
   __device__ double mass(float l) const { return exp((static_cast<double>(l) - mx) / temp); }
 };
 
-__device__ double block_sum_d(double v, Shared& sh) {
+/** Sum over the block, every thread gets the result; `scratch` holds one value per warp. */
+template <class T>
+__device__ T block_sum_t(T v, T* scratch) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
   __syncthreads();
-  if (lane == 0) sh.dscratch[warp] = v;
+  if (lane == 0) scratch[warp] = v;
   __syncthreads();
-  v = lane < static_cast<int>(blockDim.x >> 5) ? sh.dscratch[lane] : 0.0;
+  v = lane < static_cast<int>(blockDim.x >> 5) ? scratch[lane] : T(0);
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
   return v;
 }
 
-__device__ int block_sum_i(int v, Shared& sh) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
-  __syncthreads();
-  if (lane == 0) sh.iscratch[warp] = v;
-  __syncthreads();
-  v = lane < static_cast<int>(blockDim.x >> 5) ? sh.iscratch[lane] : 0;
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
-  return v;
-}
+__device__ double block_sum_d(double v, Shared& sh) { return block_sum_t(v, sh.dscratch); }
+__device__ int block_sum_i(int v, Shared& sh) { return block_sum_t(v, sh.iscratch); }
 
 /** Argmax, ties to the lower index. */
 __device__ int block_argmax(const float* x, int V, Shared& sh) {
