@@ -53,8 +53,7 @@ export function expectedTensors(cfg: ModelConfig): Map<string, ExpectedTensor> {
       add(`${p}down_proj.bias`, [H]);
     }
   };
-  [...cfg.pattern].forEach((kind, i) => {
-    const p = `backbone.layers.${i}.`;
+  const block = (kind: string, p: string) => {
     const m = `${p}mixer.`;
     add(`${p}norm.weight`, [H]);
     if (kind === "M") {
@@ -100,7 +99,28 @@ export function expectedTensors(cfg: ModelConfig): Map<string, ExpectedTensor> {
         }
       }
     }
-  });
+  };
+  [...cfg.pattern].forEach((kind, i) => block(kind, `backbone.layers.${i}.`));
+  return out;
+}
+
+/**
+ * The MTP tensors of the released layout (kernels/dev/REFERENCE.md §10), for a config with
+ * num_nextn_predict_layers 1: `mtp.layers.{j}` per character of the MTP pattern, each a block
+ * like the main model's (`norm.weight`, `mixer.*`); the first also has `enorm`, `hnorm` and
+ * `eh_proj` [H, 2H], the last `final_layernorm`. Embeddings and lm_head are the main model's.
+ * Empty without MTP layers.
+ */
+export function expectedMtpTensors(cfg: ModelConfig): Map<string, ExpectedTensor> {
+  if (cfg.numNextnPredictLayers === 0 || cfg.mtpPattern === "") return new Map();
+  const all = expectedTensors({ ...cfg, pattern: cfg.mtpPattern });
+  const out = new Map<string, ExpectedTensor>();
+  const H = cfg.hiddenSize;
+  out.set("mtp.layers.0.enorm.weight", { shape: [H] });
+  out.set("mtp.layers.0.hnorm.weight", { shape: [H] });
+  out.set("mtp.layers.0.eh_proj.weight", { shape: [H, 2 * H] });
+  for (const [name, t] of all) if (name.startsWith("backbone.layers.")) out.set(name.replace(/^backbone\.layers\./, "mtp.layers."), t);
+  out.set(`mtp.layers.${cfg.mtpPattern.length - 1}.final_layernorm.weight`, { shape: [H] });
   return out;
 }
 

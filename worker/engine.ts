@@ -57,6 +57,21 @@ export interface EngineLoadOptions {
   readonly onProgress?: (line: string) => void;
   /** Expert parallelism; absent: a group of one holding every expert. */
   readonly group?: EngineGroupOptions;
+  /**
+   * Load the MTP layers for speculative decoding (kernels/dev/REFERENCE.md §10). True: required
+   * (an error if the checkpoint has none); "auto": when the checkpoint has them and the backend and
+   * group allow it; absent/false: off.
+   */
+  readonly mtp?: boolean | "auto";
+}
+
+/** Whether MTP can run: the checkpoint has one MTP layer, the backend is cpu and there is no group. */
+export function mtpSupport(config: ModelConfig, backend: "cpu" | "cuda", worldSize: number): { ok: true } | { ok: false; reason: string } {
+  if (config.numNextnPredictLayers === 0 || config.mtpPattern === "") return { ok: false, reason: "the checkpoint has no MTP layers (num_nextn_predict_layers is 0)" };
+  if (config.numNextnPredictLayers !== 1) return { ok: false, reason: `num_nextn_predict_layers ${config.numNextnPredictLayers} is not supported (1 is, the released layout)` };
+  if (backend !== "cpu") return { ok: false, reason: "MTP speculative decoding is not implemented on the cuda backend yet" };
+  if (worldSize > 1) return { ok: false, reason: "MTP speculative decoding with expert parallelism is not implemented yet" };
+  return { ok: true };
 }
 
 /** The native group options: the plan resolved to expert → ranks, and the experts this rank holds. */
@@ -88,6 +103,7 @@ export function nativeSpec(c: ModelConfig): NativeModelSpec {
     hiddenSize: c.hiddenSize,
     pattern: c.pattern,
     mtpPattern: c.mtpPattern,
+    numNextnPredictLayers: c.numNextnPredictLayers,
     normEps: c.normEps,
     tieWordEmbeddings: c.tieWordEmbeddings,
     mambaNumHeads: c.mambaNumHeads,
@@ -132,6 +148,8 @@ export class Engine {
     readonly config: ModelConfig,
     /** End-of-sequence ids (generation_config.json's list, else config.json's). */
     readonly eosTokenIds: readonly number[],
+    /** The MTP layers are loaded: steps may verify and propose drafts. */
+    readonly mtp: boolean = false,
   ) {}
 
   get info(): NativeEngineInfo {
@@ -168,6 +186,13 @@ export class Engine {
         throw new LatentMeshError("invalid_config", `this model needs ${(need / 2 ** 30).toFixed(1)} GiB of fp32 weights on the cpu backend; this machine has ${(totalmem() / 2 ** 30).toFixed(1)} GiB (use --backend cuda)`, "backend");
       }
     }
+    let mtp = false;
+    if (opts.mtp) {
+      const support = mtpSupport(config, opts.backend, group.worldSize);
+      if (support.ok) mtp = true;
+      else if (opts.mtp === true) throw new LatentMeshError("invalid_config", `speculative decoding: ${support.reason}`, "speculative-tokens");
+      else progress(`MTP speculation off: ${support.reason}`);
+    }
     const native = await addon.createEngine({
       spec: nativeSpec(config),
       group,
@@ -179,9 +204,10 @@ export class Engine {
       kvBlockSize: opts.kvBlockSize,
       numKvBlocks: opts.numKvBlocks,
       threads: opts.threads ?? availableParallelism(),
+      mtp,
     });
     progress(`engine ready: ${(native.info.numParameters / 1e6).toFixed(2)} M parameters on ${native.info.backend} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-    return new Engine(native, config, eosTokenIds);
+    return new Engine(native, config, eosTokenIds, mtp);
   }
 
   /** One forward step over a mixed batch. Rejects if a step is already running. */

@@ -12,6 +12,8 @@ export interface NativeModelSpec {
   pattern: string;
   /** MTP block pattern (may be empty). */
   mtpPattern: string;
+  /** MTP layers in the checkpoint (num_nextn_predict_layers); absent: 0. */
+  numNextnPredictLayers?: number;
   normEps: number;
   tieWordEmbeddings: boolean;
   // Mamba-2
@@ -90,6 +92,12 @@ export interface NativeEngineOptions {
   numKvBlocks: number;
   /** CPU threads for GEMMs (cpu backend). */
   threads: number;
+  /**
+   * Load the MTP layers (`mtp.*`) and run them every step so sequences can verify and propose
+   * drafts (numDrafts, draftTokens). Needs numNextnPredictLayers 1 and worldSize 1; the cuda
+   * backend refuses it for now. Absent: false.
+   */
+  mtp?: boolean;
 }
 
 export interface NativeSampling {
@@ -117,13 +125,31 @@ export interface NativeStepSequence {
   /** Return logits: "none", "last" (1 row), or "all" (one row per fed token). */
   logits: "none" | "last" | "all";
   sampling: NativeSampling;
+  /**
+   * MTP engines only: the last `numDrafts` of `tokens` are drafts to verify. The engine keeps the
+   * longest prefix equal to the target tokens (each drawn exactly as without speculation) plus one
+   * target token, and leaves Mamba state and KV as if only those had been fed. Needs sample. Absent: 0.
+   */
+  numDrafts?: number;
+  /**
+   * MTP engines only: drafts to propose for the next step (absent: 0). With attention in the MTP
+   * block the block table must cover draftTokens - 1 positions past position + tokens.length.
+   */
+  draftTokens?: number;
 }
 
 export interface NativeStepResult {
   /** One entry per sequence: the sampled token, or -1 where sample was false. */
   tokens: Int32Array;
-  /** Rows of vocabSize floats for the sequences that asked for logits, in order. */
+  /** Rows of vocabSize floats for the sequences that asked for logits, in order ("last": the last accepted position). */
   logits: Float32Array;
+  /**
+   * Per sequence: drafts accepted (0..numDrafts). The emitted tokens are those drafts followed by
+   * `tokens[i]`; the slot now holds position + tokens.length - numDrafts + numAccepted tokens.
+   */
+  numAccepted: Int32Array;
+  /** Each sequence's `draftTokens` new drafts, concatenated in batch order. */
+  drafts: Int32Array;
   /** Tokens fed by the whole expert-parallel group in this step (this batch's alone without a group); 0: the group is idle. */
   groupTokens: number;
 }

@@ -12,6 +12,7 @@ import { IncrementalDetokenizer } from "../../router/detokenizer.js";
 import { TextCodec } from "../../router/tokenizer.js";
 import { CLI_GROUP_FLAGS, freePort, groupOf, LocalRanks, LockstepStepper } from "./group.js";
 import { loadOneSequenceEngine } from "./one-sequence.js";
+import { OneSequenceDecoder, SPECULATIVE_TOKENS, speculationHeadroom } from "./speculate.js";
 
 export const generateCommand = defineCommand({
   name: "generate",
@@ -27,6 +28,7 @@ export const generateCommand = defineCommand({
     seed: flag(parse.int({ min: 0 }).default(0), "sampling seed: the same seed gives the same text", { placeholder: "S", env: null }),
     backend: flag(z.enum(["cpu", "cuda"]).default("cpu"), "compute backend", { placeholder: "NAME" }),
     loadFormat: flag(z.enum(["auto", "dummy"]).default("auto"), "auto: read the checkpoint; dummy: random weights of its config", { placeholder: "FORMAT" }),
+    speculativeTokens: flag(SPECULATIVE_TOKENS, "MTP drafts verified per step: K (0 = off) or auto (adaptive)", { placeholder: "K|auto", env: null }),
     ...CLI_GROUP_FLAGS,
   },
   async run(f, ctx) {
@@ -36,7 +38,9 @@ export const generateCommand = defineCommand({
     const text = f.chat ? codec.applyChatTemplate([{ role: "user", content: f.prompt }]) : f.prompt;
     const prompt = codec.encode(text, !f.chat);
     if (prompt.length === 0) throw invalid("the prompt encodes to no tokens", "prompt");
-    const total = prompt.length + f.maxTokens;
+    const spec = f.speculativeTokens;
+    const speculating = spec.mode === "auto" || spec.k > 0;
+    const total = prompt.length + f.maxTokens + (speculating ? speculationHeadroom(spec) : 0);
     if (f.rank !== undefined) throw invalid("generate runs rank 0 of its group; use --ranks N", "rank");
     if (f.ranks > 1 && f.backend !== "cpu") throw invalid("--ranks runs CPU processes on loopback; expert parallelism on cuda is not implemented yet", "backend");
     let local: LocalRanks | undefined;
@@ -50,7 +54,7 @@ export const generateCommand = defineCommand({
       ]);
     }
     const group = groupOf(f, leader);
-    const loading = loadOneSequenceEngine({ modelDir: dir, loadFormat: f.loadFormat, backend: f.backend, totalTokens: total, log, group });
+    const loading = loadOneSequenceEngine({ modelDir: dir, loadFormat: f.loadFormat, backend: f.backend, totalTokens: total, log, group, mtp: speculating });
     let loaded: Awaited<typeof loading>;
     try {
       loaded = await (local ? Promise.race([loading, local.failed]) : loading);
@@ -66,24 +70,39 @@ export const generateCommand = defineCommand({
       const sampling = { temperature: f.temperature, topK: f.topK, topP: f.topP, seed: f.seed };
       const detok = new IncrementalDetokenizer((ids) => codec.decode(ids));
       const eos = new Set(engine.eosTokenIds);
-      let tokens = Int32Array.from(prompt);
-      let position = 0;
+      const decoder = new OneSequenceDecoder(lockstep, blockTable, sampling, engine.config.vocabSize, spec);
       let produced = 0;
+      let ended = false;
+      const emit = (tokens: readonly number[]): void => {
+        for (const t of tokens) {
+          if (ended || produced >= f.maxTokens) return;
+          produced++;
+          if (eos.has(t)) {
+            ended = true;
+            return;
+          }
+          process.stdout.write(detok.push([t]));
+        }
+      };
       const started = Date.now();
-      while (produced < f.maxTokens && !ctx.signal.aborted) {
-        const r = await lockstep.step([{ slotId: 0, tokens, position, blockTable, sample: true, logits: "none", sampling }]);
-        position += tokens.length;
-        const next = r.tokens[0] ?? 0;
-        produced++;
-        if (eos.has(next)) break;
-        process.stdout.write(detok.push([next]));
-        tokens = Int32Array.of(next);
-      }
+      emit([(await decoder.prefill(prompt, "none")).token]);
+      while (!ended && produced < f.maxTokens && !ctx.signal.aborted) emit((await decoder.next(false)).emitted);
       process.stdout.write(`${detok.flush()}\n`);
       await lockstep.finish();
       await local?.wait();
       const secs = (Date.now() - started) / 1000;
-      log.info({ tokens: produced, seconds: Number(secs.toFixed(2)), tokensPerSecond: Number((produced / Math.max(secs, 1e-9)).toFixed(1)) }, "done");
+      const acc = decoder.policy.acceptance;
+      log.info(
+        {
+          tokens: produced,
+          seconds: Number(secs.toFixed(2)),
+          tokensPerSecond: Number((produced / Math.max(secs, 1e-9)).toFixed(1)),
+          decodeSteps: decoder.steps,
+          tokensPerStep: Number(decoder.tokensPerStep.toFixed(3)),
+          ...(speculating ? { draftTokens: acc.numDraftTokens, acceptedTokens: acc.numAcceptedTokens, acceptanceLength: Number(acc.acceptanceLength.toFixed(3)) } : {}),
+        },
+        "done",
+      );
     } catch (e) {
       local?.kill();
       throw e;

@@ -17,6 +17,8 @@ import { defineCommand, flag, parse } from "../../core/flags.js";
 import { createLogger } from "../../core/log.js";
 import { CLI_GROUP_FLAGS, freePort, groupOf, LocalRanks, LockstepStepper } from "./group.js";
 import { loadOneSequenceEngine } from "./one-sequence.js";
+import { OneSequenceDecoder, SPECULATIVE_TOKENS, speculationHeadroom } from "./speculate.js";
+import type { SpeculativeTokens } from "../../worker/speculation.js";
 
 const GREEDY = { temperature: 0, topK: 0, topP: 1, seed: 0 };
 
@@ -41,6 +43,7 @@ interface RankWork {
   readonly decode: number | undefined;
   readonly out: string | undefined;
   readonly group: EngineGroupOptions | undefined;
+  readonly speculative: SpeculativeTokens;
 }
 
 const PEER_PROMPTS = z
@@ -66,9 +69,12 @@ Expert parallel: latentmesh logits --ranks 4 --peer-prompt-ids '3,4;;8,9,10' --m
     ...CLI_GROUP_FLAGS,
     peerPromptIds: flag(PEER_PROMPTS.optional(), "with --ranks: prompts of ranks 1.. separated by ';' (empty: no sequence)", { placeholder: "IDS;IDS", env: null }),
     peerDecode: flag(parse.int({ min: 0, max: 100000 }).default(3), "with --peer-prompt-ids: greedy steps of each peer after its prompt", { placeholder: "N", env: null }),
+    speculativeTokens: flag(SPECULATIVE_TOKENS, "with --decode: MTP drafts verified per step, K (0 = off) or auto; the logits are the same, result.json reports tokens per step", { placeholder: "K|auto", env: null }),
   },
   async run(f) {
     if (f.feed && f.decode !== undefined) throw invalid("give --feed or --decode, not both", "feed");
+    const speculating = f.speculativeTokens.mode === "auto" || f.speculativeTokens.k > 0;
+    if (speculating && f.feed) throw invalid("--speculative-tokens applies to --decode (fed tokens are not drafted)", "speculative-tokens");
     const log = createLogger({ name: "logits", level: f.logLevel, format: f.logFormat });
     const member = f.rank !== undefined;
     if (!f.promptIds && !(member && (f.rank ?? 0) > 0)) throw invalid("--prompt-ids is required", "prompt-ids");
@@ -94,7 +100,7 @@ Expert parallel: latentmesh logits --ranks 4 --peer-prompt-ids '3,4;;8,9,10' --m
       });
       log.info({ ranks: f.ranks, leader }, "started the local expert-parallel group");
     }
-    const work: RankWork = { model, loadFormat: f.loadFormat, backend: f.backend, prompt: f.promptIds, feed: f.feed, decode: f.decode, out: f.out, group: groupOf(f, leader) };
+    const work: RankWork = { model, loadFormat: f.loadFormat, backend: f.backend, prompt: f.promptIds, feed: f.feed, decode: f.decode, out: f.out, group: groupOf(f, leader), speculative: f.speculativeTokens };
     try {
       await (local ? Promise.race([runRank(work, log), local.failed]) : runRank(work, log));
       await local?.wait();
@@ -108,8 +114,9 @@ Expert parallel: latentmesh logits --ranks 4 --peer-prompt-ids '3,4;;8,9,10' --m
 async function runRank(w: RankWork, log: Logger): Promise<void> {
   const prompt = w.prompt ?? [];
   const steps = w.prompt ? (w.feed?.length ?? w.decode ?? 0) : 0;
-  const total = Math.max(1, prompt.length + steps);
-  const { engine, blockTable } = await loadOneSequenceEngine({ modelDir: w.model, loadFormat: w.loadFormat, backend: w.backend, totalTokens: total, log, group: w.group });
+  const speculating = w.prompt !== undefined && w.decode !== undefined && (w.speculative.mode === "auto" || w.speculative.k > 0);
+  const total = Math.max(1, prompt.length + steps) + (speculating ? speculationHeadroom(w.speculative) : 0);
+  const { engine, blockTable } = await loadOneSequenceEngine({ modelDir: w.model, loadFormat: w.loadFormat, backend: w.backend, totalTokens: total, log, group: w.group, mtp: speculating });
   try {
     const lockstep = new LockstepStepper(engine, w.group !== undefined && w.group.worldSize > 1);
     const V = engine.config.vocabSize;
@@ -119,13 +126,37 @@ async function runRank(w: RankWork, log: Logger): Promise<void> {
       await lockstep.finish();
       return;
     }
-    const prefill = await lockstep.step([
-      { slotId: 0, tokens: Int32Array.from(prompt), position: 0, blockTable, sample: true, logits: "all", sampling: GREEDY },
-    ]);
     const decodeRows: Float32Array[] = [];
     const fed: number[] = [];
+    let prefill: { logits: Float32Array; tokens: ArrayLike<number> };
+    let speculative: Record<string, unknown> | undefined;
+    if (speculating) {
+      // greedy decode with drafts: each step keeps the rows after every kept fed token, so the
+      // rows (and generated ids) are those of the plain loop below
+      const decoder = new OneSequenceDecoder(lockstep, blockTable, GREEDY, V, w.speculative);
+      const first = await decoder.prefill(prompt, "all");
+      prefill = { logits: first.logits, tokens: [first.token] };
+      while (fed.length < steps) {
+        const r = await decoder.next(true);
+        fed.push(...r.kept);
+        decodeRows.push(...r.logits);
+      }
+      fed.length = steps;
+      decodeRows.length = steps;
+      const acc = decoder.policy.acceptance;
+      speculative = {
+        setting: w.speculative.mode === "auto" ? "auto" : w.speculative.k,
+        decode_steps: decoder.steps,
+        tokens_per_step: decoder.tokensPerStep,
+        draft_tokens: acc.numDraftTokens,
+        accepted_tokens: acc.numAcceptedTokens,
+        accepted_per_position: [...acc.acceptedPerPos].map((x) => x ?? 0),
+      };
+    } else {
+      prefill = await lockstep.step([{ slotId: 0, tokens: Int32Array.from(prompt), position: 0, blockTable, sample: true, logits: "all", sampling: GREEDY }]);
+    }
     let next = prefill.tokens[0] ?? 0;
-    for (let i = 0; i < steps; i++) {
+    for (let i = 0; i < (speculating ? 0 : steps); i++) {
       const tok = w.feed ? (w.feed[i] as number) : next;
       fed.push(tok);
       const r = await lockstep.step([
@@ -150,6 +181,7 @@ async function runRank(w: RankWork, log: Logger): Promise<void> {
       decode_shape: [steps, V],
       dtype: "float32",
       byte_order: "little",
+      ...(speculative ? { speculative } : {}),
     };
     writeFileSync(join(outDir, "result.json"), JSON.stringify(result, null, 2) + "\n");
     log.info({ out: outDir, prefillRows: prompt.length, decodeRows: steps }, "wrote logits");

@@ -18,6 +18,8 @@ export async function loadOneSequenceEngine(opts: {
   log: Logger;
   /** Expert-parallel group membership (absent: one process). */
   group?: EngineGroupOptions | undefined;
+  /** Load the MTP layers (speculative decoding); an error when the checkpoint cannot. */
+  mtp?: boolean;
 }): Promise<OneSequenceEngine> {
   const blocks = Math.ceil(opts.totalTokens / KV_BLOCK) + 1;
   const engine = await Engine.load({
@@ -29,6 +31,7 @@ export async function loadOneSequenceEngine(opts: {
     numKvBlocks: blocks,
     onProgress: (line) => opts.log.info(line),
     ...(opts.group ? { group: opts.group } : {}),
+    ...(opts.mtp ? { mtp: true } : {}),
   });
   return { engine, blockTable: Int32Array.from({ length: blocks }, (_, i) => i) };
 }

@@ -15,6 +15,7 @@
 #include "cpu/ops.h"
 #include "engine/expert-parallel.h"
 #include "engine/sampler.h"
+#include "engine/speculation.h"
 #include "engine/validate.h"
 #include "engine/weights.h"
 
@@ -52,6 +53,11 @@ struct Layer {
   MlpLayer mlp;
   MoeLayer moe;
 };
+/** The MTP head: u = eh_proj([enorm(embed(next token)) ; hnorm(hidden)]), its blocks, final_layernorm; lm_head shared. */
+struct MtpHead {
+  const float *enorm = nullptr, *hnorm = nullptr, *eh_proj = nullptr, *final_norm = nullptr;
+  std::vector<Layer> blocks;
+};
 
 class CpuEngine final : public Engine {
  public:
@@ -68,7 +74,7 @@ class CpuEngine final : public Engine {
     i.backend = "cpu";
     i.max_slots = opts_.max_slots;
     i.kv_block_size = opts_.kv_block_size;
-    i.num_kv_blocks = n_attn_ > 0 ? opts_.num_kv_blocks : 0;
+    i.num_kv_blocks = n_attn_ + n_mtp_attn_ > 0 ? opts_.num_kv_blocks : 0;
     i.num_parameters = store_.num_parameters();
     i.state_bytes_per_slot = static_cast<uint64_t>(n_mamba_) * (conv_state_size() + ssm_state_size()) * sizeof(float);
     return i;
@@ -106,7 +112,17 @@ class CpuEngine final : public Engine {
   ExpertParallel ep_;
   std::vector<Layer> layers_;
   const float *embed_ = nullptr, *norm_f_ = nullptr, *lm_head_ = nullptr;
-  int n_mamba_ = 0, n_attn_ = 0, n_moe_ = 0;
+  int n_mamba_ = 0, n_attn_ = 0, n_moe_ = 0, n_mtp_attn_ = 0;
+  MtpHead mtp_;
+  // Per slot, the main model's last accepted position whose hidden state (after norm_f) the MTP
+  // head has seen: its position (-1: none), the hidden and the next token its MTP row was computed
+  // with (-1: not yet, the next step's first token completes it).
+  std::vector<int64_t> mtp_pos_;
+  std::vector<float> mtp_hidden_;  // (slots, hidden)
+  std::vector<int32_t> mtp_token_;
+  // Per sequence of the running step with drafts: the Mamba state after each verified position,
+  // (mamba layers, num_drafts + 1, conv + SSM), to roll back rejected drafts.
+  std::vector<std::vector<float>> verify_states_;
   std::vector<float> conv_state_;  // (mamba layers, slots, K-1, conv_dim)
   std::vector<float> ssm_state_;   // (mamba layers, slots, heads, head_dim, state)
   std::vector<float> k_cache_, v_cache_;  // (attention layers, blocks, block_size, kv heads, head_dim)
@@ -122,95 +138,123 @@ class CpuEngine final : public Engine {
             store_.get(p + "down_proj.weight", {in, inter}), spec_.mlp_bias ? store_.get(p + "down_proj.bias", {in}, Init::Bias) : nullptr};
   }
 
+  /** One block's weights under prefix `p` ("backbone.layers.{i}." or "mtp.layers.{j}."). */
+  Layer load_block(BlockKind kind, const std::string& p, bool in_mtp) {
+    const int64_t H = spec_.hidden_size;
+    const std::string m = p + "mixer.";
+    Layer L{};
+    L.kind = kind;
+    L.norm = store_.get(p + "norm.weight", {H}, Init::Norm);
+    switch (L.kind) {
+      case BlockKind::Mamba: {
+        const int64_t I = spec_.mamba_inner(), CD = spec_.conv_dim(), nh = spec_.mamba_num_heads, K = spec_.conv_kernel;
+        const int64_t proj = I + CD + nh;
+        auto& M = L.mamba;
+        M.in_proj = store_.get(m + "in_proj.weight", {proj, H});
+        M.in_proj_b = spec_.mamba_proj_bias ? store_.get(m + "in_proj.bias", {proj}, Init::Bias) : nullptr;
+        M.conv_w = store_.get(m + "conv1d.weight", {CD, 1, K});
+        M.conv_b = spec_.use_conv_bias ? store_.get(m + "conv1d.bias", {CD}, Init::Bias) : nullptr;
+        M.dt_bias = store_.get(m + "dt_bias", {nh}, Init::DtBias);
+        const float* a_log = store_.get(m + "A_log", {nh}, Init::ALog);
+        M.A.resize(static_cast<size_t>(nh));
+        for (int64_t h = 0; h < nh; ++h) M.A[h] = -std::exp(a_log[h]);
+        M.D = store_.get(m + "D", {nh}, Init::Ones);
+        M.norm = store_.get(m + "norm.weight", {I}, Init::Norm);
+        M.out_proj = store_.get(m + "out_proj.weight", {H, I});
+        M.out_proj_b = spec_.mamba_proj_bias ? store_.get(m + "out_proj.bias", {H}, Init::Bias) : nullptr;
+        M.index = n_mamba_++;
+        break;
+      }
+      case BlockKind::Attention: {
+        const int64_t qd = static_cast<int64_t>(spec_.num_attention_heads) * spec_.head_dim;
+        const int64_t kvd = static_cast<int64_t>(spec_.num_key_value_heads) * spec_.head_dim;
+        auto& A = L.attn;
+        const bool b = spec_.attention_bias;
+        A.q = store_.get(m + "q_proj.weight", {qd, H});
+        A.k = store_.get(m + "k_proj.weight", {kvd, H});
+        A.v = store_.get(m + "v_proj.weight", {kvd, H});
+        A.o = store_.get(m + "o_proj.weight", {H, qd});
+        A.qb = b ? store_.get(m + "q_proj.bias", {qd}, Init::Bias) : nullptr;
+        A.kb = b ? store_.get(m + "k_proj.bias", {kvd}, Init::Bias) : nullptr;
+        A.vb = b ? store_.get(m + "v_proj.bias", {kvd}, Init::Bias) : nullptr;
+        A.ob = b ? store_.get(m + "o_proj.bias", {H}, Init::Bias) : nullptr;
+        // MTP attention layers get KV pools after the main model's (allocate_state)
+        A.index = in_mtp ? -1 - n_mtp_attn_++ : n_attn_++;
+        break;
+      }
+      case BlockKind::MLP:
+        L.mlp = load_mlp(m, H, spec_.intermediate_size);
+        break;
+      case BlockKind::MoE: {
+        auto& E = L.moe;
+        const int64_t nE = spec_.n_routed_experts, Din = spec_.moe_input_size(), inter = spec_.moe_intermediate_size;
+        E.gate = store_.get(m + "gate.weight", {nE, H});
+        E.correction_bias = store_.get(m + "gate.e_score_correction_bias", {nE}, Init::Bias);
+        if (spec_.moe_latent_size > 0) {
+          const int64_t Lt = spec_.moe_latent_size;
+          E.fc1 = store_.get(m + "fc1_latent_proj.weight", {Lt, H});
+          E.fc1_b = spec_.mlp_bias ? store_.get(m + "fc1_latent_proj.bias", {Lt}, Init::Bias) : nullptr;
+          E.fc2 = store_.get(m + "fc2_latent_proj.weight", {H, Lt});
+          E.fc2_b = spec_.mlp_bias ? store_.get(m + "fc2_latent_proj.bias", {H}, Init::Bias) : nullptr;
+        }
+        for (int64_t e = 0; e < nE; ++e) {
+          const std::string ep = m + "experts." + std::to_string(e) + ".";
+          const bool held = in_mtp || ep_.holds(static_cast<int>(e));
+          E.up.push_back(held ? store_.get(ep + "up_proj.weight", {inter, Din}) : nullptr);
+          E.down.push_back(held ? store_.get(ep + "down_proj.weight", {Din, inter}) : nullptr);
+        }
+        E.index = in_mtp ? -1 : n_moe_++;  // -1: routed locally, outside the group's dispatch and counters
+        E.shared = load_mlp(m + "shared_experts.", H, spec_.moe_shared_expert_intermediate_size);
+        break;
+      }
+    }
+    return L;
+  }
+
   void load() {
     const int64_t H = spec_.hidden_size, V = spec_.vocab_size;
     embed_ = store_.get("backbone.embeddings.weight", {V, H}, Init::Embedding);
-    for (size_t i = 0; i < spec_.pattern.size(); ++i) {
-      const std::string p = "backbone.layers." + std::to_string(i) + ".";
-      const std::string m = p + "mixer.";
-      Layer L{};
-      L.kind = static_cast<BlockKind>(spec_.pattern[i]);
-      L.norm = store_.get(p + "norm.weight", {H}, Init::Norm);
-      switch (L.kind) {
-        case BlockKind::Mamba: {
-          const int64_t I = spec_.mamba_inner(), CD = spec_.conv_dim(), nh = spec_.mamba_num_heads, K = spec_.conv_kernel;
-          const int64_t proj = I + CD + nh;
-          auto& M = L.mamba;
-          M.in_proj = store_.get(m + "in_proj.weight", {proj, H});
-          M.in_proj_b = spec_.mamba_proj_bias ? store_.get(m + "in_proj.bias", {proj}, Init::Bias) : nullptr;
-          M.conv_w = store_.get(m + "conv1d.weight", {CD, 1, K});
-          M.conv_b = spec_.use_conv_bias ? store_.get(m + "conv1d.bias", {CD}, Init::Bias) : nullptr;
-          M.dt_bias = store_.get(m + "dt_bias", {nh}, Init::DtBias);
-          const float* a_log = store_.get(m + "A_log", {nh}, Init::ALog);
-          M.A.resize(static_cast<size_t>(nh));
-          for (int64_t h = 0; h < nh; ++h) M.A[h] = -std::exp(a_log[h]);
-          M.D = store_.get(m + "D", {nh}, Init::Ones);
-          M.norm = store_.get(m + "norm.weight", {I}, Init::Norm);
-          M.out_proj = store_.get(m + "out_proj.weight", {H, I});
-          M.out_proj_b = spec_.mamba_proj_bias ? store_.get(m + "out_proj.bias", {H}, Init::Bias) : nullptr;
-          M.index = n_mamba_++;
-          break;
-        }
-        case BlockKind::Attention: {
-          const int64_t qd = static_cast<int64_t>(spec_.num_attention_heads) * spec_.head_dim;
-          const int64_t kvd = static_cast<int64_t>(spec_.num_key_value_heads) * spec_.head_dim;
-          auto& A = L.attn;
-          const bool b = spec_.attention_bias;
-          A.q = store_.get(m + "q_proj.weight", {qd, H});
-          A.k = store_.get(m + "k_proj.weight", {kvd, H});
-          A.v = store_.get(m + "v_proj.weight", {kvd, H});
-          A.o = store_.get(m + "o_proj.weight", {H, qd});
-          A.qb = b ? store_.get(m + "q_proj.bias", {qd}, Init::Bias) : nullptr;
-          A.kb = b ? store_.get(m + "k_proj.bias", {kvd}, Init::Bias) : nullptr;
-          A.vb = b ? store_.get(m + "v_proj.bias", {kvd}, Init::Bias) : nullptr;
-          A.ob = b ? store_.get(m + "o_proj.bias", {H}, Init::Bias) : nullptr;
-          A.index = n_attn_++;
-          break;
-        }
-        case BlockKind::MLP:
-          L.mlp = load_mlp(m, H, spec_.intermediate_size);
-          break;
-        case BlockKind::MoE: {
-          auto& E = L.moe;
-          const int64_t nE = spec_.n_routed_experts, Din = spec_.moe_input_size(), inter = spec_.moe_intermediate_size;
-          E.gate = store_.get(m + "gate.weight", {nE, H});
-          E.correction_bias = store_.get(m + "gate.e_score_correction_bias", {nE}, Init::Bias);
-          if (spec_.moe_latent_size > 0) {
-            const int64_t Lt = spec_.moe_latent_size;
-            E.fc1 = store_.get(m + "fc1_latent_proj.weight", {Lt, H});
-            E.fc1_b = spec_.mlp_bias ? store_.get(m + "fc1_latent_proj.bias", {Lt}, Init::Bias) : nullptr;
-            E.fc2 = store_.get(m + "fc2_latent_proj.weight", {H, Lt});
-            E.fc2_b = spec_.mlp_bias ? store_.get(m + "fc2_latent_proj.bias", {H}, Init::Bias) : nullptr;
-          }
-          for (int64_t e = 0; e < nE; ++e) {
-            const std::string ep = m + "experts." + std::to_string(e) + ".";
-            const bool held = ep_.holds(static_cast<int>(e));
-            E.up.push_back(held ? store_.get(ep + "up_proj.weight", {inter, Din}) : nullptr);
-            E.down.push_back(held ? store_.get(ep + "down_proj.weight", {Din, inter}) : nullptr);
-          }
-          E.index = n_moe_++;
-          E.shared = load_mlp(m + "shared_experts.", H, spec_.moe_shared_expert_intermediate_size);
-          break;
-        }
-      }
-      layers_.push_back(std::move(L));
-    }
+    for (size_t i = 0; i < spec_.pattern.size(); ++i)
+      layers_.push_back(load_block(static_cast<BlockKind>(spec_.pattern[i]), "backbone.layers." + std::to_string(i) + ".", false));
     norm_f_ = store_.get("backbone.norm_f.weight", {H}, Init::Norm);
     if (store_.has("lm_head.weight") || !spec_.tie_word_embeddings) lm_head_ = store_.get("lm_head.weight", {V, H});
     else lm_head_ = embed_;
+    if (opts_.mtp) load_mtp();
+  }
+
+  /** The released layout (kernels/dev/REFERENCE.md §10): mtp.layers.{j} for each char of the MTP pattern. */
+  void load_mtp() {
+    const int64_t H = spec_.hidden_size;
+    const std::string first = "mtp.layers.0.", last = "mtp.layers." + std::to_string(spec_.mtp_pattern.size() - 1) + ".";
+    mtp_.enorm = store_.get(first + "enorm.weight", {H}, Init::Norm);
+    mtp_.hnorm = store_.get(first + "hnorm.weight", {H}, Init::Norm);
+    mtp_.eh_proj = store_.get(first + "eh_proj.weight", {H, 2 * H});
+    for (size_t j = 0; j < spec_.mtp_pattern.size(); ++j)
+      mtp_.blocks.push_back(load_block(static_cast<BlockKind>(spec_.mtp_pattern[j]), "mtp.layers." + std::to_string(j) + ".", true));
+    mtp_.final_norm = store_.get(last + "final_layernorm.weight", {H}, Init::Norm);
+    for (Layer& L : mtp_.blocks)
+      if (L.kind == BlockKind::Attention) L.attn.index = n_attn_ + (-1 - L.attn.index);
   }
 
   void allocate_state() {
     conv_state_.assign(static_cast<size_t>(n_mamba_) * opts_.max_slots * conv_state_size(), 0.f);
     ssm_state_.assign(static_cast<size_t>(n_mamba_) * opts_.max_slots * ssm_state_size(), 0.f);
-    k_cache_.assign(static_cast<size_t>(n_attn_) * kv_layer_size(), 0.f);
-    v_cache_.assign(static_cast<size_t>(n_attn_) * kv_layer_size(), 0.f);
+    k_cache_.assign(static_cast<size_t>(n_attn_ + n_mtp_attn_) * kv_layer_size(), 0.f);
+    v_cache_.assign(static_cast<size_t>(n_attn_ + n_mtp_attn_) * kv_layer_size(), 0.f);
+    mtp_pos_.assign(static_cast<size_t>(opts_.max_slots), -1);
+    mtp_token_.assign(static_cast<size_t>(opts_.max_slots), -1);
+    if (opts_.mtp) mtp_hidden_.assign(static_cast<size_t>(opts_.max_slots) * spec_.hidden_size, 0.f);
   }
 
   void mamba(const Layer& L, const std::vector<StepSeq>& batch, const std::vector<int64_t>& row0, const float* u, int64_t R, float* h);
   void attention(const Layer& L, const std::vector<StepSeq>& batch, const std::vector<int64_t>& row0, const float* u, int64_t R, float* h);
   void mlp(const MlpLayer& W, int64_t in, int64_t inter, const float* u, int64_t R, float* out);
   void moe(const Layer& L, const float* u, int64_t R, float* h);
+  void block(const Layer& L, const std::vector<StepSeq>& batch, const std::vector<int64_t>& row0, float* u, int64_t R, float* h);
+  /** The MTP head over rows (next token, hidden); `batch` gives each sequence's rows, KV positions and blocks. out (R, H). */
+  void mtp_forward(const std::vector<StepSeq>& batch, const std::vector<int64_t>& row0, const float* hidden, int64_t R, float* out);
+  void mtp_step(const std::vector<StepSeq>& batch, const std::vector<int64_t>& row0, const float* hn, const std::vector<int64_t>& last, StepOutput& out);
+  std::vector<int32_t> greedy(const float* x, int64_t rows);
   StepOutput forward(const std::vector<StepSeq>& batch);
 };
 
@@ -227,13 +271,33 @@ void CpuEngine::mamba(const Layer& L, const std::vector<StepSeq>& batch, const s
   for (size_t i = 0; i < batch.size(); ++i) {
     const int64_t T = static_cast<int64_t>(batch[i].tokens.size()), r0 = row0[i];
     std::vector<float> xbc(static_cast<size_t>(T * CD)), dt(static_cast<size_t>(T * nh));
-    cpu::causal_conv1d_silu(zxbcdt.data() + r0 * proj + I, proj, T, CD, K, conv_w.data(), M.conv_b, conv_state(M.index, batch[i].slot), xbc.data());
     for (int64_t t = 0; t < T; ++t)
       for (int64_t hh = 0; hh < nh; ++hh) {
         float d = cpu::softplus(zxbcdt[(r0 + t) * proj + I + CD + hh] + M.dt_bias[hh]);
         dt[t * nh + hh] = std::min(std::max(d, spec_.time_step_min), spec_.time_step_max);
       }
-    cpu::SsmArgs a{T, nh, P, G, N, xbc.data(), CD, xbc.data() + I, xbc.data() + I + G * N, CD, dt.data(), M.A.data(), M.D, ssm_state(M.index, batch[i].slot), y.data() + r0 * I};
+    float* conv = conv_state(M.index, batch[i].slot);
+    float* ssm = ssm_state(M.index, batch[i].slot);
+    if (const int k = batch[i].num_drafts; k > 0) {
+      // Verifying drafts: token by token (the decode recurrence, so every kept position computes
+      // exactly what a non-speculative decode step would), keeping the state after each of the
+      // last k+1 positions; forward() restores the one after the last accepted token.
+      float* keep = verify_states_[i].data() + static_cast<int64_t>(M.index) * (k + 1) * (conv_state_size() + ssm_state_size());
+      for (int64_t t = 0; t < T; ++t) {
+        float* x = xbc.data() + t * CD;
+        cpu::causal_conv1d_silu(zxbcdt.data() + (r0 + t) * proj + I, proj, 1, CD, K, conv_w.data(), M.conv_b, conv, x);
+        cpu::SsmArgs a{1, nh, P, G, N, x, CD, x + I, x + I + G * N, CD, dt.data() + t * nh, M.A.data(), M.D, ssm, y.data() + (r0 + t) * I};
+        cpu::ssm_recurrent_scan(a);
+        if (const int64_t j = t - (T - 1 - k); j >= 0) {
+          float* dst = keep + j * (conv_state_size() + ssm_state_size());
+          std::copy_n(conv, conv_state_size(), dst);
+          std::copy_n(ssm, ssm_state_size(), dst + conv_state_size());
+        }
+      }
+      continue;
+    }
+    cpu::causal_conv1d_silu(zxbcdt.data() + r0 * proj + I, proj, T, CD, K, conv_w.data(), M.conv_b, conv, xbc.data());
+    cpu::SsmArgs a{T, nh, P, G, N, xbc.data(), CD, xbc.data() + I, xbc.data() + I + G * N, CD, dt.data(), M.A.data(), M.D, ssm, y.data() + r0 * I};
     if (T == 1) cpu::ssm_recurrent_scan(a);
     else cpu::ssd_chunked_scan(a, spec_.chunk_size);
   }
@@ -302,7 +366,35 @@ void CpuEngine::moe(const Layer& L, const float* u, int64_t R, float* h) {
     for (float& a : act) a = cpu::relu2(a);
     cpu::gemm_xwt(pool_, act.data(), m, inter, E.down[e], Din, y);
   };
-  ep_.dispatch_combine(E.index, v, R, chosen.data(), weight.data(), run_expert, routed.data());
+  if (E.index >= 0) {
+    ep_.dispatch_combine(E.index, v, R, chosen.data(), weight.data(), run_expert, routed.data());
+  } else {
+    // the MTP block's MoE: every expert local; each expert once over its rows, summed per row in
+    // ascending expert order (the order dispatch_combine uses)
+    std::vector<float> pair_out(static_cast<size_t>(R * k * Din)), x, y;
+    std::vector<int64_t> pairs;
+    for (int e = 0; e < nE; ++e) {
+      pairs.clear();
+      for (int64_t p = 0; p < R * k; ++p)
+        if (chosen[p] == e) pairs.push_back(p);
+      if (pairs.empty()) continue;
+      const int64_t m = static_cast<int64_t>(pairs.size());
+      x.resize(static_cast<size_t>(m * Din));
+      y.resize(static_cast<size_t>(m * Din));
+      for (int64_t j = 0; j < m; ++j) std::copy_n(v + (pairs[j] / k) * Din, Din, x.begin() + j * Din);
+      run_expert(e, x.data(), m, y.data());
+      for (int64_t j = 0; j < m; ++j) std::copy_n(y.begin() + j * Din, Din, pair_out.begin() + pairs[j] * Din);
+    }
+    std::vector<int64_t> order(static_cast<size_t>(k));
+    for (int64_t r = 0; r < R; ++r) {
+      std::iota(order.begin(), order.end(), r * k);
+      std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return chosen[a] < chosen[b]; });
+      float* dst = routed.data() + r * Din;
+      std::fill_n(dst, Din, 0.f);
+      for (int64_t p : order)
+        for (int64_t d = 0; d < Din; ++d) dst[d] += weight[p] * pair_out[p * Din + d];
+    }
+  }
   std::vector<float> out(static_cast<size_t>(R * H));
   if (spec_.moe_latent_size > 0) cpu::gemm_xwt(pool_, routed.data(), R, Din, E.fc2, H, out.data(), E.fc2_b);
   else out.swap(routed);
@@ -311,11 +403,29 @@ void CpuEngine::moe(const Layer& L, const float* u, int64_t R, float* h) {
   for (int64_t i = 0; i < R * H; ++i) h[i] += out[i] + shared[i];
 }
 
+void CpuEngine::block(const Layer& L, const std::vector<StepSeq>& batch, const std::vector<int64_t>& row0, float* u, int64_t R, float* h) {
+  const int64_t H = spec_.hidden_size;
+  cpu::rmsnorm(h, L.norm, R, H, spec_.norm_eps, u);
+  switch (L.kind) {
+    case BlockKind::Mamba: mamba(L, batch, row0, u, R, h); break;
+    case BlockKind::Attention: attention(L, batch, row0, u, R, h); break;
+    case BlockKind::MoE: moe(L, u, R, h); break;
+    case BlockKind::MLP: {
+      std::vector<float> o(static_cast<size_t>(R * H));
+      mlp(L.mlp, H, spec_.intermediate_size, u, R, o.data());
+      for (int64_t i = 0; i < R * H; ++i) h[i] += o[i];
+      break;
+    }
+  }
+}
+
 StepOutput CpuEngine::forward(const std::vector<StepSeq>& batch) {
-  validate_batch(spec_, opts_, n_attn_ > 0, batch);
+  validate_batch(spec_, opts_, n_attn_ + n_mtp_attn_ > 0, batch);
   const int64_t H = spec_.hidden_size, V = spec_.vocab_size;
+  const int64_t state_size = conv_state_size() + ssm_state_size();
   std::vector<int64_t> row0(batch.size());
   int64_t R = 0;
+  verify_states_.assign(batch.size(), {});
   for (size_t i = 0; i < batch.size(); ++i) {
     row0[i] = R;
     R += static_cast<int64_t>(batch[i].tokens.size());
@@ -324,53 +434,177 @@ StepOutput CpuEngine::forward(const std::vector<StepSeq>& batch) {
         std::fill_n(conv_state(l, batch[i].slot), conv_state_size(), 0.f);
         std::fill_n(ssm_state(l, batch[i].slot), ssm_state_size(), 0.f);
       }
+      if (opts_.mtp) mtp_pos_[batch[i].slot] = -1;
     }
+    if (batch[i].num_drafts > 0) verify_states_[i].resize(static_cast<size_t>(n_mamba_ * (batch[i].num_drafts + 1) * state_size));
   }
   StepOutput out;
   out.tokens.assign(batch.size(), -1);
+  out.num_accepted.assign(batch.size(), 0);
   out.group_tokens = ep_.begin_step(R);
   if (out.group_tokens == 0) return out;  // the whole group is idle (a rank with R == 0 still runs the MoE collectives)
   std::vector<float> h(static_cast<size_t>(R * H)), u(static_cast<size_t>(R * H));
   for (size_t i = 0; i < batch.size(); ++i)
     for (size_t t = 0; t < batch[i].tokens.size(); ++t)
       std::copy(embed_ + batch[i].tokens[t] * H, embed_ + (batch[i].tokens[t] + 1) * H, h.begin() + (row0[i] + static_cast<int64_t>(t)) * H);
-  for (const Layer& L : layers_) {
-    cpu::rmsnorm(h.data(), L.norm, R, H, spec_.norm_eps, u.data());
-    switch (L.kind) {
-      case BlockKind::Mamba: mamba(L, batch, row0, u.data(), R, h.data()); break;
-      case BlockKind::Attention: attention(L, batch, row0, u.data(), R, h.data()); break;
-      case BlockKind::MoE: moe(L, u.data(), R, h.data()); break;
-      case BlockKind::MLP: {
-        std::vector<float> o(static_cast<size_t>(R * H));
-        mlp(L.mlp, H, spec_.intermediate_size, u.data(), R, o.data());
-        for (int64_t i = 0; i < R * H; ++i) h[i] += o[i];
-        break;
-      }
+  for (const Layer& L : layers_) block(L, batch, row0, u.data(), R, h.data());
+
+  // Rows whose logits are needed, per sequence a block [lo, T): every row when asked for all, the
+  // k+1 verified positions with k drafts, else the last row of a sampling sequence.
+  std::vector<int64_t> lo(batch.size(), -1), first_row(batch.size(), 0), rows;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const StepSeq& s = batch[i];
+    const int64_t T = static_cast<int64_t>(s.tokens.size());
+    if (s.logits == LogitsMode::All) lo[i] = 0;
+    else if (s.num_drafts > 0) lo[i] = T - 1 - s.num_drafts;
+    else if (s.sample || s.logits == LogitsMode::Last) lo[i] = T - 1;
+    first_row[i] = static_cast<int64_t>(rows.size());
+    if (lo[i] >= 0)
+      for (int64_t t = lo[i]; t < T; ++t) rows.push_back(row0[i] + t);
+  }
+  // Hidden states after norm_f: the selected rows, or every row when the MTP head reads them.
+  const int64_t NL = static_cast<int64_t>(rows.size());
+  std::vector<float> hn(static_cast<size_t>((opts_.mtp ? R : NL) * H)), sel, logits(static_cast<size_t>(NL * V));
+  if (opts_.mtp) {
+    cpu::rmsnorm(h.data(), norm_f_, R, H, spec_.norm_eps, hn.data());
+    sel.resize(static_cast<size_t>(NL * H));
+    for (int64_t j = 0; j < NL; ++j) std::copy_n(hn.begin() + rows[j] * H, H, sel.begin() + j * H);
+  } else {
+    for (int64_t j = 0; j < NL; ++j) cpu::rmsnorm(h.data() + rows[j] * H, norm_f_, 1, H, spec_.norm_eps, hn.data() + j * H);
+  }
+  cpu::gemm_xwt(pool_, opts_.mtp ? sel.data() : hn.data(), NL, H, lm_head_, V, logits.data());
+
+  std::vector<int64_t> last(batch.size());  // the last accepted row of each sequence
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const StepSeq& s = batch[i];
+    const int64_t T = static_cast<int64_t>(s.tokens.size());
+    const int k = s.num_drafts;
+    last[i] = T - 1;
+    if (s.sample) {
+      const float* L0 = logits.data() + (first_row[i] + (T - 1 - k - lo[i])) * V;  // the row before the first draft
+      const Verdict v = verify_drafts(L0, static_cast<int>(V), s.sampling, s.position + T - k, s.tokens.data() + (T - k), k);
+      out.tokens[i] = v.token;
+      out.num_accepted[i] = v.accepted;
+      last[i] = T - 1 - k + v.accepted;
+      if (v.accepted < k)  // roll the Mamba state back to the last accepted token; later KV is never read
+        for (int l = 0; l < n_mamba_; ++l) {
+          const float* src = verify_states_[i].data() + (static_cast<int64_t>(l) * (k + 1) + v.accepted) * state_size;
+          std::copy_n(src, conv_state_size(), conv_state(l, s.slot));
+          std::copy_n(src + conv_state_size(), ssm_state_size(), ssm_state(l, s.slot));
+        }
+    }
+    if (s.logits == LogitsMode::All) out.logits.insert(out.logits.end(), logits.begin() + first_row[i] * V, logits.begin() + (first_row[i] + T) * V);
+    else if (s.logits == LogitsMode::Last) {
+      const int64_t j = first_row[i] + (last[i] - lo[i]);
+      out.logits.insert(out.logits.end(), logits.begin() + j * V, logits.begin() + (j + 1) * V);
     }
   }
-  // Rows whose logits are needed: the last of each sampling sequence, or all rows when asked.
-  std::vector<int64_t> rows;
-  std::vector<int64_t> sample_row(batch.size(), -1);
-  for (size_t i = 0; i < batch.size(); ++i) {
-    const int64_t T = static_cast<int64_t>(batch[i].tokens.size());
-    if (batch[i].logits == LogitsMode::All)
-      for (int64_t t = 0; t < T; ++t) rows.push_back(row0[i] + t);
-    else if (batch[i].sample || batch[i].logits == LogitsMode::Last) rows.push_back(row0[i] + T - 1);
-    if (batch[i].sample) sample_row[i] = static_cast<int64_t>(rows.size()) - 1;
-  }
-  const int64_t NL = static_cast<int64_t>(rows.size());
-  std::vector<float> hn(static_cast<size_t>(NL * H)), logits(static_cast<size_t>(NL * V));
-  for (int64_t j = 0; j < NL; ++j) cpu::rmsnorm(h.data() + rows[j] * H, norm_f_, 1, H, spec_.norm_eps, hn.data() + j * H);
-  cpu::gemm_xwt(pool_, hn.data(), NL, H, lm_head_, V, logits.data());
-  int64_t j = 0;
-  for (size_t i = 0; i < batch.size(); ++i) {
-    const int64_t T = static_cast<int64_t>(batch[i].tokens.size());
-    const int64_t n = batch[i].logits == LogitsMode::All ? T : (batch[i].sample || batch[i].logits == LogitsMode::Last ? 1 : 0);
-    if (batch[i].sample) out.tokens[i] = sample_token(logits.data() + sample_row[i] * V, static_cast<int>(V), batch[i].sampling, batch[i].position + T);
-    if (batch[i].logits != LogitsMode::None) out.logits.insert(out.logits.end(), logits.begin() + j * V, logits.begin() + (j + n) * V);
-    j += n;
-  }
+  if (opts_.mtp) mtp_step(batch, row0, hn.data(), last, out);
   return out;
+}
+
+std::vector<int32_t> CpuEngine::greedy(const float* x, int64_t n) {
+  const int64_t H = spec_.hidden_size, V = spec_.vocab_size;
+  std::vector<float> logits(static_cast<size_t>(n * V));
+  cpu::gemm_xwt(pool_, x, n, H, lm_head_, V, logits.data());
+  std::vector<int32_t> out(static_cast<size_t>(n));
+  for (int64_t r = 0; r < n; ++r) out[r] = sample_token(logits.data() + r * V, static_cast<int>(V), Sampling{}, 0);
+  return out;
+}
+
+void CpuEngine::mtp_forward(const std::vector<StepSeq>& batch, const std::vector<int64_t>& row0, const float* hidden, int64_t R, float* out) {
+  const int64_t H = spec_.hidden_size;
+  std::vector<float> cat(static_cast<size_t>(R * 2 * H)), x(static_cast<size_t>(R * H)), u(static_cast<size_t>(R * H));
+  for (size_t i = 0; i < batch.size(); ++i)
+    for (size_t t = 0; t < batch[i].tokens.size(); ++t) {
+      const int64_t r = row0[i] + static_cast<int64_t>(t);
+      cpu::rmsnorm(embed_ + static_cast<int64_t>(batch[i].tokens[t]) * H, mtp_.enorm, 1, H, spec_.norm_eps, cat.data() + r * 2 * H);  // embedding half first
+      cpu::rmsnorm(hidden + r * H, mtp_.hnorm, 1, H, spec_.norm_eps, cat.data() + r * 2 * H + H);
+    }
+  cpu::gemm_xwt(pool_, cat.data(), R, 2 * H, mtp_.eh_proj, H, x.data());
+  for (const Layer& L : mtp_.blocks) block(L, batch, row0, u.data(), R, x.data());
+  cpu::rmsnorm(x.data(), mtp_.final_norm, R, H, spec_.norm_eps, out);
+}
+
+// The MTP head reads (hidden h_j after norm_f, token j+1) for every accepted position j of every
+// sequence, so its attention KV covers the whole context; the row of the last accepted position
+// pairs with the token sampled now and yields the first draft, and each further draft feeds the
+// head its own output with the previous draft (KV at the following positions, overwritten by the
+// true rows in the next step). A position whose next token is not known yet (the end of a prefill
+// chunk) is kept per slot and completed by the next step's first token.
+void CpuEngine::mtp_step(const std::vector<StepSeq>& batch, const std::vector<int64_t>& row0, const float* hn, const std::vector<int64_t>& last, StepOutput& out) {
+  const int64_t H = spec_.hidden_size;
+  std::vector<StepSeq> mb;
+  std::vector<int64_t> mrow0, seq_of;
+  std::vector<float> hidden;
+  int64_t MR = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const StepSeq& s = batch[i];
+    StepSeq q;
+    q.slot = s.slot;
+    q.position = s.position;
+    q.block_table = s.block_table;
+    const int64_t P = s.position;
+    if (P > 0 && mtp_pos_[s.slot] == P - 1 && mtp_token_[s.slot] != s.tokens[0]) {
+      q.position = static_cast<int>(P - 1);
+      q.tokens.push_back(s.tokens[0]);
+      hidden.insert(hidden.end(), mtp_hidden_.begin() + s.slot * H, mtp_hidden_.begin() + (s.slot + 1) * H);
+    }
+    for (int64_t t = 0; t < last[i]; ++t) q.tokens.push_back(s.tokens[t + 1]);
+    hidden.insert(hidden.end(), hn + row0[i] * H, hn + (row0[i] + last[i]) * H);
+    if (s.sample) {
+      q.tokens.push_back(out.tokens[i]);
+      hidden.insert(hidden.end(), hn + (row0[i] + last[i]) * H, hn + (row0[i] + last[i] + 1) * H);
+    }
+    mtp_pos_[s.slot] = P + last[i];
+    std::copy_n(hn + (row0[i] + last[i]) * H, H, mtp_hidden_.begin() + s.slot * H);
+    mtp_token_[s.slot] = s.sample ? out.tokens[i] : -1;
+    if (q.tokens.empty()) continue;
+    mrow0.push_back(MR);
+    MR += static_cast<int64_t>(q.tokens.size());
+    seq_of.push_back(static_cast<int64_t>(i));
+    mb.push_back(std::move(q));
+  }
+  if (MR == 0) return;
+  std::vector<float> y(static_cast<size_t>(MR * H));
+  mtp_forward(mb, mrow0, hidden.data(), MR, y.data());
+
+  // Drafting: round r proposes draft r of every sequence that asked for at least r.
+  std::vector<std::vector<int32_t>> drafts(batch.size());
+  std::vector<float> cur;           // (sequences drafting, H): the head's last output
+  std::vector<int64_t> drafting;    // their batch indices
+  for (size_t m = 0; m < mb.size(); ++m) {
+    const size_t i = static_cast<size_t>(seq_of[m]);
+    if (batch[i].draft_tokens == 0) continue;
+    const int64_t r = mrow0[m] + static_cast<int64_t>(mb[m].tokens.size()) - 1;
+    cur.insert(cur.end(), y.begin() + r * H, y.begin() + (r + 1) * H);
+    drafting.push_back(static_cast<int64_t>(i));
+  }
+  for (int round = 1; !drafting.empty(); ++round) {
+    const std::vector<int32_t> d = greedy(cur.data(), static_cast<int64_t>(drafting.size()));
+    std::vector<StepSeq> nb;
+    std::vector<int64_t> nrow0, still;
+    std::vector<float> next;
+    for (size_t j = 0; j < drafting.size(); ++j) {
+      const StepSeq& s = batch[static_cast<size_t>(drafting[j])];
+      drafts[static_cast<size_t>(drafting[j])].push_back(d[j]);
+      if (s.draft_tokens <= round) continue;
+      StepSeq q;
+      q.slot = s.slot;
+      q.tokens = {d[j]};
+      q.position = static_cast<int>(s.position + last[static_cast<size_t>(drafting[j])] + round);
+      q.block_table = s.block_table;
+      nrow0.push_back(static_cast<int64_t>(nb.size()));
+      nb.push_back(std::move(q));
+      next.insert(next.end(), cur.begin() + static_cast<int64_t>(j) * H, cur.begin() + static_cast<int64_t>(j + 1) * H);
+      still.push_back(drafting[j]);
+    }
+    drafting.swap(still);
+    if (drafting.empty()) break;
+    cur.assign(next.size(), 0.f);
+    mtp_forward(nb, nrow0, next.data(), static_cast<int64_t>(nb.size()), cur.data());
+  }
+  for (const auto& d : drafts) out.drafts.insert(out.drafts.end(), d.begin(), d.end());
 }
 
 }  // namespace
@@ -382,6 +616,7 @@ std::unique_ptr<Engine> create_cuda_engine(const EngineOptions& options);
 std::unique_ptr<Engine> create_engine(const EngineOptions& options) {
   if (options.backend == "cpu") return std::make_unique<CpuEngine>(options);
   if (options.backend == "cuda") {
+    if (options.mtp) throw Error("MTP speculative decoding is not implemented on the cuda backend yet; load without MTP (--speculative-tokens 0) or use backend 'cpu'");
     if (options.group.world_size > 1)
       throw Error("expert parallelism (world size " + std::to_string(options.group.world_size) + ") is not implemented on the cuda backend yet (NCCL dispatch/combine is open); use backend 'cpu' or world size 1");
 #ifdef LM_HAVE_CUDA

@@ -6,6 +6,9 @@
 
 namespace lm {
 
+/** Most drafts one sequence may ask for in one step. */
+constexpr int MAX_DRAFT_TOKENS = 16;
+
 /** Throws lm::Error when the spec or options are inconsistent (sizes, divisibility, block kinds). */
 void validate_spec(const ModelSpec& spec, const EngineOptions& opts);
 

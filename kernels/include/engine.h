@@ -29,7 +29,8 @@ struct ModelSpec {
   int vocab_size = 0;
   int hidden_size = 0;
   std::string pattern;      // one BlockKind char per layer
-  std::string mtp_pattern;  // MTP blocks (loaded by a later issue)
+  std::string mtp_pattern;  // MTP blocks, one BlockKind char each (e.g. "*E"); loaded when EngineOptions::mtp
+  int num_nextn_predict_layers = 0;  // MTP layers (repeats of mtp_pattern) in the checkpoint; 0: none
   float norm_eps = 1e-5f;
   bool tie_word_embeddings = false;
   // Mamba-2
@@ -100,6 +101,12 @@ struct EngineOptions {
   int kv_block_size = 16;
   int num_kv_blocks = 256;
   int threads = 0;  // 0: hardware concurrency
+  /**
+   * Load the MTP layers (`mtp.*`) and run them every step, so that sequences may verify drafts
+   * (StepSeq::num_drafts) and ask for new ones (StepSeq::draft_tokens). Needs
+   * spec.num_nextn_predict_layers == 1 and world size 1; the cuda backend refuses it for now.
+   */
+  bool mtp = false;
 
   /** Elements of one attention layer's K (or V) pool: (blocks, block_size, kv heads, head_dim). */
   int64_t kv_layer_size() const { return static_cast<int64_t>(num_kv_blocks) * kv_block_size * spec.num_key_value_heads * spec.head_dim; }
@@ -123,11 +130,31 @@ struct StepSeq {
   bool sample = true;
   LogitsMode logits = LogitsMode::None;
   Sampling sampling;
+  /**
+   * MTP speculation (engines loaded with `mtp` only). The last `num_drafts` of `tokens` are drafts
+   * to verify: the engine keeps the longest prefix of them that equals the target tokens it
+   * samples at those positions (each target token drawn exactly as a non-speculative step would),
+   * plus one target token; Mamba state and KV end as if only the kept tokens had been fed.
+   * Needs sample. 0 ≤ num_drafts < tokens.size().
+   */
+  int num_drafts = 0;
+  /**
+   * Drafts to propose after this step, for the next step to verify (greedy MTP; 0: none). Needs
+   * sample; with attention in the MTP block the block table must cover draft_tokens - 1 positions
+   * beyond position + tokens.size().
+   */
+  int draft_tokens = 0;
 };
 
 struct StepOutput {
-  std::vector<int32_t> tokens;  // one per sequence, -1 where sample is false
-  std::vector<float> logits;    // rows of vocab_size, for sequences that asked, in order
+  /** One per sequence, -1 where sample is false: the token after the accepted drafts (a bonus or correction token). */
+  std::vector<int32_t> tokens;
+  /** Rows of vocab_size, for sequences that asked, in order. `All`: every fed position; `Last`: the last accepted one. */
+  std::vector<float> logits;
+  /** Per sequence: drafts accepted this step (0..num_drafts). It now holds position + tokens.size() - num_drafts + accepted tokens. */
+  std::vector<int32_t> num_accepted;
+  /** Each sequence's draft_tokens new drafts, concatenated in batch order. */
+  std::vector<int32_t> drafts;
   /** Tokens fed by the whole group in this step (every rank sees the same number); -1: not in a group. */
   int64_t group_tokens = -1;
 };

@@ -42,6 +42,22 @@ int get_int(napi_env env, napi_value obj, const char* key, const std::string& wh
   return static_cast<int>(get_number(env, obj, key, where));
 }
 
+bool has_prop(napi_env env, napi_value obj, const char* key) {
+  bool has = false;
+  NAPI_OK(napi_has_named_property(env, obj, key, &has));
+  if (!has) return false;
+  napi_value v;
+  napi_valuetype t;
+  NAPI_OK(napi_get_named_property(env, obj, key, &v));
+  NAPI_OK(napi_typeof(env, v, &t));
+  return t != napi_undefined;
+}
+
+/** An optional integer field (absent or undefined: `fallback`). */
+int get_int_or(napi_env env, napi_value obj, const char* key, const std::string& where, int fallback) {
+  return has_prop(env, obj, key) ? get_int(env, obj, key, where) : fallback;
+}
+
 bool get_bool(napi_env env, napi_value obj, const char* key, const std::string& where) {
   napi_value v = get_prop(env, obj, key, where);
   bool b;
@@ -102,6 +118,7 @@ lm::ModelSpec read_spec(napi_env env, napi_value o) {
   s.hidden_size = get_int(env, o, "hiddenSize", w);
   s.pattern = get_string(env, o, "pattern", w);
   s.mtp_pattern = get_string(env, o, "mtpPattern", w);
+  s.num_nextn_predict_layers = get_int_or(env, o, "numNextnPredictLayers", w, 0);
   s.norm_eps = static_cast<float>(get_number(env, o, "normEps", w));
   s.tie_word_embeddings = get_bool(env, o, "tieWordEmbeddings", w);
   s.mamba_num_heads = get_int(env, o, "mambaNumHeads", w);
@@ -172,6 +189,7 @@ lm::EngineOptions read_options(napi_env env, napi_value o) {
   opts.kv_block_size = get_int(env, o, "kvBlockSize", w);
   opts.num_kv_blocks = get_int(env, o, "numKvBlocks", w);
   opts.threads = get_int(env, o, "threads", w);
+  opts.mtp = has_prop(env, o, "mtp") && get_bool(env, o, "mtp", w);
   napi_value g = get_prop(env, o, "group", w);
   const std::string gw = "options.group";
   opts.group.rank = get_int(env, g, "rank", gw);
@@ -328,6 +346,8 @@ std::vector<lm::StepSeq> read_batch(napi_env env, napi_value arr) {
     q.sampling.top_k = get_int(env, sp, "topK", w + ".sampling");
     q.sampling.top_p = static_cast<float>(get_number(env, sp, "topP", w + ".sampling"));
     q.sampling.seed = static_cast<uint64_t>(get_number(env, sp, "seed", w + ".sampling"));
+    q.num_drafts = get_int_or(env, s, "numDrafts", w, 0);
+    q.draft_tokens = get_int_or(env, s, "draftTokens", w, 0);
     batch.push_back(std::move(q));
   }
   return batch;
@@ -354,6 +374,9 @@ napi_value EngineStep(napi_env env, napi_callback_info info) {
           NAPI_OK(napi_create_object(env, &result));
           NAPI_OK(napi_set_named_property(env, result, "tokens", typed_array(env, napi_int32_array, out.tokens.data(), out.tokens.size(), 4)));
           NAPI_OK(napi_set_named_property(env, result, "logits", typed_array(env, napi_float32_array, out.logits.data(), out.logits.size(), 4)));
+          if (out.num_accepted.size() < out.tokens.size()) out.num_accepted.resize(out.tokens.size(), 0);  // backends without MTP
+          NAPI_OK(napi_set_named_property(env, result, "numAccepted", typed_array(env, napi_int32_array, out.num_accepted.data(), out.num_accepted.size(), 4)));
+          NAPI_OK(napi_set_named_property(env, result, "drafts", typed_array(env, napi_int32_array, out.drafts.data(), out.drafts.size(), 4)));
           napi_value group_tokens;
           NAPI_OK(napi_create_double(env, static_cast<double>(out.group_tokens >= 0 ? out.group_tokens : *local_tokens), &group_tokens));
           NAPI_OK(napi_set_named_property(env, result, "groupTokens", group_tokens));

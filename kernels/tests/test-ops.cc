@@ -230,6 +230,90 @@ void test_engine_invariances() {
   check(threw, "a block table too short for the positions is an lm::Error");
 }
 
+
+// MTP speculation (DESIGN §3): verifying drafts emits exactly the tokens of plain decoding (greedy,
+// and sampling with the same seed), and after rejections every Mamba state equals the state of
+// feeding only the accepted tokens.
+void test_mtp_speculation() {
+  lm::EngineOptions plain_opts = tiny_options();
+  plain_opts.spec.mtp_pattern = "*E";
+  plain_opts.spec.num_nextn_predict_layers = 1;
+  lm::EngineOptions mtp_opts = plain_opts;
+  mtp_opts.mtp = true;
+  auto plain = lm::create_engine(plain_opts);
+  auto mtp = lm::create_engine(mtp_opts);
+  const int V = 97, N = 24;
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 11; ++i) prompt.push_back((i * 13 + 2) % V);
+  const int Lp = static_cast<int>(prompt.size());
+  for (float temperature : {0.f, 1.f}) {
+    lm::Sampling sampling;
+    sampling.temperature = temperature;
+    sampling.seed = 42;
+    // reference: prefill, then one token per step, with the state after each step
+    std::vector<int32_t> ref;
+    std::vector<std::vector<float>> ref_state;
+    auto p_ref = seq(0, prompt, 0, blocks(0, 16), lm::LogitsMode::None);
+    p_ref.sampling = sampling;
+    ref.push_back(plain->step({p_ref}).tokens[0]);
+    ref_state.push_back(plain->slot_state(0));
+    for (int j = 1; j < N + 8; ++j) {
+      auto q = seq(0, {ref.back()}, Lp + j - 1, blocks(0, 16), lm::LogitsMode::None);
+      q.sampling = sampling;
+      ref.push_back(plain->step({q}).tokens[0]);
+      ref_state.push_back(plain->slot_state(0));
+    }
+    const std::string tag = temperature > 0 ? " (sampling)" : " (greedy)";
+    // oracle drafts with deliberate wrong ones (slot 1) and the engine's own drafts (slot 2)
+    for (int slot : {1, 2}) {
+      auto p0 = seq(slot, prompt, 0, blocks(16 * slot, 16), lm::LogitsMode::None);
+      p0.sampling = sampling;
+      p0.draft_tokens = 3;
+      auto out = mtp->step({p0});
+      std::vector<int32_t> got = {out.tokens[0]};
+      std::vector<int32_t> drafts = out.drafts;
+      check(drafts.size() == 3, "a step proposes the drafts asked for");
+      int position = Lp, steps = 0, accepted_total = 0;
+      bool same_state = true;
+      while (static_cast<int>(got.size()) < N) {
+        const int k = slot == 1 ? steps % 4 : static_cast<int>(drafts.size());
+        std::vector<int32_t> toks = {got.back()};
+        for (int d = 0; d < k; ++d) {
+          int32_t t = slot == 1 ? ref[got.size() + d] : drafts[d];
+          if (slot == 1 && steps % 3 == 0 && d == k - 1) t = (t + 1) % V;  // a rejection
+          toks.push_back(t);
+        }
+        auto q = seq(slot, toks, position, blocks(16 * slot, 16), lm::LogitsMode::None);
+        q.sampling = sampling;
+        q.num_drafts = k;
+        q.draft_tokens = 3;
+        out = mtp->step({q});
+        const int a = out.num_accepted[0];
+        accepted_total += a;
+        for (int d = 0; d < a; ++d) got.push_back(toks[1 + d]);
+        got.push_back(out.tokens[0]);
+        position += 1 + a;
+        drafts = out.drafts;
+        same_state = same_state && mtp->slot_state(slot) == ref_state[position - Lp];
+        ++steps;
+      }
+      got.resize(N);
+      check(got == std::vector<int32_t>(ref.begin(), ref.begin() + N), "speculative decoding emits the tokens of plain decoding" + tag + " slot " + std::to_string(slot));
+      check(same_state, "after rejections the Mamba state equals feeding only the accepted tokens" + tag + " slot " + std::to_string(slot));
+      if (slot == 1) check(accepted_total > 0 && steps < N, "oracle drafts are accepted" + tag);
+    }
+  }
+  bool threw = false;
+  try {
+    auto q = seq(0, {1, 2}, 0, blocks(0, 2));
+    q.num_drafts = 1;
+    plain->step({q});
+  } catch (const lm::Error&) {
+    threw = true;
+  }
+  check(threw, "drafts on an engine loaded without MTP are an lm::Error");
+}
+
 }  // namespace
 
 int main() {
@@ -238,6 +322,7 @@ int main() {
   test_moe_route_by_hand();
   test_sampler();
   test_engine_invariances();
+  test_mtp_speculation();
   std::printf("%d passed, %d failed\n", checks - failures, failures);
   return failures == 0 ? 0 : 1;
 }

@@ -1,0 +1,85 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { AcceptanceStats, batchBucket, chooseDraftTokens, parseSpeculativeTokens, SpeculationPolicy, StepCostModel } from "../../worker/speculation.js";
+
+function acceptance(rate: number, steps = 1000, k = 4): AcceptanceStats {
+  const a = new AcceptanceStats();
+  // each draft accepted with probability `rate` given its predecessors: deterministic counts
+  for (let s = 0; s < steps; s++) {
+    let kept = 0;
+    for (let j = 0; j < k; j++) {
+      if ((s * 7919 + j * 104729) % 1000 < rate * 1000) kept++;
+      else break;
+    }
+    a.record(k, kept);
+  }
+  return a;
+}
+
+function cost(table: Record<number, number[]>): StepCostModel {
+  const c = new StepCostModel();
+  for (const [b, ms] of Object.entries(table)) ms.forEach((t, k) => c.observe(Number(b), k, t));
+  return c;
+}
+
+describe("speculation - acceptance statistics", () => {
+  it("counts drafts, draft tokens, accepted tokens and per-position acceptances as vLLM does", () => {
+    const a = new AcceptanceStats();
+    a.record(3, 2);
+    a.record(3, 0);
+    a.record(0, 0);
+    assert.equal(a.numDrafts, 2);
+    assert.equal(a.numDraftTokens, 6);
+    assert.equal(a.numAcceptedTokens, 2);
+    assert.deepEqual(a.acceptedPerPos, [1, 1]);
+    assert.equal(a.acceptanceLength, 2);
+  });
+
+  it("expected tokens per step grow with the acceptance rate and the depth", () => {
+    const hi = acceptance(0.9), lo = acceptance(0.1);
+    assert.ok(hi.expectedTokens(3) > 3 && hi.expectedTokens(3) < 4);
+    assert.ok(lo.expectedTokens(3) < 1.15);
+    assert.equal(hi.expectedTokens(0), 1);
+  });
+});
+
+describe("speculation - choosing k", () => {
+  const table: { name: string; batch: number; rate: number; costs: Record<number, number[]>; want: number }[] = [
+    { name: "deep at batch 1 when verifying is nearly free and drafts are good", batch: 1, rate: 0.8, costs: { 1: [10, 10.5, 11, 11.5, 12] }, want: 4 },
+    { name: "off when drafts are never accepted", batch: 1, rate: 0, costs: { 1: [10, 10.5, 11, 11.5, 12] }, want: 0 },
+    { name: "off at a large batch where verify cost grows with k+1", batch: 64, rate: 0.6, costs: { 64: [100, 200, 300, 400, 500] }, want: 0 },
+    { name: "shallow at a middle batch", batch: 8, rate: 0.7, costs: { 8: [20, 24, 34, 46, 60] }, want: 1 },
+    { name: "plain until this batch size has a measurement", batch: 16, rate: 0.9, costs: { 1: [10, 10, 10, 10, 10] }, want: 0 },
+  ];
+  for (const c of table) {
+    it(c.name, () => assert.equal(chooseDraftTokens({ batchSize: c.batch, maxDraftTokens: 4, acceptance: acceptance(c.rate), cost: cost(c.costs) }), c.want));
+  }
+
+  it("never exceeds the cap (the router's or the deployment's)", () => {
+    assert.equal(chooseDraftTokens({ batchSize: 1, maxDraftTokens: 2, acceptance: acceptance(0.9), cost: cost({ 1: [10, 10, 10, 10, 10] }) }), 2);
+    const p = new SpeculationPolicy({ mode: "auto", max: 4 });
+    assert.equal(p.next(1, 0), 0);
+    assert.equal(new SpeculationPolicy({ mode: "fixed", k: 3 }).next(1, 1), 1);
+  });
+
+  it("tries an untried depth once, then follows the measured cost", () => {
+    const p = new SpeculationPolicy({ mode: "auto", max: 2 });
+    assert.equal(p.next(1), 0);
+    p.observe(1, 0, 10, []);
+    assert.equal(p.next(1), 2, "unmeasured depths borrow the shallower time (optimistic)");
+    p.observe(1, 2, 40, [[2, 0]]);
+    p.observe(1, 1, 40, [[1, 0]]);
+    assert.equal(p.next(1), 0, "slow, unaccepted drafts switch speculation off");
+  });
+
+  it("buckets batch sizes by powers of two", () => {
+    assert.deepEqual([1, 2, 3, 4, 5, 8, 9].map(batchBucket), [0, 1, 2, 2, 3, 3, 4]);
+  });
+
+  it("parses --speculative-tokens", () => {
+    assert.deepEqual(parseSpeculativeTokens("3"), { mode: "fixed", k: 3 });
+    assert.deepEqual(parseSpeculativeTokens("auto"), { mode: "auto", max: 4 });
+    assert.throws(() => parseSpeculativeTokens("17"));
+    assert.throws(() => parseSpeculativeTokens("x"));
+  });
+});
