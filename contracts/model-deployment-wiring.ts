@@ -67,7 +67,7 @@ export const WORKER_ENV = {
   /** Path of the shard plan JSON (see model-deployment-shard-plan.ts). */
   shardPlan: "LATENTMESH_SHARD_PLAN",
   dtype: "LATENTMESH_DTYPE",
-  /** Proposed: 0 when MTP speculation is off. */
+  /** MTP speculation: most drafts per sequence per step (worker --mtp-max-draft-tokens); 0 when off. */
   mtpMaxDraftTokens: "LATENTMESH_MTP_MAX_DRAFT_TOKENS",
 } as const;
 

@@ -36,6 +36,7 @@ export const WORKER_FLAGS = {
   kvBlockSize: flag(parse.int({ min: 1, max: 1024 }).default(16), "tokens per KV-cache block", { placeholder: "N" }),
   numKvBlocks: flag(parse.int({ min: 0 }).default(0), "KV-cache blocks (0: enough for every slot at full context)", { placeholder: "N" }),
   stepTokenBudget: flag(parse.int({ min: 1 }).default(512), "tokens per engine step at most (chunked prefill budget)", { placeholder: "N" }),
+  mtpMaxDraftTokens: flag(parse.int({ min: 0, max: 16 }).default(0), "MTP speculation: drafts per sequence per step at most, the depth chosen each step from batch size, measured step times and acceptance (0: off; needs a checkpoint with MTP layers)", { placeholder: "N" }),
   maxWaiting: flag(parse.int({ min: 0 }).default(256), "waiting sequences beyond which requests are refused (queue_full)", { placeholder: "N" }),
   reportIntervalMs: flag(parse.int({ min: 20, max: 5000 }).default(250), "load report period", { placeholder: "MS" }),
   opsHost: flag(z.string().default("0.0.0.0"), "address of the ops HTTP and gRPC ports", { placeholder: "ADDR" }),

@@ -23,6 +23,8 @@ export interface LoadedEngine extends StepEngine {
   readonly info: NativeEngineInfo;
   /** End-of-sequence ids from generation_config.json (or config.json). */
   readonly eosTokenIds: readonly number[];
+  /** MTP layers are loaded (steps may carry drafts). */
+  readonly mtp?: boolean;
   /** Tokens routed to each expert since load (worker/engine.ts's ExpertTokenCounts). */
   expertTokenCounts(): { layers: readonly number[]; numExperts: number; counts: ArrayLike<number> };
   close(): void;

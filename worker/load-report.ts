@@ -41,6 +41,6 @@ export function buildLoadReport(id: RankIdentity, scheduler: Scheduler, stats: S
     meanRemainingTokens: running.length > 0 ? remaining / running.length : 0,
     stepTimeMs: stats.stepTimeMs,
     tokensPerSecond: stats.tokensPerSecond,
-    mtpAcceptance: 1,
+    mtpAcceptance: Math.max(1, stats.mtpAcceptance),
   };
 }

@@ -17,6 +17,7 @@ import type { StepEngine } from "./engine-port.js";
 import type { NativeStepSequence } from "./native.js";
 import type { ScheduleResult, Scheduler, StepOutcome } from "./scheduler.js";
 import type { Sequence } from "./sequence.js";
+import type { SpeculationPolicy } from "./speculation.js";
 
 /** Where the loop's results go (the NATS service, or a test). */
 export interface LoopSink {
@@ -45,12 +46,18 @@ export interface StepStats {
   steps: number;
   promptTokens: number;
   generatedTokens: number;
+  /** MTP acceptance length: tokens emitted per sequence per verify step (moving average; 1 without speculation). */
+  mtpAcceptance: number;
+  /** Drafts per sequence chosen for the last step (0: no speculation). */
+  draftTokens: number;
 }
 
 const EMA_ALPHA = 0.2;
 
 export class EngineLoop {
-  readonly stats: StepStats = { stepTimeMs: 0, tokensPerSecond: 0, steps: 0, promptTokens: 0, generatedTokens: 0 };
+  readonly stats: StepStats = { stepTimeMs: 0, tokensPerSecond: 0, steps: 0, promptTokens: 0, generatedTokens: 0, mtpAcceptance: 1, draftTokens: 0 };
+  /** The router's cap on speculation depth for this rank (Infinity: none). */
+  draftCap = Infinity;
   private wake: (() => void) | null = null;
   private stopped = false;
   private idle: Promise<void> = Promise.resolve();
@@ -66,6 +73,8 @@ export class EngineLoop {
     private readonly log: Logger,
     private readonly now: () => number = () => performance.now(),
     private readonly lockstep: LockstepOptions | null = null,
+    /** MTP speculation depth policy; null when the engine has no MTP layers loaded. */
+    private readonly speculation: SpeculationPolicy | null = null,
   ) {}
 
   start(): void {
@@ -129,7 +138,13 @@ export class EngineLoop {
   }
 
   private schedule(): ScheduleResult {
-    const plan = this.scheduler.schedule();
+    let k = 0;
+    if (this.speculation) {
+      const decoding = this.scheduler.running.filter((s) => !s.isPrefilling).length;
+      k = this.speculation.next(Math.max(1, decoding), this.draftCap);
+    }
+    this.stats.draftTokens = k;
+    const plan = this.scheduler.schedule(k);
     if (plan.cancelled.length > 0) this.sink.onCancelled(plan.cancelled);
     if (plan.items.length === 0 && !this.scheduler.hasWork) {
       const settle = this.settleIdle;
@@ -141,10 +156,12 @@ export class EngineLoop {
 
   private async step(plan: ScheduleResult): Promise<void> {
     const t0 = this.now();
-    let sampled: Int32Array;
+    let sampled: Int32Array, numAccepted: ArrayLike<number>, drafts: ArrayLike<number>;
     try {
       const result = await this.engine.step(plan.items.map((item) => toNative(item)));
       sampled = result.tokens;
+      numAccepted = result.numAccepted ?? [];
+      drafts = result.drafts ?? [];
       this.groupBusy = result.groupTokens > 0;
     } catch (err) {
       const error = err instanceof Error ? err : new Error(String(err));
@@ -158,9 +175,25 @@ export class EngineLoop {
     }
     if (plan.items.length === 0) return;
     const elapsedMs = this.now() - t0;
-    const outcomes = this.scheduler.postprocess(plan, sampled);
-    this.record(plan, outcomes.length, elapsedMs);
+    const outcomes = this.scheduler.postprocess(plan, sampled, numAccepted, drafts);
+    this.record(plan, outcomes.reduce((n, o) => n + o.tokens.length, 0), elapsedMs);
+    this.observeSpeculation(plan, outcomes, elapsedMs);
     this.sink.onStep(outcomes);
+  }
+
+  /** Feeds the policy: acceptance from every verify, step time only from pure decode steps (prefill chunks would skew it). */
+  private observeSpeculation(plan: ScheduleResult, outcomes: readonly StepOutcome[], elapsedMs: number): void {
+    if (!this.speculation) return;
+    const verified: (readonly [number, number])[] = [];
+    for (const o of outcomes) {
+      if (!o.verified) continue;
+      verified.push([o.verified.numDrafts, o.verified.numAccepted]);
+      const length = 1 + o.verified.numAccepted;
+      this.stats.mtpAcceptance += EMA_ALPHA * 0.25 * (length - this.stats.mtpAcceptance);
+    }
+    const decodeOnly = plan.items.every((it) => it.numTokens - it.numDrafts === 1 && it.start > 0);
+    if (decodeOnly) this.speculation.observe(plan.items.length, this.stats.draftTokens, elapsedMs, verified);
+    else for (const [k, a] of verified) this.speculation.acceptance.record(k, a);
   }
 
   private record(plan: ScheduleResult, numSampled: number, elapsedMs: number): void {
@@ -179,9 +212,12 @@ export class EngineLoop {
 
 function toNative(item: ScheduleResult["items"][number]): NativeStepSequence {
   const seq = item.seq;
+  const own = seq.tokens.slice(item.start, item.start + item.numTokens - item.numDrafts);
   return {
     slotId: seq.slotId as number,
-    tokens: Int32Array.from(seq.tokens.slice(item.start, item.start + item.numTokens)),
+    tokens: Int32Array.from([...own, ...seq.drafts.slice(0, item.numDrafts)]),
+    ...(item.numDrafts > 0 ? { numDrafts: item.numDrafts } : {}),
+    ...(item.draftTokens > 0 ? { draftTokens: item.draftTokens } : {}),
     position: item.start,
     // the scheduler grows blockIds exactly to cover [0, start + numTokens)
     blockTable: Int32Array.from(seq.blockIds),

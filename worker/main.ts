@@ -18,6 +18,7 @@ import { EngineLoop } from "./loop.js";
 import { createWorkerMetrics } from "./metrics.js";
 import { startOpsHttp } from "./ops-http.js";
 import { Scheduler } from "./scheduler.js";
+import { SpeculationPolicy } from "./speculation.js";
 import { contiguousShardPlan, readShardPlan } from "./shard-plan.js";
 import { WorkerService } from "./service.js";
 import { KvBlockPool, SlotPool } from "./slots.js";
@@ -51,10 +52,12 @@ export async function runWorker(cfg: WorkerConfig, signal: AbortSignal): Promise
     dummySeed: cfg.dummySeed,
     onProgress: (line) => wlog.info(`load: ${line}`),
     ...(group ? { group } : {}),
+    ...(cfg.mtpMaxDraftTokens > 0 ? { mtp: "auto" as const } : {}),
   });
+  const speculation = engine.mtp ? new SpeculationPolicy({ mode: "auto", max: cfg.mtpMaxDraftTokens }) : null;
   const kvLimit = engine.config.pattern.includes("*") ? numKvBlocks * cfg.kvBlockSize : Infinity;
   const maxContextTokens = Math.min(cfg.maxContextTokens, engine.config.maxPositionEmbeddings, kvLimit);
-  wlog.info({ seconds: +((performance.now() - t0) / 1000).toFixed(2), parameters: engine.info.numParameters, maxContextTokens, eosTokenIds: engine.eosTokenIds }, "engine loaded");
+  wlog.info({ seconds: +((performance.now() - t0) / 1000).toFixed(2), parameters: engine.info.numParameters, maxContextTokens, eosTokenIds: engine.eosTokenIds, mtpMaxDraftTokens: speculation ? cfg.mtpMaxDraftTokens : 0 }, "engine loaded");
 
   const nc = await connectNats(cfg, `latentmesh-worker-${workerId}`);
   const subjects = deploymentSubjects(cfg.namespace, cfg.deployment);
@@ -73,6 +76,7 @@ export async function runWorker(cfg: WorkerConfig, signal: AbortSignal): Promise
     wlog,
     undefined,
     group ? { idleTickMs: cfg.groupIdleTickMs } : null,
+    speculation,
   );
   const svc = new WorkerService(
     nc,

@@ -17,6 +17,8 @@ export interface WorkerMetrics {
   addGenerationTokens(n: number): void;
   observeTimeToFirstToken(seconds: number): void;
   observeInterTokenLatency(seconds: number): void;
+  /** One sequence's verify step: `numDrafts` drafts fed, the first `numAccepted` kept (vLLM's spec_decode_* counters). */
+  addSpecDecode(numDrafts: number, numAccepted: number): void;
   /** Brings latentmesh_worker_expert_tokens_total{layer,expert} up to the engine's cumulative counts. */
   setExpertTokens(v: { layers: readonly number[]; numExperts: number; counts: ArrayLike<number> }): void;
 }
@@ -42,6 +44,12 @@ export function createWorkerMetrics(labels: Labels): WorkerMetrics {
     addGenerationTokens: (n) => counter(m.generationTokensTotal).inc(labels, n),
     observeTimeToFirstToken: (s) => histogram(m.timeToFirstToken).observe(labels, s),
     observeInterTokenLatency: (s) => histogram(m.interTokenLatency).observe(labels, s),
+    addSpecDecode(numDrafts, numAccepted) {
+      counter(m.specDecodeNumDrafts).inc(labels, 1);
+      counter(m.specDecodeNumDraftTokens).inc(labels, numDrafts);
+      counter(m.specDecodeNumAcceptedTokens).inc(labels, numAccepted);
+      for (let j = 0; j < numAccepted; j++) counter(m.specDecodeNumAcceptedTokensPerPos).inc({ ...labels, position: String(j) }, 1);
+    },
     setExpertTokens({ layers, numExperts, counts }) {
       const c = counter(m.expertTokensTotal);
       layers.forEach((layer, l) => {

@@ -14,6 +14,13 @@
  *      never skipped (no starvation); what does not fit waits. A waiting sequence never preempts.
  * Sequences longer than the KV pool are refused before they reach the scheduler (see admit limits in
  * service.ts), so one sequence alone always fits and preemption always makes progress.
+ *
+ * MTP speculation (`schedule(draftTokens)`, the depth the loop's policy chose): a decoding sequence
+ * also feeds up to `draftTokens` of the drafts the previous step proposed (as the budget left after
+ * every decode's own token allows, and never past max_tokens) and asks for `draftTokens` new ones.
+ * Drafts only ever use KV blocks that are free: a sequence that cannot get them decodes plainly,
+ * and nobody is preempted for a draft. `postprocess` keeps the accepted drafts and the engine's
+ * token, checking stop ids and max_tokens after each.
  */
 import type { FinishReason } from "../contracts/messages.js";
 import type { Sequence } from "./sequence.js";
@@ -33,6 +40,10 @@ export interface ScheduledItem {
   readonly numTokens: number;
   /** Sample a token after this chunk (it reaches the end of the sequence's tokens). */
   readonly sample: boolean;
+  /** MTP drafts fed after the chunk (seq.drafts[0, numDrafts)), counted in numTokens. */
+  readonly numDrafts: number;
+  /** MTP drafts to propose for the next step. */
+  readonly draftTokens: number;
 }
 
 export interface ScheduleResult {
@@ -47,8 +58,12 @@ export interface ScheduleResult {
 /** What one step did to one sequence. */
 export interface StepOutcome {
   readonly seq: Sequence;
-  /** The token sampled in this step, if any. */
+  /** The last token emitted in this step, if any. */
   readonly token: number | null;
+  /** Every token emitted in this step, in order: accepted drafts, then the sampled one. */
+  readonly tokens: readonly number[];
+  /** Drafts verified and accepted in this step (null: none were fed). */
+  readonly verified: { readonly numDrafts: number; readonly numAccepted: number } | null;
   /** Set when the sequence finished in this step. */
   readonly finishReason: FinishReason | null;
 }
@@ -87,7 +102,7 @@ export class Scheduler {
     return found;
   }
 
-  schedule(): ScheduleResult {
+  schedule(draftTokens = 0): ScheduleResult {
     const cancelled = this.dropCancelled();
     const items: ScheduledItem[] = [];
     const preempted: Sequence[] = [];
@@ -95,12 +110,19 @@ export class Scheduler {
     const scheduled = new Set<Sequence>();
 
     // 2. decodes, oldest first; preempt the youngest when KV blocks run out
-    for (const seq of [...this.running]) {
-      if (seq.isPrefilling || seq.status !== "running") continue;
+    const decoding = this.running.filter((s) => !s.isPrefilling && s.status === "running");
+    const draftRoom = decoding.length > 0 ? Math.max(0, Math.floor((budget - decoding.length) / decoding.length)) : 0;
+    for (const seq of decoding) {
+      if (seq.status !== "running") continue; // preempted for an older one in this loop
       if (!this.reserve(seq, seq.numComputed + 1, scheduled, preempted)) continue;
-      items.push({ seq, start: seq.numComputed, numTokens: 1, sample: true });
+      // drafts: verify what the last step proposed, ask for more; only with free blocks
+      const left = Math.max(0, seq.remainingTokens - 1);
+      let numDrafts = Math.min(seq.drafts.length, draftTokens, draftRoom, left);
+      let ask = Math.min(draftTokens, left);
+      if ((numDrafts > 0 || ask > 0) && !this.kv.grow(seq.blockIds, seq.numComputed + 1 + numDrafts + Math.max(0, ask - 1))) numDrafts = ask = 0;
+      items.push({ seq, start: seq.numComputed, numTokens: 1 + numDrafts, sample: true, numDrafts, draftTokens: ask });
       scheduled.add(seq);
-      budget -= 1;
+      budget -= 1 + numDrafts;
     }
     // 3. prefill chunks of running sequences
     for (const seq of [...this.running]) {
@@ -108,7 +130,7 @@ export class Scheduler {
       if (!seq.isPrefilling || seq.status !== "running") continue;
       const numTokens = Math.min(seq.numUncomputed, budget);
       if (!this.reserve(seq, seq.numComputed + numTokens, scheduled, preempted)) continue;
-      items.push(this.chunk(seq, numTokens));
+      items.push(this.chunk(seq, numTokens, draftTokens));
       scheduled.add(seq);
       budget -= numTokens;
     }
@@ -124,29 +146,43 @@ export class Scheduler {
       this.kv.grow(seq.blockIds, numTokens);
       seq.status = "running";
       this.running.push(seq);
-      items.push(this.chunk(seq, numTokens));
+      items.push(this.chunk(seq, numTokens, draftTokens));
       scheduled.add(seq);
       budget -= numTokens;
     }
     return { items, preempted, cancelled, numTokens: this.config.stepTokenBudget - budget };
   }
 
-  /** Applies one step's sampled tokens (`sampled[i]` belongs to `result.items[i]`). */
-  postprocess(result: ScheduleResult, sampled: ArrayLike<number>): StepOutcome[] {
+  /**
+   * Applies one step's results: `sampled[i]` belongs to `result.items[i]`; with MTP, `numAccepted[i]`
+   * of its drafts were kept and `drafts` holds each item's `draftTokens` new drafts in item order.
+   */
+  postprocess(result: ScheduleResult, sampled: ArrayLike<number>, numAccepted: ArrayLike<number> = [], drafts: ArrayLike<number> = []): StepOutcome[] {
     const outcomes: StepOutcome[] = [];
+    let draftAt = 0;
     result.items.forEach((item, i) => {
       const seq = item.seq;
-      seq.numComputed = item.start + item.numTokens;
+      const accepted = Math.min(numAccepted[i] ?? 0, item.numDrafts);
+      const fedDrafts = seq.drafts.slice(0, accepted);
+      seq.numComputed = item.start + item.numTokens - item.numDrafts + accepted;
+      seq.drafts = Array.from({ length: item.draftTokens }, (_, j) => drafts[draftAt + j] as number);
+      draftAt += item.draftTokens;
       if (!item.sample) return;
       if (seq.cancelled) return; // dropped at the next schedule()
       const token = sampled[i];
       if (token === undefined || token < 0) throw new Error(`engine returned no token for a sampled sequence (index ${i})`);
-      seq.tokens.push(token);
+      const emitted: number[] = [];
       let finishReason: FinishReason | null = null;
-      if (seq.stopTokenIds.has(token)) finishReason = "stop";
-      else if (seq.numOutputTokens >= seq.maxTokens) finishReason = "length";
+      for (const t of [...fedDrafts, token]) {
+        seq.tokens.push(t);
+        emitted.push(t);
+        if (seq.stopTokenIds.has(t)) finishReason = "stop";
+        else if (seq.numOutputTokens >= seq.maxTokens) finishReason = "length";
+        if (finishReason) break;
+      }
       if (finishReason) this.finish(seq, finishReason);
-      outcomes.push({ seq, token, finishReason });
+      const verified = item.numDrafts > 0 ? { numDrafts: item.numDrafts, numAccepted: accepted } : null;
+      outcomes.push({ seq, token: emitted[emitted.length - 1] ?? null, tokens: emitted, verified, finishReason });
     });
     return outcomes;
   }
@@ -158,8 +194,12 @@ export class Scheduler {
     return seqs;
   }
 
-  private chunk(seq: Sequence, numTokens: number): ScheduledItem {
-    return { seq, start: seq.numComputed, numTokens, sample: seq.numComputed + numTokens === seq.tokens.length };
+  private chunk(seq: Sequence, numTokens: number, draftTokens: number): ScheduledItem {
+    const sample = seq.numComputed + numTokens === seq.tokens.length;
+    // the chunk that ends the prompt may ask for drafts when their KV blocks are free
+    const ask = sample ? Math.min(draftTokens, Math.max(0, seq.remainingTokens - 1)) : 0;
+    const withDrafts = ask > 1 ? this.kv.grow(seq.blockIds, seq.numComputed + numTokens + ask - 1) : true;
+    return { seq, start: seq.numComputed, numTokens, sample, numDrafts: 0, draftTokens: withDrafts ? ask : 0 };
   }
 
   /** Grows `seq`'s blocks to cover `numTokens`, preempting the youngest unscheduled running sequences. */
@@ -202,6 +242,7 @@ export class Scheduler {
   }
 
   private releaseResources(seq: Sequence): void {
+    seq.drafts = [];
     if (seq.slotId !== null) this.slots.release(seq.slotId);
     seq.slotId = null;
     this.kv.releaseAll(seq.blockIds);

@@ -38,6 +38,8 @@ export class Sequence {
   /** Set by cancel(); the scheduler drops the sequence at its next schedule(). */
   cancelled = false;
   finishReason: FinishReason | null = null;
+  /** MTP drafts proposed by the last step for the tokens after the last one (verified by the next step). */
+  drafts: number[] = [];
   /** Times the sequence lost its slot and was queued for recomputation. */
   numPreemptions = 0;
   firstTokenMs: number | null = null;

@@ -160,16 +160,19 @@ export class WorkerService implements LoopSink {
 
   onStep(outcomes: readonly StepOutcome[]): void {
     const now = performance.now();
-    for (const { seq, token, finishReason } of outcomes) {
-      if (token !== null) this.observeToken(seq, now);
+    let generated = 0;
+    for (const { seq, tokens, verified, finishReason } of outcomes) {
+      if (tokens.length > 0) this.observeToken(seq, now);
+      generated += tokens.length;
+      if (verified) this.metrics.addSpecDecode(verified.numDrafts, verified.numAccepted);
       if (finishReason) {
-        this.send(seq, (base) => ({ type: "final", ...base, tokens: token === null ? [] : [token], finishReason, usage: { promptTokens: seq.numPromptTokens, completionTokens: seq.numOutputTokens } }));
+        this.send(seq, (base) => ({ type: "final", ...base, tokens: [...tokens], finishReason, usage: { promptTokens: seq.numPromptTokens, completionTokens: seq.numOutputTokens } }));
         this.end(seq, finishReason);
-      } else if (token !== null) {
-        this.send(seq, (base) => ({ type: "tokens", ...base, tokens: [token] }));
+      } else if (tokens.length > 0) {
+        this.send(seq, (base) => ({ type: "tokens", ...base, tokens: [...tokens] }));
       }
     }
-    this.metrics.addGenerationTokens(outcomes.length);
+    this.metrics.addGenerationTokens(generated);
   }
 
   onCancelled(seqs: readonly Sequence[]): void {

@@ -157,3 +157,36 @@ describe("MTP speculative decoding is exact", () => {
     }
   });
 });
+
+describe("MTP in the worker loop", () => {
+  it("batched greedy decoding with adaptive depth emits the plain tokens and reports acceptance", async () => {
+    const { EngineLoop } = await import("../../worker/loop.js");
+    const { Scheduler } = await import("../../worker/scheduler.js");
+    const { Sequence } = await import("../../worker/sequence.js");
+    const { KvBlockPool, SlotPool } = await import("../../worker/slots.js");
+    const { SpeculationPolicy } = await import("../../worker/speculation.js");
+    const { createLogger } = await import("../../core/log.js");
+    const model = safetensorsCheckpoint(mtpConfig(6));
+    const prompts = [[1, 2, 3], [4, 0, 1, 5, 2], [3], [5, 5, 1, 0]];
+    const run = async (mtp: boolean) => {
+      const engine = await Engine.load({ modelDir: model, loadFormat: "auto", backend: "cpu", maxSlots: 4, kvBlockSize: 4, numKvBlocks: 64, threads: 1, mtp });
+      const scheduler = new Scheduler({ maxRunning: 4, stepTokenBudget: 64 }, new SlotPool(4), new KvBlockPool(64, 4));
+      const out = new Map<string, number[]>();
+      const log = createLogger({ name: "test", level: "warn", format: "json" });
+      const policy = mtp ? new SpeculationPolicy({ mode: "auto", max: 3 }) : null;
+      const loop = new EngineLoop(engine, scheduler, { onStep: (os) => os.forEach((o) => out.set(o.seq.requestId, [...(out.get(o.seq.requestId) ?? []), ...o.tokens])), onCancelled: () => {}, onFailed: (_, e) => assert.fail(e) }, log, undefined, null, policy);
+      loop.start();
+      prompts.forEach((p, i) => loop.submit(new Sequence({ requestId: `r${i}`, attempt: 0, promptTokens: p, maxTokens: 30, sampling: { temperature: 0, topK: 0, topP: 1, seed: 0 }, ignoreEos: true, stopTokenIds: new Set(), arrivalMs: 0 })));
+      await loop.whenIdle();
+      await loop.stop();
+      engine.close();
+      return { out, stats: loop.stats, policy };
+    };
+    const plain = await run(false);
+    const spec = await run(true);
+    for (let i = 0; i < prompts.length; i++) assert.deepEqual(spec.out.get(`r${i}`), plain.out.get(`r${i}`), `r${i}`);
+    assert.equal(plain.out.get("r0")?.length, 30);
+    assert.ok((spec.policy?.acceptance.numAcceptedTokens ?? 0) > 0, "drafts were accepted");
+    assert.ok(spec.stats.mtpAcceptance > 1, `load reports carry acceptance > 1 (${spec.stats.mtpAcceptance})`);
+  });
+});

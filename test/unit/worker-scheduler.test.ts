@@ -159,3 +159,60 @@ describe("worker scheduler", () => {
     assert.throws(() => scheduler({ slots: 8, budget: 4 }), /stepTokenBudget/);
   });
 });
+
+describe("worker scheduler - MTP drafts", () => {
+  it("a decode verifies the last step's drafts and asks for new ones; accepted drafts and the sampled token are emitted", () => {
+    const s = scheduler();
+    const a = seq(3, 10);
+    s.add(a);
+    let plan = s.schedule(2);
+    assert.equal(plan.items[0]?.draftTokens, 2, "the chunk ending the prompt asks for drafts");
+    s.postprocess(plan, [7], [0], [8, 9]);
+    assert.deepEqual(a.drafts, [8, 9]);
+    plan = s.schedule(2);
+    assert.deepEqual([plan.items[0]?.numTokens, plan.items[0]?.numDrafts, plan.items[0]?.draftTokens], [3, 2, 2]);
+    const out = s.postprocess(plan, [5], [1], [6, 6]);
+    assert.deepEqual(out[0]?.tokens, [8, 5], "one draft accepted, then the engine's token");
+    assert.deepEqual(out[0]?.verified, { numDrafts: 2, numAccepted: 1 });
+    assert.equal(a.numComputed, 3 + 1 + 1, "the slot holds the prompt, the fed token and the accepted draft");
+    assert.deepEqual(a.tokens.slice(3), [7, 8, 5]);
+  });
+
+  it("stops at a stop id inside the accepted drafts and at max_tokens", () => {
+    const s = scheduler();
+    const a = seq(2, 10, [42]);
+    s.add(a);
+    s.postprocess(s.schedule(3), [1], [0], [2, 42, 3]);
+    const out = s.postprocess(s.schedule(3), [9], [3], [0, 0, 0]);
+    assert.deepEqual(out[0]?.tokens, [2, 42]);
+    assert.equal(out[0]?.finishReason, "stop");
+    const b = seq(2, 3);
+    s.add(b);
+    s.postprocess(s.schedule(3), [1], [0], [2, 3, 4]);
+    const plan = s.schedule(3);
+    assert.equal(plan.items[0]?.numDrafts, 1, "never verifies past max_tokens");
+    const end = s.postprocess(plan, [9], [1], []);
+    assert.deepEqual(end[0]?.tokens, [2, 9]);
+    assert.equal(end[0]?.finishReason, "length");
+  });
+
+  it("drafts use only free KV blocks and never preempt: a sequence short of blocks decodes plainly", () => {
+    const s = scheduler({ blocks: 2, blockSize: 4 });
+    const a = seq(7, 10);
+    s.add(a);
+    s.postprocess(s.schedule(3), [1], [0], []); // 8 tokens: both blocks used, no room for drafts
+    a.drafts = [2, 3, 4];
+    const plan = s.schedule(3);
+    assert.equal(plan.preempted.length, 0);
+    assert.deepEqual([plan.items[0]?.numTokens, plan.items[0]?.numDrafts, plan.items[0]?.draftTokens], [1, 0, 0]);
+  });
+
+  it("drafts share what budget is left after every decode's own token", () => {
+    const s = scheduler({ budget: 5 });
+    const q = [seq(1, 10), seq(1, 10)];
+    for (const x of q) s.add(x);
+    s.postprocess(s.schedule(3), [1, 1], [0, 0], [5, 5, 5, 6, 6, 6]);
+    const plan = s.schedule(3);
+    assert.deepEqual(plan.items.map((it) => it.numDrafts), [1, 1], "(5 - 2) / 2 = 1 draft each");
+  });
+});
