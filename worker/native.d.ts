@@ -136,6 +136,8 @@ export interface NativeStepSequence {
    * block the block table must cover draftTokens - 1 positions past position + tokens.length.
    */
   draftTokens?: number;
+  /** MTP engines only: return the MTP head's logits of this step's rows (mtpLogits of the result), for parity checks. */
+  mtpLogits?: boolean;
 }
 
 export interface NativeStepResult {
@@ -150,6 +152,12 @@ export interface NativeStepResult {
   numAccepted: Int32Array;
   /** Each sequence's `draftTokens` new drafts, concatenated in batch order. */
   drafts: Int32Array;
+  /**
+   * For sequences with mtpLogits, rows of vocabSize: the MTP head's logits of each row it ran this
+   * step (one per accepted position whose next token is known, the last paired with the sampled
+   * token; row j predicts token j+2), then one per further draft.
+   */
+  mtpLogits: Float32Array;
   /** Tokens fed by the whole expert-parallel group in this step (this batch's alone without a group); 0: the group is idle. */
   groupTokens: number;
 }

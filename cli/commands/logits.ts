@@ -1,6 +1,6 @@
 /**
  * `latentmesh logits`: the parity tool (its interface is fixed; other checks call it).
- * Writes OUTDIR/prefill_logits.f32 (T×V float32 LE: the logits at every prompt position),
+ *  Writes OUTDIR/prefill_logits.f32 (T×V float32 LE: the logits at every prompt position),
  * OUTDIR/decode_logits.f32 (N×V: the logits after each fed or greedily generated token, computed
  * through the incremental state path, never by re-running the prompt) and OUTDIR/result.json.
  * With `--ranks N` the same tool runs through an N-rank expert-parallel group of CPU processes
@@ -130,12 +130,14 @@ async function runRank(w: RankWork, log: Logger): Promise<void> {
     const fed: number[] = [];
     let prefill: { logits: Float32Array; tokens: ArrayLike<number> };
     let speculative: Record<string, unknown> | undefined;
+    let mtpPrefill: { logits: Float32Array; drafts: number[] } | undefined;
     if (speculating) {
       // greedy decode with drafts: each step keeps the rows after every kept fed token, so the
       // rows (and generated ids) are those of the plain loop below
       const decoder = new OneSequenceDecoder(lockstep, blockTable, GREEDY, V, w.speculative);
-      const first = await decoder.prefill(prompt, "all");
+      const first = await decoder.prefill(prompt, "all", true);
       prefill = { logits: first.logits, tokens: [first.token] };
+      mtpPrefill = { logits: first.mtpLogits, drafts: first.drafts };
       while (fed.length < steps) {
         const r = await decoder.next(true);
         fed.push(...r.kept);
@@ -170,6 +172,7 @@ async function runRank(w: RankWork, log: Logger): Promise<void> {
     mkdirSync(outDir, { recursive: true });
     writeFileSync(join(outDir, "prefill_logits.f32"), toBytes([prefill.logits]));
     writeFileSync(join(outDir, "decode_logits.f32"), toBytes(decodeRows));
+    if (mtpPrefill) writeFileSync(join(outDir, "mtp_prefill_logits.f32"), toBytes([mtpPrefill.logits]));
     const result = {
       model: w.model,
       backend: w.backend,
@@ -182,6 +185,9 @@ async function runRank(w: RankWork, log: Logger): Promise<void> {
       dtype: "float32",
       byte_order: "little",
       ...(speculative ? { speculative } : {}),
+      // the MTP head over the prompt: row j (j < T-1) reads (h_j, prompt[j+1]), row T-1 (h_{T-1}, the
+      // first generated token), then one row per further draft; rows predict tokens j+2
+      ...(mtpPrefill ? { mtp_prefill_shape: [mtpPrefill.logits.length / V, V], mtp_prefill_drafts: mtpPrefill.drafts } : {}),
     };
     writeFileSync(join(outDir, "result.json"), JSON.stringify(result, null, 2) + "\n");
     log.info({ out: outDir, prefillRows: prompt.length, decodeRows: steps }, "wrote logits");

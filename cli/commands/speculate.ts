@@ -54,15 +54,17 @@ export class OneSequenceDecoder {
     this.policy = new SpeculationPolicy(setting);
   }
 
-  /** Feeds the prompt; returns the first token and the prompt's logits when asked. */
-  async prefill(prompt: readonly number[], logits: "none" | "all"): Promise<{ token: number; logits: Float32Array }> {
+  /** Feeds the prompt; returns the first token, the prompt's logits and the MTP head's logits and drafts when asked. */
+  async prefill(prompt: readonly number[], logits: "none" | "all", mtpLogits = false): Promise<{ token: number; logits: Float32Array; mtpLogits: Float32Array; drafts: number[] }> {
     const k = this.policy.next(1);
-    const r = await this.stepper.step([{ slotId: 0, tokens: Int32Array.from(prompt), position: 0, blockTable: this.blockTable, sample: true, logits, sampling: this.sampling, ...(k > 0 ? { draftTokens: k } : {}) }]);
+    const r = await this.stepper.step([
+      { slotId: 0, tokens: Int32Array.from(prompt), position: 0, blockTable: this.blockTable, sample: true, logits, sampling: this.sampling, ...(k > 0 ? { draftTokens: k } : {}), ...(mtpLogits ? { mtpLogits } : {}) },
+    ]);
     this.position = prompt.length;
     this.last = r.tokens[0] ?? 0;
     this.drafts = Array.from(r.drafts ?? []);
     this.emittedTotal = 1;
-    return { token: this.last, logits: r.logits };
+    return { token: this.last, logits: r.logits, mtpLogits: r.mtpLogits ?? new Float32Array(0), drafts: [...this.drafts] };
   }
 
   /** One decode step: verifies the pending drafts, proposes the next ones. */

@@ -254,7 +254,7 @@ class CpuEngine final : public Engine {
   /** The MTP head over rows (next token, hidden); `batch` gives each sequence's rows, KV positions and blocks. out (R, H). */
   void mtp_forward(const std::vector<StepSeq>& batch, const std::vector<int64_t>& row0, const float* hidden, int64_t R, float* out);
   void mtp_step(const std::vector<StepSeq>& batch, const std::vector<int64_t>& row0, const float* hn, const std::vector<int64_t>& last, StepOutput& out);
-  std::vector<int32_t> greedy(const float* x, int64_t rows);
+  std::vector<int32_t> greedy(const float* x, int64_t rows, std::vector<float>* logits_out = nullptr);
   StepOutput forward(const std::vector<StepSeq>& batch);
 };
 
@@ -503,12 +503,13 @@ StepOutput CpuEngine::forward(const std::vector<StepSeq>& batch) {
   return out;
 }
 
-std::vector<int32_t> CpuEngine::greedy(const float* x, int64_t n) {
+std::vector<int32_t> CpuEngine::greedy(const float* x, int64_t n, std::vector<float>* logits_out) {
   const int64_t H = spec_.hidden_size, V = spec_.vocab_size;
   std::vector<float> logits(static_cast<size_t>(n * V));
   cpu::gemm_xwt(pool_, x, n, H, lm_head_, V, logits.data());
   std::vector<int32_t> out(static_cast<size_t>(n));
   for (int64_t r = 0; r < n; ++r) out[r] = sample_token(logits.data() + r * V, static_cast<int>(V), Sampling{}, 0);
+  if (logits_out) *logits_out = std::move(logits);
   return out;
 }
 
@@ -568,6 +569,15 @@ void CpuEngine::mtp_step(const std::vector<StepSeq>& batch, const std::vector<in
   if (MR == 0) return;
   std::vector<float> y(static_cast<size_t>(MR * H));
   mtp_forward(mb, mrow0, hidden.data(), MR, y.data());
+  const int64_t V = spec_.vocab_size;
+  std::vector<std::vector<float>> mtp_rows(batch.size());  // per sequence asking for the head's logits
+  for (size_t m = 0; m < mb.size(); ++m) {
+    const size_t i = static_cast<size_t>(seq_of[m]);
+    if (!batch[i].mtp_logits) continue;
+    const int64_t n = static_cast<int64_t>(mb[m].tokens.size());
+    mtp_rows[i].resize(static_cast<size_t>(n * V));
+    cpu::gemm_xwt(pool_, y.data() + mrow0[m] * H, n, H, lm_head_, V, mtp_rows[i].data());
+  }
 
   // Drafting: round r proposes draft r of every sequence that asked for at least r.
   std::vector<std::vector<int32_t>> drafts(batch.size());
@@ -581,7 +591,12 @@ void CpuEngine::mtp_step(const std::vector<StepSeq>& batch, const std::vector<in
     drafting.push_back(static_cast<int64_t>(i));
   }
   for (int round = 1; !drafting.empty(); ++round) {
-    const std::vector<int32_t> d = greedy(cur.data(), static_cast<int64_t>(drafting.size()));
+    std::vector<float> round_logits;
+    const std::vector<int32_t> d = greedy(cur.data(), static_cast<int64_t>(drafting.size()), &round_logits);
+    if (round > 1)  // round 1 read the first pass's last row, already in mtp_rows
+      for (size_t j = 0; j < drafting.size(); ++j)
+        if (auto& rows = mtp_rows[static_cast<size_t>(drafting[j])]; batch[static_cast<size_t>(drafting[j])].mtp_logits)
+          rows.insert(rows.end(), round_logits.begin() + static_cast<int64_t>(j) * V, round_logits.begin() + static_cast<int64_t>(j + 1) * V);
     std::vector<StepSeq> nb;
     std::vector<int64_t> nrow0, still;
     std::vector<float> next;
@@ -605,6 +620,7 @@ void CpuEngine::mtp_step(const std::vector<StepSeq>& batch, const std::vector<in
     mtp_forward(nb, nrow0, next.data(), static_cast<int64_t>(nb.size()), cur.data());
   }
   for (const auto& d : drafts) out.drafts.insert(out.drafts.end(), d.begin(), d.end());
+  for (const auto& r : mtp_rows) out.mtp_logits.insert(out.mtp_logits.end(), r.begin(), r.end());
 }
 
 }  // namespace

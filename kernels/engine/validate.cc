@@ -47,7 +47,7 @@ void validate_batch(const ModelSpec& spec, const EngineOptions& opts, bool has_a
     if (s.tokens.empty()) throw Error(where + "no tokens");
     if (s.position < 0) throw Error(where + "negative position");
     if (s.num_drafts < 0 || s.draft_tokens < 0) throw Error(where + "negative num_drafts or draft_tokens");
-    if ((s.num_drafts > 0 || s.draft_tokens > 0) && !opts.mtp) throw Error(where + "drafts need an engine loaded with MTP (this one was loaded without)");
+    if ((s.num_drafts > 0 || s.draft_tokens > 0 || s.mtp_logits) && !opts.mtp) throw Error(where + "drafts need an engine loaded with MTP (this one was loaded without)");
     if ((s.num_drafts > 0 || s.draft_tokens > 0) && !s.sample) throw Error(where + "drafts need sample");
     if (s.num_drafts >= static_cast<int>(s.tokens.size())) throw Error(where + "num_drafts " + std::to_string(s.num_drafts) + " must be below the " + std::to_string(s.tokens.size()) + " tokens fed");
     if (s.draft_tokens > MAX_DRAFT_TOKENS) throw Error(where + "draft_tokens " + std::to_string(s.draft_tokens) + " is above " + std::to_string(MAX_DRAFT_TOKENS));

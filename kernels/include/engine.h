@@ -144,6 +144,8 @@ struct StepSeq {
    * beyond position + tokens.size().
    */
   int draft_tokens = 0;
+  /** MTP engines only: return the MTP head's logits of this step's rows (StepOutput::mtp_logits), for parity checks. */
+  bool mtp_logits = false;
 };
 
 struct StepOutput {
@@ -155,6 +157,13 @@ struct StepOutput {
   std::vector<int32_t> num_accepted;
   /** Each sequence's draft_tokens new drafts, concatenated in batch order. */
   std::vector<int32_t> drafts;
+  /**
+   * For sequences with mtp_logits, in batch order, rows of vocab_size: the MTP head's logits of each
+   * row it ran this step — one per accepted position j whose next token is known, at MTP KV
+   * positions in order (row j predicts token j+2), the last paired with the sampled token — then one
+   * per further draft.
+   */
+  std::vector<float> mtp_logits;
   /** Tokens fed by the whole group in this step (every rank sees the same number); -1: not in a group. */
   int64_t group_tokens = -1;
 };

@@ -348,6 +348,7 @@ std::vector<lm::StepSeq> read_batch(napi_env env, napi_value arr) {
     q.sampling.seed = static_cast<uint64_t>(get_number(env, sp, "seed", w + ".sampling"));
     q.num_drafts = get_int_or(env, s, "numDrafts", w, 0);
     q.draft_tokens = get_int_or(env, s, "draftTokens", w, 0);
+    q.mtp_logits = has_prop(env, s, "mtpLogits") && get_bool(env, s, "mtpLogits", w);
     batch.push_back(std::move(q));
   }
   return batch;
@@ -377,6 +378,7 @@ napi_value EngineStep(napi_env env, napi_callback_info info) {
           if (out.num_accepted.size() < out.tokens.size()) out.num_accepted.resize(out.tokens.size(), 0);  // backends without MTP
           NAPI_OK(napi_set_named_property(env, result, "numAccepted", typed_array(env, napi_int32_array, out.num_accepted.data(), out.num_accepted.size(), 4)));
           NAPI_OK(napi_set_named_property(env, result, "drafts", typed_array(env, napi_int32_array, out.drafts.data(), out.drafts.size(), 4)));
+          NAPI_OK(napi_set_named_property(env, result, "mtpLogits", typed_array(env, napi_float32_array, out.mtp_logits.data(), out.mtp_logits.size(), 4)));
           napi_value group_tokens;
           NAPI_OK(napi_create_double(env, static_cast<double>(out.group_tokens >= 0 ? out.group_tokens : *local_tokens), &group_tokens));
           NAPI_OK(napi_set_named_property(env, result, "groupTokens", group_tokens));
