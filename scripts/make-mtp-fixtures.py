@@ -211,7 +211,7 @@ def torch_check(d, prompt, k, want):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * wt
 
     import transformers
-    model = transformers.AutoModelForCausalLM.from_pretrained(d, torch_dtype=torch.float64, attn_implementation="eager")
+    model = transformers.AutoModelForCausalLM.from_pretrained(d, dtype=torch.float64, attn_implementation="eager", experts_implementation="eager", use_mamba_kernels=False)
     model.eval()
     with torch.no_grad():
         out = model(torch.tensor([prompt]), output_hidden_states=True)
