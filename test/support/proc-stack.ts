@@ -15,6 +15,8 @@ export const MODEL = "tiny-chat";
 
 export interface StackOptions {
   workers?: number;
+  /** Checkpoint directory served by router and workers (default: the tiny-chat fixture). */
+  model?: string;
   /** Extra flags for every worker / for the router. */
   workerArgs?: readonly string[];
   routerArgs?: readonly string[];
@@ -49,7 +51,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     const addWorker = async (id: string, extraArgs: readonly string[] = []) => {
       const w = new CliProcess(
         `worker ${id}`,
-        ["worker", "--model", TINY_CHAT, "--nats-url", nats.url, "--worker-id", id, "--ops-host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0", "--threads", "1", "--report-interval-ms", "100", ...(opts.workerArgs ?? []), ...extraArgs],
+        ["worker", "--model", opts.model ?? TINY_CHAT, "--nats-url", nats.url, "--worker-id", id, "--ops-host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0", "--threads", "1", "--report-interval-ms", "100", ...(opts.workerArgs ?? []), ...extraArgs],
         opts.workerEnv,
       );
       workers.push(w);
@@ -58,7 +60,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     };
     const started = Array.from({ length: opts.workers ?? 1 }, (_, i) => addWorker(`w${i}`));
     for (const p of started) p.catch(() => undefined); // awaited below; a failure must not also surface as unhandled
-    router = new CliProcess("router", ["router", "--model", TINY_CHAT, "--nats-url", nats.url, "--port", "0", "--rank-dead-after-ms", "1000", ...(opts.routerArgs ?? [])], opts.routerEnv);
+    router = new CliProcess("router", ["router", "--model", opts.model ?? TINY_CHAT, "--nats-url", nats.url, "--port", "0", "--rank-dead-after-ms", "1000", ...(opts.routerArgs ?? [])], opts.routerEnv);
     const listening = await router.waitForLog((l) => l.msg === "router listening");
     await Promise.all(started);
     const baseUrl = `http://127.0.0.1:${listening.port as number}`;
