@@ -45,6 +45,8 @@ export const GenerateRequest = z.object({
   ignoreEos: z.boolean().default(false),
   /** Extra token ids that end the sequence (besides the model's eos ids). */
   stopTokenIds: z.array(TokenId).default([]),
+  /** The router's cap on MTP drafts per step for this sequence (absent: the rank's own choice). */
+  maxDraftTokens: z.number().int().min(0).max(16).optional(),
 });
 export type GenerateRequest = z.infer<typeof GenerateRequest>;
 export type GenerateRequestInput = z.input<typeof GenerateRequest>;

@@ -180,6 +180,7 @@ export class Dispatcher {
         sampling: p.sampling,
         ignoreEos: p.ignoreEos,
         stopTokenIds: [],
+        ...(pick.maxDraftTokens !== undefined ? { maxDraftTokens: pick.maxDraftTokens } : {}),
       };
       this.ranks.placed(pick.workerId);
       let reply: Msg;

@@ -10,6 +10,11 @@
  * where `ahead` counts the rank's waiting sequences plus those this router placed there since its
  * last report. A session stays on its previous rank while that rank's prediction is within
  * `affinitySlack` × the best one; otherwise load wins.
+ *
+ * Speculation cap: a rank this router is filling (its predicted batch, reported plus placed since,
+ * reaches `speculationFill` of its slots) is compute-bound, where MTP verification costs more than it
+ * saves; requests placed there carry maxDraftTokens 0 (DESIGN §5: "none when compute-bound").
+ * Below that the rank's own adaptive depth decides.
  */
 import type { LoadReport } from "../contracts/messages.js";
 
@@ -36,14 +41,25 @@ export interface PickOptions {
   readonly minStepMs: number;
   /** How much a full batch slows a step relative to an empty one. */
   readonly batchSlope: number;
+  /** Batch fill (0..1] from which requests placed on a rank carry maxDraftTokens 0; above 1: never. */
+  readonly speculationFill?: number;
 }
 
-export const DEFAULT_PICK_OPTIONS: PickOptions = { affinitySlack: 1.5, minStepMs: 1, batchSlope: 1 };
+export const DEFAULT_PICK_OPTIONS: PickOptions = { affinitySlack: 1.5, minStepMs: 1, batchSlope: 1, speculationFill: 0.75 };
 
 export interface Pick {
   readonly workerId: string;
   readonly predictedMs: number;
   readonly reason: "least-time" | "session-affinity";
+  /** Set when the rank is being filled past the speculation threshold: its MTP drafts per step at most. */
+  readonly maxDraftTokens?: number;
+}
+
+/** The cap on MTP drafts for a request placed on this rank now, or undefined for none. */
+export function speculationCap(r: RankView, opts: PickOptions = DEFAULT_PICK_OPTIONS): number | undefined {
+  const rep = r.report;
+  const batch = rep.running + rep.waiting + r.placedSinceReport + 1;
+  return batch >= (opts.speculationFill ?? 0.75) * rep.maxSlots ? 0 : undefined;
 }
 
 /** Whether a rank can take the request at all. */
@@ -79,8 +95,9 @@ export function pickRank(req: PickRequest, ranks: readonly RankView[], opts: Pic
     if (!best || ms < best.ms || (ms === best.ms && tieBreak(view, best.view) < 0)) best = { view, ms };
   }
   if (!best) return null;
-  if (session && session.ms <= best.ms * opts.affinitySlack) return { workerId: session.view.report.workerId, predictedMs: session.ms, reason: "session-affinity" };
-  return { workerId: best.view.report.workerId, predictedMs: best.ms, reason: "least-time" };
+  const chosen = session && session.ms <= best.ms * opts.affinitySlack ? { ...session, reason: "session-affinity" as const } : { ...best, reason: "least-time" as const };
+  const cap = speculationCap(chosen.view, opts);
+  return { workerId: chosen.view.report.workerId, predictedMs: chosen.ms, reason: chosen.reason, ...(cap !== undefined ? { maxDraftTokens: cap } : {}) };
 }
 
 /** Fewer sequences first, then the worker id, so equal ranks fill evenly and picks are deterministic. */

@@ -116,7 +116,7 @@ export class Scheduler {
       if (seq.status !== "running") continue; // preempted for an older one in this loop
       if (!this.reserve(seq, seq.numComputed + 1, scheduled, preempted)) continue;
       // drafts: verify what the last step proposed, ask for more; only with free blocks
-      const left = Math.max(0, seq.remainingTokens - 1);
+      const left = Math.min(Math.max(0, seq.remainingTokens - 1), seq.maxDraftTokens);
       let numDrafts = Math.min(seq.drafts.length, draftTokens, draftRoom, left);
       let ask = Math.min(draftTokens, left);
       if ((numDrafts > 0 || ask > 0) && !this.kv.grow(seq.blockIds, seq.numComputed + 1 + numDrafts + Math.max(0, ask - 1))) numDrafts = ask = 0;
@@ -197,7 +197,7 @@ export class Scheduler {
   private chunk(seq: Sequence, numTokens: number, draftTokens: number): ScheduledItem {
     const sample = seq.numComputed + numTokens === seq.tokens.length;
     // the chunk that ends the prompt may ask for drafts when their KV blocks are free
-    const ask = sample ? Math.min(draftTokens, Math.max(0, seq.remainingTokens - 1)) : 0;
+    const ask = sample ? Math.min(draftTokens, Math.max(0, seq.remainingTokens - 1), seq.maxDraftTokens) : 0;
     const withDrafts = ask > 1 ? this.kv.grow(seq.blockIds, seq.numComputed + numTokens + ask - 1) : true;
     return { seq, start: seq.numComputed, numTokens, sample, numDrafts: 0, draftTokens: withDrafts ? ask : 0 };
   }

@@ -17,6 +17,8 @@ export interface SequenceInit {
   /** Token ids that end the sequence: the model's eos ids (unless ignored) and the request's own. */
   readonly stopTokenIds: ReadonlySet<number>;
   readonly arrivalMs: number;
+  /** The router's cap on MTP drafts per step (absent: none). */
+  readonly maxDraftTokens?: number | undefined;
 }
 
 export class Sequence {
@@ -27,6 +29,8 @@ export class Sequence {
   readonly sampling: SamplingParams;
   readonly stopTokenIds: ReadonlySet<number>;
   readonly arrivalMs: number;
+  /** The router's cap on MTP drafts per step (Infinity: none). */
+  readonly maxDraftTokens: number;
   /** Prompt tokens followed by generated tokens. */
   readonly tokens: number[];
   status: SequenceStatus = "waiting";
@@ -54,6 +58,7 @@ export class Sequence {
     this.sampling = init.sampling;
     this.stopTokenIds = init.stopTokenIds;
     this.arrivalMs = init.arrivalMs;
+    this.maxDraftTokens = init.maxDraftTokens ?? Infinity;
   }
 
   get numOutputTokens(): number {

@@ -89,3 +89,16 @@ describe("rank table", () => {
     assert.equal(t.views()[0]?.placedSinceReport, 0);
   });
 });
+
+describe("pickRank - MTP speculation cap", () => {
+  it("a request placed on a rank it is filling past the threshold carries maxDraftTokens 0", () => {
+    assert.equal(pickRank(req(), [rank("a", { running: 6, freeSlots: 2, mtpAcceptance: 2.5 })])?.maxDraftTokens, 0);
+    assert.equal(pickRank(req(), [rank("a", { running: 3, freeSlots: 5, mtpAcceptance: 2.5 }, 3)])?.maxDraftTokens, 0, "placements since the report count");
+  });
+  it("a lightly loaded rank keeps its own adaptive depth (no cap)", () => {
+    assert.equal(pickRank(req(), [rank("a", { running: 2, freeSlots: 6, mtpAcceptance: 2.5 })])?.maxDraftTokens, undefined);
+  });
+  it("the threshold is an option (above 1: never cap)", () => {
+    assert.equal(pickRank(req(), [rank("a", { running: 7, freeSlots: 1 })], { ...DEFAULT_PICK_OPTIONS, speculationFill: 2 })?.maxDraftTokens, undefined);
+  });
+});

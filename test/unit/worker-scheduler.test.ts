@@ -216,3 +216,15 @@ describe("worker scheduler - MTP drafts", () => {
     assert.deepEqual(plan.items.map((it) => it.numDrafts), [1, 1], "(5 - 2) / 2 = 1 draft each");
   });
 });
+
+describe("worker scheduler - the router's speculation cap", () => {
+  it("a sequence with maxDraftTokens 0 never asks for or verifies drafts", () => {
+    const s = scheduler();
+    const a = new Sequence({ requestId: "capped", attempt: 0, promptTokens: [1, 2], maxTokens: 8, sampling: { temperature: 0, topK: 0, topP: 1, seed: 0 }, ignoreEos: false, stopTokenIds: new Set(), arrivalMs: 0, maxDraftTokens: 0 });
+    s.add(a);
+    const plan = s.schedule(3);
+    assert.equal(plan.items[0]?.draftTokens, 0);
+    s.postprocess(plan, [5], [0], []);
+    assert.equal(s.schedule(3).items[0]?.numTokens, 1);
+  });
+});
