@@ -158,7 +158,7 @@ export class EngineLoop {
     const t0 = this.now();
     let sampled: Int32Array, numAccepted: ArrayLike<number>, drafts: ArrayLike<number>;
     try {
-      const result = await this.engine.step(plan.items.map((item) => toNative(item)));
+      const result = await this.engine.step(plan.items.map((item) => toNative(item, this.speculation !== null)));
       sampled = result.tokens;
       numAccepted = result.numAccepted ?? [];
       drafts = result.drafts ?? [];
@@ -210,14 +210,17 @@ export class EngineLoop {
   }
 }
 
-function toNative(item: ScheduleResult["items"][number]): NativeStepSequence {
+/** The native form of a scheduled item; `mtp`: the engine runs the MTP head, skipped by decodes that neither verify nor draft. */
+function toNative(item: ScheduleResult["items"][number], mtp: boolean): NativeStepSequence {
   const seq = item.seq;
   const own = seq.tokens.slice(item.start, item.start + item.numTokens - item.numDrafts);
+  const plainDecode = own.length === 1 && item.start > 0 && item.numDrafts === 0 && item.draftTokens === 0;
   return {
     slotId: seq.slotId as number,
     tokens: Int32Array.from([...own, ...seq.drafts.slice(0, item.numDrafts)]),
     ...(item.numDrafts > 0 ? { numDrafts: item.numDrafts } : {}),
     ...(item.draftTokens > 0 ? { draftTokens: item.draftTokens } : {}),
+    ...(mtp && plainDecode ? { mtpSkip: true } : {}),
     position: item.start,
     // the scheduler grows blockIds exactly to cover [0, start + numTokens)
     blockTable: Int32Array.from(seq.blockIds),

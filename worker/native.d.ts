@@ -138,6 +138,11 @@ export interface NativeStepSequence {
   draftTokens?: number;
   /** MTP engines only: return the MTP head's logits of this step's rows (mtpLogits of the result), for parity checks. */
   mtpLogits?: boolean;
+  /**
+   * MTP engines only: skip the MTP head for this sequence this step (speculation off for now: the step
+   * then costs what it costs without MTP). Stale MTP KV can only lower later acceptance, never change outputs.
+   */
+  mtpSkip?: boolean;
 }
 
 export interface NativeStepResult {

@@ -1,6 +1,7 @@
 /**
- * `latentmesh bench engine|router`: benchmarks that print a table of ratios (see bench/).
- * `engine` drives the native engine directly; `router` runs bench/router.ts (arguments after `--`).
+ * `latentmesh bench engine|mtp|router`: benchmarks that print a table of ratios (see bench/).
+ * `engine` drives the native engine directly; `mtp` measures MTP verify/decode cost ratios and
+ * projected speedups (bench/mtp.ts); `router` runs bench/router.ts (arguments after `--`).
  */
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, copyFileSync, existsSync } from "node:fs";
@@ -15,10 +16,11 @@ import { createLogger } from "../../core/log.js";
 export const benchCommand = defineCommand({
   name: "bench",
   summary: "run a benchmark and print a table of ratios (see bench/README.md)",
-  positionals: "engine|router [-- router args]",
+  positionals: "engine|mtp|router [-- router args]",
   details: `Examples:
   latentmesh bench engine --backend cuda --load-format dummy --config nemotron-3-nano-30b-a3b.config.json
   latentmesh bench engine --model test/fixtures/tiny-chat --batches 1,8 --context 256 --prefill 512
+  latentmesh bench mtp --config CONFIG_WITH_MTP.json --batches 1,8,32 --context 256 --ks 0,1,2,3
   latentmesh bench router -- --rate 500 --seconds 3`,
   flags: {
     model: flag(z.string().min(1).optional(), "checkpoint directory (or use --config with dummy weights)", { placeholder: "DIR", env: null }),
@@ -30,6 +32,16 @@ export const benchCommand = defineCommand({
     prefill: flag(parse.intList({ min: 1 }).default([512, 2048, 8192]), "prefill lengths", { placeholder: "LIST", env: null }),
     steps: flag(parse.int({ min: 1 }).default(10), "timed decode steps per batch size", { placeholder: "N", env: null }),
     threads: flag(parse.int({ min: 0 }).default(0), "CPU threads (0 = all cores)", { placeholder: "N", env: null }),
+    ks: flag(parse.intList({ min: 0 }).default([0, 1, 2, 3]), "mtp: draft depths to time", { placeholder: "LIST", env: null }),
+    acceptance: flag(
+      z
+        .string()
+        .regex(/^\d+(\.\d+)?(,\d+(\.\d+)?)*$/, "expected comma-separated numbers")
+        .transform((s) => s.split(",").map(Number))
+        .default([2.0, 2.8, 3.45]),
+      "mtp: mean accepted lengths (tokens per step at k = 3) to project speedups for",
+      { placeholder: "LIST", env: null },
+    ),
   },
   async run(f, ctx) {
     const [suite, ...rest] = ctx.args;
@@ -38,7 +50,7 @@ export const benchCommand = defineCommand({
       const r = spawnSync(process.execPath, [script, ...rest], { stdio: "inherit" });
       return r.status ?? 1;
     }
-    if (suite !== "engine") throw invalid(`unknown benchmark '${suite ?? ""}' (engine or router)`, "suite");
+    if (suite !== "engine" && suite !== "mtp") throw invalid(`unknown benchmark '${suite ?? ""}' (engine, mtp or router)`, "suite");
     if (rest.length) throw invalid(`unexpected argument '${rest[0]}'`);
     let modelDir = f.model;
     let loadFormat = f.loadFormat;
@@ -50,6 +62,15 @@ export const benchCommand = defineCommand({
     }
     if (!modelDir) throw invalid("give --model DIR or --config FILE", "model");
     const log = createLogger({ name: "bench", level: f.logLevel, format: f.logFormat });
+    if (suite === "mtp") {
+      const { runMtpBench } = await import("../../bench/mtp.js");
+      const table = await runMtpBench({
+        modelDir: resolve(modelDir), loadFormat, backend: f.backend, batches: f.batches, ks: f.ks, context: f.context, steps: f.steps,
+        threads: f.threads || availableParallelism(), acceptance: f.acceptance, progress: (line) => log.info(line),
+      });
+      process.stdout.write(`${table}\n`);
+      return;
+    }
     const { runEngineBench } = await import("../../bench/engine.js");
     const table = await runEngineBench({
       modelDir: resolve(modelDir),

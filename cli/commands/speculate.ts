@@ -84,6 +84,7 @@ export class OneSequenceDecoder {
         sampling: this.sampling,
         ...(k > 0 ? { numDrafts: k } : {}),
         ...(nextK > 0 ? { draftTokens: nextK } : {}),
+        ...(k === 0 && nextK === 0 ? { mtpSkip: true } : {}), // speculation off this step: skip the head's cost
       },
     ]);
     const ms = this.now() - t0;

@@ -559,8 +559,8 @@ void CpuEngine::mtp_step(const std::vector<StepSeq>& batch, const std::vector<in
     }
     mtp_pos_[s.slot] = P + last[i];
     std::copy_n(hn + (row0[i] + last[i]) * H, H, mtp_hidden_.begin() + s.slot * H);
-    mtp_token_[s.slot] = s.sample ? out.tokens[i] : -1;
-    if (q.tokens.empty()) continue;
+    mtp_token_[s.slot] = s.sample && !s.mtp_skip ? out.tokens[i] : -1;  // skipped: the next step computes the last row
+    if (q.tokens.empty() || s.mtp_skip) continue;
     mrow0.push_back(MR);
     MR += static_cast<int64_t>(q.tokens.size());
     seq_of.push_back(static_cast<int64_t>(i));

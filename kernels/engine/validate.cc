@@ -49,6 +49,7 @@ void validate_batch(const ModelSpec& spec, const EngineOptions& opts, bool has_a
     if (s.num_drafts < 0 || s.draft_tokens < 0) throw Error(where + "negative num_drafts or draft_tokens");
     if ((s.num_drafts > 0 || s.draft_tokens > 0 || s.mtp_logits) && !opts.mtp) throw Error(where + "drafts need an engine loaded with MTP (this one was loaded without)");
     if ((s.num_drafts > 0 || s.draft_tokens > 0) && !s.sample) throw Error(where + "drafts need sample");
+    if (s.mtp_skip && (s.draft_tokens > 0 || s.mtp_logits)) throw Error(where + "mtp_skip excludes draft_tokens and mtp_logits");
     if (s.num_drafts >= static_cast<int>(s.tokens.size())) throw Error(where + "num_drafts " + std::to_string(s.num_drafts) + " must be below the " + std::to_string(s.tokens.size()) + " tokens fed");
     if (s.draft_tokens > MAX_DRAFT_TOKENS) throw Error(where + "draft_tokens " + std::to_string(s.draft_tokens) + " is above " + std::to_string(MAX_DRAFT_TOKENS));
     for (int32_t t : s.tokens)

@@ -146,6 +146,13 @@ struct StepSeq {
   int draft_tokens = 0;
   /** MTP engines only: return the MTP head's logits of this step's rows (StepOutput::mtp_logits), for parity checks. */
   bool mtp_logits = false;
+  /**
+   * MTP engines only: skip the MTP head for this sequence in this step (when speculation is off for
+   * now, so a step costs what it costs without MTP). The head's KV at these positions stays stale,
+   * which can only lower later acceptance, never change outputs; the last position's hidden state is
+   * kept, so the next drafting step's first draft reads the right (hidden, token) pair.
+   */
+  bool mtp_skip = false;
 };
 
 struct StepOutput {

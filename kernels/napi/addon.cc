@@ -349,6 +349,7 @@ std::vector<lm::StepSeq> read_batch(napi_env env, napi_value arr) {
     q.num_drafts = get_int_or(env, s, "numDrafts", w, 0);
     q.draft_tokens = get_int_or(env, s, "draftTokens", w, 0);
     q.mtp_logits = has_prop(env, s, "mtpLogits") && get_bool(env, s, "mtpLogits", w);
+    q.mtp_skip = has_prop(env, s, "mtpSkip") && get_bool(env, s, "mtpSkip", w);
     batch.push_back(std::move(q));
   }
   return batch;

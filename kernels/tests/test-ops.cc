@@ -264,7 +264,7 @@ void test_mtp_speculation() {
       ref_state.push_back(plain->slot_state(0));
     }
     const std::string tag = temperature > 0 ? " (sampling)" : " (greedy)";
-    // oracle drafts with deliberate wrong ones (slot 1) and the engine's own drafts (slot 2)
+    // oracle drafts with deliberate wrong ones (slot 1) and the engine's own drafts (slot 2, with pauses)
     for (int slot : {1, 2}) {
       auto p0 = seq(slot, prompt, 0, blocks(16 * slot, 16), lm::LogitsMode::None);
       p0.sampling = sampling;
@@ -286,7 +286,8 @@ void test_mtp_speculation() {
         auto q = seq(slot, toks, position, blocks(16 * slot, 16), lm::LogitsMode::None);
         q.sampling = sampling;
         q.num_drafts = k;
-        q.draft_tokens = 3;
+        q.draft_tokens = slot == 2 && steps % 4 == 1 ? 0 : 3;  // slot 2 pauses speculation now and then,
+        q.mtp_skip = q.draft_tokens == 0;                      // skipping the MTP head meanwhile
         out = mtp->step({q});
         const int a = out.num_accepted[0];
         accepted_total += a;
