@@ -115,14 +115,14 @@ export const upCommand = defineCommand({
   name: "up",
   summary: "run the whole stack locally: nats-server, CPU workers and the router",
   flags: {
-    model: flag(z.string().min(1).optional(), "checkpoint directory (default: the bundled tiny demo model test/fixtures/tiny-chat)", { placeholder: "DIR" }),
+    model: flag(z.string().min(1).optional(), "checkpoint directory (default: the bundled trained demo model test/fixtures/demo-chat)", { placeholder: "DIR" }),
     port: flag(parse.int({ min: 0, max: 65535 }).default(8000), "router HTTP port", { placeholder: "N" }),
     workers: flag(parse.int({ min: 1, max: 64 }).default(1), "number of worker processes", { placeholder: "K" }),
     loadFormat: flag(z.enum(["auto", "dummy"]).default("auto"), "auto: read the checkpoint; dummy: random weights of its config", { placeholder: "FORMAT" }),
   },
   async run(flags, ctx) {
     const root = repoRoot();
-    const model = resolve(flags.model ?? join(root, "test", "fixtures", "tiny-chat"));
+    const model = resolve(flags.model ?? join(root, "test", "fixtures", "demo-chat"));
     if (!existsSync(join(model, "config.json"))) throw new LatentMeshError("invalid_config", `${model} is not a checkpoint directory (no config.json)`);
     const cli = join(root, "bin", "latentmesh");
     const children = new Children();

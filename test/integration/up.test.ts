@@ -15,7 +15,7 @@ describe("latentmesh up", () => {
     const base = url.replace(/\/v1$/, "");
     assert.equal((await fetch(`${base}/health`)).status, 200);
     const client = new OpenAI({ baseURL: url, apiKey: "none", maxRetries: 0 });
-    const r = await client.chat.completions.create({ model: "tiny-chat", messages: [{ role: "user", content: "hello" }], max_tokens: 8 });
+    const r = await client.chat.completions.create({ model: "demo-chat", messages: [{ role: "user", content: "hello" }], max_tokens: 8 });
     assert.equal(r.choices.length, 1);
     const { code } = await up.stop("SIGTERM", 30_000);
     assert.equal(code, 0);
