@@ -9,24 +9,14 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { createServer, connect } from "node:net";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join, resolve } from "node:path";
 import { z } from "zod";
 import { LatentMeshError } from "../../contracts/errors.js";
 import { defineCommand, flag, parse } from "../../core/flags.js";
+import { repoRoot } from "../../core/paths.js";
 
 const STOP_GRACE_MS = 15_000;
 const READY_TIMEOUT_MS = 180_000;
-
-function repoRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, "package.json"))) {
-    const up = dirname(dir);
-    if (up === dir) throw new LatentMeshError("internal", "cannot find the repository root");
-    dir = up;
-  }
-  return dir;
-}
 
 async function freePort(): Promise<number> {
   return new Promise((res, rej) => {
