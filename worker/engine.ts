@@ -8,7 +8,7 @@ import type { ModelConfig } from "../contracts/model-config.js";
 import type { ShardPlan } from "../contracts/model-deployment-shard-plan.js";
 import { loadAddon } from "./addon.js";
 import { expectedTensors, readCheckpoint, readConfigs } from "./checkpoint.js";
-import type { NativeEngine, NativeEngineInfo, NativeGroupOptions, NativeModelSpec, NativeStepResult, NativeStepSequence, NativeTensorRef } from "./native.js";
+import type { NativeEngine, NativeEngineInfo, NativeGroupOptions, NativeModelSpec, NativeStepResult, NativeStepProfile, NativeStepSequence, NativeTensorRef } from "./native.js";
 import { planForGroup } from "./shard-plan.js";
 
 export type { NativeStepResult as StepResult, NativeStepSequence as StepSequence, NativeEngineInfo as EngineInfo };
@@ -63,6 +63,12 @@ export interface EngineLoadOptions {
    * group allow it; absent/false: off.
    */
   readonly mtp?: boolean | "auto";
+  /** cuda backend decode graphs (NativeEngineOptions.cudaGraphs); absent: "replay". */
+  readonly cudaGraphs?: "replay" | "padded" | "off";
+  /** Time each component of every step (takeProfile); steps run eagerly while on. */
+  readonly profile?: boolean;
+  /** Dummy weights: Zipf-like expert popularity exponent (0: uniform, the default). */
+  readonly dummyRouteSkew?: number;
 }
 
 /** Whether MTP can run: the checkpoint has one MTP layer, the backend is cpu and there is no group. */
@@ -205,6 +211,9 @@ export class Engine {
       numKvBlocks: opts.numKvBlocks,
       threads: opts.threads ?? availableParallelism(),
       mtp,
+      ...(opts.cudaGraphs ? { cudaGraphs: opts.cudaGraphs } : {}),
+      ...(opts.profile ? { profile: true } : {}),
+      ...(opts.dummyRouteSkew ? { dummyRouteSkew: opts.dummyRouteSkew } : {}),
     });
     progress(`engine ready: ${(native.info.numParameters / 1e6).toFixed(2)} M parameters on ${native.info.backend} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
     return new Engine(native, config, eosTokenIds, mtp);
@@ -227,6 +236,11 @@ export class Engine {
     } finally {
       this.inFlight = false;
     }
+  }
+
+  /** Per-component device time of the steps since the last call (engines loaded with profile). */
+  takeProfile(): NativeStepProfile {
+    return this.native.takeProfile();
   }
 
   close(): void {

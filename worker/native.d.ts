@@ -98,6 +98,15 @@ export interface NativeEngineOptions {
    * backend refuses it for now. Absent: false.
    */
   mtp?: boolean;
+  /**
+   * cuda backend decode steps: "replay" (captured CUDA graphs per batch-size bucket; default),
+   * "padded" (the same padded step run eagerly, the bitwise reference for replay), "off" (eager).
+   */
+  cudaGraphs?: "replay" | "padded" | "off";
+  /** Time each component of every step (takeProfile); steps run eagerly while on. Absent: false. */
+  profile?: boolean;
+  /** Dummy weights: Zipf-like expert popularity with about this exponent (0 / absent: uniform). */
+  dummyRouteSkew?: number;
 }
 
 export interface NativeSampling {
@@ -177,6 +186,11 @@ export interface NativeEngineInfo {
   stateBytesPerSlot: number;
 }
 
+export interface NativeStepProfile {
+  steps: number;
+  components: { name: string; ms: number }[];
+}
+
 export interface NativeEngine {
   readonly info: NativeEngineInfo;
   /** Run one forward step over a mixed batch. Never call again before the promise settles. */
@@ -186,6 +200,11 @@ export interface NativeEngine {
    * row-major, MoE layers in model order; empty when the backend does not count. Safe during a step.
    */
   expertTokenCounts(): Float64Array;
+  /**
+   * With options.profile: device milliseconds per component summed over the steps since the last
+   * call (and how many steps), then reset; `components` is empty when the engine does not profile.
+   */
+  takeProfile(): NativeStepProfile;
   /** Free native memory; the engine is unusable afterwards. */
   close(): void;
 }

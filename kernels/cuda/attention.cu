@@ -90,7 +90,9 @@ void kv_write(const BatchView& b, const float* k, const float* v, int nkv, int h
   LM_LAUNCH_CHECK("kv_write");
 }
 
-void paged_attention(const BatchView& b, const float* q, int nq, int nkv, int hd, const bf16* k_cache, const bf16* v_cache, bf16* out, cudaStream_t s) {
+int64_t paged_attention_workspace_floats(int rows, int nq, int hd) { return 16; }
+
+void paged_attention(const BatchView& b, const float* q, int nq, int nkv, int hd, const bf16* k_cache, const bf16* v_cache, bf16* out, float* workspace, cudaStream_t s) {
   if (b.rows == 0) return;
   if (hd > 32 * MAX_HD_PER_LANE) throw Error("paged_attention: head_dim > 256 is not supported");
   dim3 grid(b.rows, nq);

@@ -14,9 +14,9 @@
 // depends only on the bucket, padding rows run on a reserved scratch slot and scratch KV block that
 // no sequence owns, and the sampled token ids are the only device→host copy (plus logits rows a
 // sequence asked for). The first step of a bucket runs the same padded work eagerly (sizing the
-// scratch buffers), then captures; a scratch reallocation re-captures. LM_CUDA_GRAPHS=0 turns this
-// off (every step eager and unpadded, as before); LM_CUDA_GRAPHS=padded runs the padded decode
-// eagerly without capture (the bitwise reference for replay).
+// scratch buffers), then captures; a scratch reallocation re-captures. EngineOptions::cuda_graphs
+// "off" turns this off (every step eager and unpadded); "padded" runs the padded decode eagerly
+// without capture (the bitwise reference for replay).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -106,6 +106,60 @@ class Scratch {
   uint64_t generation_ = 0;
 };
 
+/**
+ * Per-component step timing (EngineOptions::profile): mark(name) records an event where a component
+ * starts; finish() waits for the step and charges each interval to the component that opened it
+ * (gaps between kernels included, so the components sum to the step's device time).
+ */
+class Profiler {
+ public:
+  ~Profiler() {
+    for (cudaEvent_t e : pool_) cudaEventDestroy(e);
+  }
+  bool on = false;
+  void mark(const char* name, cudaStream_t s) {
+    if (!on) return;
+    if (used_ == pool_.size()) {
+      cudaEvent_t e;
+      LM_CUDA_CHECK(cudaEventCreate(&e));
+      pool_.push_back(e);
+    }
+    LM_CUDA_CHECK(cudaEventRecord(pool_[used_], s));
+    names_.push_back(name);
+    ++used_;
+  }
+  void finish(cudaStream_t s) {
+    if (!on || used_ == 0) return;
+    mark("", s);
+    LM_CUDA_CHECK(cudaEventSynchronize(pool_[used_ - 1]));
+    for (size_t i = 0; i + 1 < used_; ++i) {
+      float ms = 0.f;
+      LM_CUDA_CHECK(cudaEventElapsedTime(&ms, pool_[i], pool_[i + 1]));
+      auto it = std::find_if(sums_.begin(), sums_.end(), [&](const auto& p) { return p.first == names_[i]; });
+      if (it == sums_.end()) sums_.emplace_back(names_[i], ms);
+      else it->second += ms;
+    }
+    ++steps_;
+    used_ = 0;
+    names_.clear();
+  }
+  StepProfile take() {
+    StepProfile p;
+    p.steps = steps_;
+    p.ms = std::move(sums_);
+    sums_.clear();
+    steps_ = 0;
+    return p;
+  }
+
+ private:
+  std::vector<cudaEvent_t> pool_;
+  std::vector<std::string> names_;
+  size_t used_ = 0;
+  std::vector<std::pair<std::string, double>> sums_;
+  int steps_ = 0;
+};
+
 struct Mamba {
   bf16 *in_proj, *out_proj;
   float *in_b, *out_b, *conv_w, *conv_b, *dt_bias, *A, *D, *norm;
@@ -145,8 +199,10 @@ class CudaEngine final : public Engine {
       cudaGetLastError();
       throw Error("no CUDA device is visible");
     }
-    const char* g = std::getenv("LM_CUDA_GRAPHS");
-    graph_mode_ = !g ? GraphMode::Replay : std::strcmp(g, "0") == 0 ? GraphMode::Off : std::strcmp(g, "padded") == 0 ? GraphMode::PaddedEager : GraphMode::Replay;
+    const std::string& g = o.cuda_graphs;
+    if (g != "replay" && g != "padded" && g != "off") throw Error("cuda_graphs must be replay, padded or off (got '" + g + "')");
+    prof_.on = o.profile;
+    graph_mode_ = o.profile || g == "off" ? GraphMode::Off : g == "padded" ? GraphMode::PaddedEager : GraphMode::Replay;
     LM_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     for (const auto& r : o.tensors) refs_[r.name] = r;
     load();
@@ -188,6 +244,7 @@ class CudaEngine final : public Engine {
   }
 
   StepOutput step(const std::vector<StepSeq>& batch) override;
+  StepProfile take_profile() override { return prof_.take(); }
 
  private:
   enum class GraphMode { Off, PaddedEager, Replay };
@@ -213,6 +270,7 @@ class CudaEngine final : public Engine {
   float *conv_state_ = nullptr, *ssm_state_ = nullptr;
   bf16 *k_cache_ = nullptr, *v_cache_ = nullptr;
 
+  Profiler prof_;
   GraphMode graph_mode_ = GraphMode::Replay;
   std::map<int, DecodeGraph> graphs_;  // bucket → captured decode step
   // The fixed decode batch description (decode_layout()): pinned host staging and its device copy,
@@ -475,6 +533,7 @@ void CudaEngine::moe(const Moe& E, const bf16* u, int R, float* h) {
   const int H = spec_.hidden_size, nE = spec_.n_routed_experts, k = spec_.num_experts_per_tok, Din = spec_.moe_input_size();
   const int inter = spec_.moe_intermediate_size;
   float* logits = scratch_.get<float>("moe-logits", int64_t(R) * nE);
+  prof_.mark("moe.router", stream_);
   gemm_.run(u, R, H, E.gate, nE, logits, 0.f, stream_);
   int32_t* ids = scratch_.get<int32_t>("moe-ids", int64_t(R) * k);
   float* weights = scratch_.get<float>("moe-weights", int64_t(R) * k);
@@ -483,6 +542,7 @@ void CudaEngine::moe(const Moe& E, const bf16* u, int R, float* h) {
   if (spec_.moe_latent_size > 0) {
     float* lat = scratch_.get<float>("moe-latent", int64_t(R) * Din);
     bf16* lat16 = scratch_.get<bf16>("moe-latent16", int64_t(R) * Din);
+    prof_.mark("moe.latent_proj", stream_);
     gemm_.run(u, R, H, E.fc1, Din, lat, 0.f, stream_);
     cuda::add_bias(lat, E.fc1_b, R, Din, stream_);
     cuda::f32_to_bf16(lat, int64_t(R) * Din, lat16, stream_);
@@ -493,6 +553,7 @@ void CudaEngine::moe(const Moe& E, const bf16* u, int R, float* h) {
   const int M = R * k, tile_rows = cuda::moe_tile_rows(M, nE), max_tiles = cuda::moe_plan_max_tiles(M, nE, tile_rows);
   cuda::MoePlan plan{scratch_.get<int32_t>("moe-src-row", M), scratch_.get<int32_t>("moe-slot-of", M), scratch_.get<int32_t>("moe-offsets", nE + 1),
                      scratch_.get<int4>("moe-tiles", max_tiles), scratch_.get<int32_t>("moe-num-tiles", 1)};
+  prof_.mark("moe.experts", stream_);
   cuda::moe_plan(ids, R, k, nE, tile_rows, plan, stream_);
   bf16* act16 = scratch_.get<bf16>("moe-act16", int64_t(M) * inter);  // (M, inter) expert-major
   float* xo = scratch_.get<float>("moe-out", int64_t(M) * Din);        // (M, Din) expert-major
@@ -503,13 +564,16 @@ void CudaEngine::moe(const Moe& E, const bf16* u, int R, float* h) {
   if (spec_.moe_latent_size > 0) {
     float* routed = scratch_.get<float>("moe-routed", int64_t(R) * Din);
     bf16* routed16 = scratch_.get<bf16>("moe-routed16", int64_t(R) * Din);
+    prof_.mark("moe.combine", stream_);
     cuda::moe_combine(xo, plan.slot_of, weights, R, k, Din, routed, false, stream_);
     cuda::f32_to_bf16(routed, int64_t(R) * Din, routed16, stream_);
     gemm_.run(routed16, R, Din, E.fc2, H, h, 1.f, stream_);
     cuda::add_bias(h, E.fc2_b, R, H, stream_);
   } else {
+    prof_.mark("moe.combine", stream_);
     cuda::moe_combine(xo, plan.slot_of, weights, R, k, Din, h, true, stream_);
   }
+  prof_.mark("moe.shared_expert", stream_);
   mlp(E.shared, H, spec_.moe_shared_expert_intermediate_size, u, R, h);
 }
 
@@ -517,8 +581,10 @@ float* CudaEngine::forward(const cuda::BatchView& b, const int32_t* tokens, cons
   const int H = spec_.hidden_size, V = spec_.vocab_size, R = b.rows;
   float* h = scratch_.get<float>("h", int64_t(R) * H);
   bf16* u = scratch_.get<bf16>("u", int64_t(R) * H);
+  prof_.mark("embedding", stream_);
   cuda::embedding_gather(tokens, R, embed_, H, h, stream_);
   for (const Layer& L : layers_) {
+    prof_.mark("block_norm", stream_);
     cuda::rmsnorm_bf16(h, nullptr, R, H, L.norm, spec_.norm_eps, u, stream_);
     switch (L.kind) {
       case BlockKind::Mamba: {
@@ -529,13 +595,16 @@ float* CudaEngine::forward(const cuda::BatchView& b, const int32_t* tokens, cons
         float* xbc = scratch_.get<float>("mamba-xbc", int64_t(R) * CD);
         float* y = scratch_.get<float>("mamba-y", int64_t(R) * I);
         bf16* y16 = scratch_.get<bf16>("mamba-y16", int64_t(R) * I);
+        prof_.mark("mamba.in_proj", stream_);
         gemm_.run(u, R, H, M.in_proj, proj, zx, 0.f, stream_);
         cuda::add_bias(zx, M.in_b, R, proj, stream_);
+        prof_.mark("mamba.conv1d", stream_);
         float* cstate = conv_state_ + int64_t(M.index) * state_slots() * conv_state_size();
         cuda::conv1d_silu(b, zx + I, proj, CD, K, M.conv_w, M.conv_b, cstate, xbc, stream_);
         cuda::conv_state_update(b, zx + I, proj, CD, K, cstate, stream_);
         cuda::SsmParams sp{nh, spec_.mamba_head_dim, spec_.n_groups, spec_.ssm_state_size, xbc, CD, zx + I + CD, proj, M.dt_bias, M.A, M.D,
                            spec_.time_step_min, spec_.time_step_max, ssm_state_ + int64_t(M.index) * state_slots() * ssm_state_size(), y};
+        prof_.mark("mamba.ssm", stream_);
         if (b.max_len > 1 && cuda::ssd_chunked_supported(sp.head_dim, sp.dstate, spec_.chunk_size)) {
           float* cb = scratch_.get<float>("ssd-cb", cuda::ssd_chunked_workspace_floats(R, spec_.n_groups, spec_.chunk_size));
           cuda::ssd_chunked_scan(b, sp, spec_.chunk_size, cb, stream_);  // sequences of 2+ rows
@@ -543,7 +612,9 @@ float* CudaEngine::forward(const cuda::BatchView& b, const int32_t* tokens, cons
         } else {
           cuda::ssm_scan(b, sp, stream_);
         }
+        prof_.mark("mamba.gated_norm", stream_);
         cuda::gated_rmsnorm(y, zx, proj, M.norm, R, I, I / spec_.n_groups, spec_.norm_eps, y16, stream_);
+        prof_.mark("mamba.out_proj", stream_);
         gemm_.run(y16, R, I, M.out_proj, H, h, 1.f, stream_);
         cuda::add_bias(h, M.out_b, R, H, stream_);
         break;
@@ -555,17 +626,22 @@ float* CudaEngine::forward(const cuda::BatchView& b, const int32_t* tokens, cons
         float* k = scratch_.get<float>("attn-k", int64_t(R) * nkv * hd);
         float* v = scratch_.get<float>("attn-v", int64_t(R) * nkv * hd);
         bf16* o = scratch_.get<bf16>("attn-o", int64_t(R) * nq * hd);
+        prof_.mark("attn.qkv_proj", stream_);
         gemm_.run(u, R, H, A.q, nq * hd, q, 0.f, stream_);
         gemm_.run(u, R, H, A.k, nkv * hd, k, 0.f, stream_);
         gemm_.run(u, R, H, A.v, nkv * hd, v, 0.f, stream_);
         bf16* kc = k_cache_ + A.index * kv_layer_size();
         bf16* vc = v_cache_ + A.index * kv_layer_size();
+        prof_.mark("attn.core", stream_);
         cuda::kv_write(b, k, v, nkv, hd, kc, vc, stream_);
-        cuda::paged_attention(b, q, nq, nkv, hd, kc, vc, o, stream_);
+        float* ws = scratch_.get<float>("attn-workspace", cuda::paged_attention_workspace_floats(R, nq, hd));
+        cuda::paged_attention(b, q, nq, nkv, hd, kc, vc, o, ws, stream_);
+        prof_.mark("attn.o_proj", stream_);
         gemm_.run(o, R, int64_t(nq) * hd, A.o, H, h, 1.f, stream_);
         break;
       }
       case BlockKind::MLP:
+        prof_.mark("mlp", stream_);
         mlp(L.mlp, H, spec_.intermediate_size, u, R, h);
         break;
       case BlockKind::MoE:
@@ -576,6 +652,7 @@ float* CudaEngine::forward(const cuda::BatchView& b, const int32_t* tokens, cons
   if (NL == 0) return nullptr;
   bf16* hn = scratch_.get<bf16>("final-norm", int64_t(NL) * H);
   float* logits = scratch_.get<float>("logits", int64_t(NL) * V);
+  prof_.mark("lm_head", stream_);
   cuda::rmsnorm_bf16(h, logit_rows, NL, H, norm_f_, spec_.norm_eps, hn, stream_);
   gemm_.run(hn, NL, H, lm_head_, V, logits, 0.f, stream_);
   return logits;
@@ -780,6 +857,7 @@ StepOutput CudaEngine::step_eager(const std::vector<StepSeq>& batch) {
       auto* d_rows = scratch_.get<cuda::SampleRow>("sample-rows", NS);
       int32_t* d_tokens = scratch_.get<int32_t>("sample-tokens", NS);
       LM_CUDA_CHECK(cudaMemcpyAsync(d_rows, sample_rows.data(), NS * sizeof(cuda::SampleRow), cudaMemcpyHostToDevice, stream_));
+      prof_.mark("sampling", stream_);
       cuda::sample_tokens(logits, V, d_rows, NS, d_tokens, stream_);
       LM_CUDA_CHECK(cudaMemcpyAsync(sampled.data(), d_tokens, NS * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
     }
@@ -797,11 +875,13 @@ StepOutput CudaEngine::step_eager(const std::vector<StepSeq>& batch) {
       }
       j += n;
     }
+    prof_.mark("logits_out", stream_);
     LM_CUDA_CHECK(cudaStreamSynchronize(stream_));
     for (int s = 0; s < NS; ++s) out.tokens[sampled_seq[s]] = sampled[s];
   } else {
     LM_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
+  prof_.finish(stream_);
   return out;
 }
 

@@ -72,8 +72,16 @@ void gated_rmsnorm(const float* y, const float* z, int64_t z_stride, const float
 
 /** Writes this step's k, v rows (R, nkv*hd) into the paged caches (blocks, block_size, nkv, hd). */
 void kv_write(const BatchView& b, const float* k, const float* v, int nkv, int hd, bf16* k_cache, bf16* v_cache, cudaStream_t s);
-/** Causal GQA attention of each row over its sequence's cached keys; out (R, nq*hd) bf16. */
-void paged_attention(const BatchView& b, const float* q, int nq, int nkv, int hd, const bf16* k_cache, const bf16* v_cache, bf16* out, cudaStream_t s);
+/**
+ * Floats of workspace paged_attention needs for `rows` rows (split-K partial results of decode
+ * rows); depends only on the shape, so a captured graph keeps one buffer for every context length.
+ */
+int64_t paged_attention_workspace_floats(int rows, int nq, int hd);
+/**
+ * Causal GQA attention of each row over its sequence's cached keys (this step's keys already
+ * written by kv_write); out (R, nq*hd) bf16. Grids depend only on b.rows, b.nseq and b.max_len.
+ */
+void paged_attention(const BatchView& b, const float* q, int nq, int nkv, int hd, const bf16* k_cache, const bf16* v_cache, bf16* out, float* workspace, cudaStream_t s);
 
 /** Router: ids/weights (R, k) from logits (R, E), as cpu::moe_route. */
 void moe_route(const float* logits, const float* correction_bias, int R, int E, int n_group, int topk_group, int k, bool norm_topk, float scaling, int32_t* ids, float* weights, cudaStream_t s);

@@ -107,6 +107,22 @@ struct EngineOptions {
    * spec.num_nextn_predict_layers == 1 and world size 1; the cuda backend refuses it for now.
    */
   bool mtp = false;
+  /**
+   * CUDA decode steps: "replay" (captured graphs per batch-size bucket, the default), "padded" (the
+   * same padded step run eagerly: the bitwise reference for replay), "off" (eager, unpadded).
+   */
+  std::string cuda_graphs = "replay";
+  /**
+   * Time every component of each step (Engine::take_profile); steps then run eagerly (no graphs)
+   * with events around each component, so the sum is a little above the graph step's time.
+   */
+  bool profile = false;
+  /**
+   * Dummy weights only: expert popularity skew. 0 spreads tokens over experts uniformly (random
+   * router); s > 0 adds s · ln(1 / (1 + rank(e))) to each MoE layer's correction bias (experts in a
+   * per-layer random order), a Zipf-like popularity with exponent about s.
+   */
+  float dummy_route_skew = 0.f;
 
   /** Elements of one attention layer's K (or V) pool: (blocks, block_size, kv heads, head_dim). */
   int64_t kv_layer_size() const { return static_cast<int64_t>(num_kv_blocks) * kv_block_size * spec.num_key_value_heads * spec.head_dim; }
@@ -182,6 +198,12 @@ struct EngineInfo {
   uint64_t state_bytes_per_slot = 0;
 };
 
+/** Time per component of the profiled steps (names such as "mamba.in_proj", "moe.experts", "lm_head"). */
+struct StepProfile {
+  int steps = 0;
+  std::vector<std::pair<std::string, double>> ms;
+};
+
 class Engine {
  public:
   virtual ~Engine() = default;
@@ -194,6 +216,11 @@ class Engine {
    * row-major; the sum over a group's ranks is the group's per-expert load. Empty: not counted.
    */
   virtual std::vector<uint64_t> expert_token_counts() const { return {}; }
+  /**
+   * With EngineOptions::profile: device milliseconds per component summed over the steps since the
+   * last call, in a fixed order, and that number of steps; resets the sums. Empty otherwise.
+   */
+  virtual StepProfile take_profile() { return {}; }
 };
 
 /** The machine's ceilings, measured now, for benchmark ratios. */

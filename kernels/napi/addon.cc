@@ -190,6 +190,12 @@ lm::EngineOptions read_options(napi_env env, napi_value o) {
   opts.num_kv_blocks = get_int(env, o, "numKvBlocks", w);
   opts.threads = get_int(env, o, "threads", w);
   opts.mtp = has_prop(env, o, "mtp") && get_bool(env, o, "mtp", w);
+  if (has_prop(env, o, "cudaGraphs")) {
+    opts.cuda_graphs = get_string(env, o, "cudaGraphs", w);
+    if (opts.cuda_graphs != "replay" && opts.cuda_graphs != "padded" && opts.cuda_graphs != "off") throw JsError{"options.cudaGraphs must be 'replay', 'padded' or 'off'"};
+  }
+  opts.profile = has_prop(env, o, "profile") && get_bool(env, o, "profile", w);
+  if (has_prop(env, o, "dummyRouteSkew")) opts.dummy_route_skew = static_cast<float>(get_number(env, o, "dummyRouteSkew", w));
   napi_value g = get_prop(env, o, "group", w);
   const std::string gw = "options.group";
   opts.group.rank = get_int(env, g, "rank", gw);
@@ -407,6 +413,35 @@ napi_value EngineExpertTokenCounts(napi_env env, napi_callback_info info) {
   }
 }
 
+napi_value EngineTakeProfile(napi_env env, napi_callback_info info) {
+  try {
+    size_t argc = 0;
+    EngineBox* box = unwrap_box(env, info, &argc, nullptr);
+    if (!box->engine) throw JsError{"engine is closed"};
+    if (*box->busy) throw JsError{"a step is running"};
+    const lm::StepProfile p = box->engine->take_profile();
+    napi_value result, steps, list;
+    NAPI_OK(napi_create_object(env, &result));
+    NAPI_OK(napi_create_double(env, p.steps, &steps));
+    NAPI_OK(napi_set_named_property(env, result, "steps", steps));
+    NAPI_OK(napi_create_array_with_length(env, p.ms.size(), &list));
+    for (size_t i = 0; i < p.ms.size(); ++i) {
+      napi_value item, name, ms;
+      NAPI_OK(napi_create_object(env, &item));
+      NAPI_OK(napi_create_string_utf8(env, p.ms[i].first.c_str(), NAPI_AUTO_LENGTH, &name));
+      NAPI_OK(napi_create_double(env, p.ms[i].second, &ms));
+      NAPI_OK(napi_set_named_property(env, item, "name", name));
+      NAPI_OK(napi_set_named_property(env, item, "ms", ms));
+      NAPI_OK(napi_set_element(env, list, static_cast<uint32_t>(i), item));
+    }
+    NAPI_OK(napi_set_named_property(env, result, "components", list));
+    return result;
+  } catch (const JsError& e) {
+    throw_js(env, "Engine.takeProfile: " + e.message);
+    return nullptr;
+  }
+}
+
 napi_value EngineClose(napi_env env, napi_callback_info info) {
   try {
     size_t argc = 0;
@@ -425,7 +460,8 @@ napi_value wrap_engine(napi_env env, std::unique_ptr<lm::Engine> engine) {
   const lm::EngineInfo info = engine->info();
   box->engine = std::move(engine);
   NAPI_OK(napi_wrap(env, obj, box, [](napi_env, void* data, void*) { delete static_cast<EngineBox*>(data); }, nullptr, nullptr));
-  napi_value step_fn, close_fn, counts_fn;
+  napi_value step_fn, close_fn, counts_fn, profile_fn;
+  NAPI_OK(napi_create_function(env, "takeProfile", NAPI_AUTO_LENGTH, EngineTakeProfile, nullptr, &profile_fn));
   NAPI_OK(napi_create_function(env, "step", NAPI_AUTO_LENGTH, EngineStep, nullptr, &step_fn));
   NAPI_OK(napi_create_function(env, "expertTokenCounts", NAPI_AUTO_LENGTH, EngineExpertTokenCounts, nullptr, &counts_fn));
   NAPI_OK(napi_create_function(env, "close", NAPI_AUTO_LENGTH, EngineClose, nullptr, &close_fn));
@@ -433,9 +469,10 @@ napi_value wrap_engine(napi_env env, std::unique_ptr<lm::Engine> engine) {
       {"step", nullptr, nullptr, nullptr, nullptr, step_fn, napi_default, nullptr},
       {"close", nullptr, nullptr, nullptr, nullptr, close_fn, napi_default, nullptr},
       {"expertTokenCounts", nullptr, nullptr, nullptr, nullptr, counts_fn, napi_default, nullptr},
+      {"takeProfile", nullptr, nullptr, nullptr, nullptr, profile_fn, napi_default, nullptr},
       {"info", nullptr, nullptr, nullptr, nullptr, make_info(env, info), napi_enumerable, nullptr},
   };
-  NAPI_OK(napi_define_properties(env, obj, 4, props));
+  NAPI_OK(napi_define_properties(env, obj, 5, props));
   return obj;
 }
 

@@ -200,7 +200,7 @@ void test_attention(std::mt19937& g) {
   bf16* dv = dev(to_bf16(cache_v));
   bf16* dout = dev(std::vector<bf16>(R * nq * hd));
   lm::cuda::kv_write(b.view, dev(k), dev(v), nkv, hd, dk, dv, nullptr);
-  lm::cuda::paged_attention(b.view, dev(q), nq, nkv, hd, dk, dv, dout, nullptr);
+  lm::cuda::paged_attention(b.view, dev(q), nq, nkv, hd, dk, dv, dout, dev(std::vector<float>(lm::cuda::paged_attention_workspace_floats(b.view.rows, nq, hd))), nullptr);
   // CPU: write the bf16-rounded new rows the same way, then attend.
   std::vector<float> ref(R * nq * hd);
   for (size_t i = 0; i < lens.size(); ++i) {
@@ -508,8 +508,8 @@ void test_sampler(std::mt19937& g) {
 }
 
 
-// Decode graphs: the same steps through the engine with LM_CUDA_GRAPHS=0 (eager, unpadded),
-// =padded (padded to the bucket, eager) and the default (padded, captured and replayed). Replay must
+// Decode graphs: the same steps through the engine with cuda_graphs "off" (eager, unpadded),
+// "padded" (padded to the bucket, eager) and "replay" (padded, captured and replayed). Replay must
 // match padded-eager bitwise (tokens, logits, state); eager differs from both only where cuBLASLt
 // picks another algorithm for the padded row count, so its tokens must match and logits stay
 // within 1e-4 of max |logit|. Slots no sequence used must keep zero state (padding rows run on
@@ -522,8 +522,8 @@ struct EngineRun {
 };
 
 EngineRun run_engine(const char* mode) {
-  setenv("LM_CUDA_GRAPHS", mode, 1);
   lm::EngineOptions o;
+  o.cuda_graphs = mode;
   auto& s = o.spec;
   s.vocab_size = 301;
   s.hidden_size = 64;
@@ -590,12 +590,11 @@ EngineRun run_engine(const char* mode) {
     const auto st = engine->slot_state(slot);
     r.untouched.insert(r.untouched.end(), st.begin(), st.end());
   }
-  unsetenv("LM_CUDA_GRAPHS");
   return r;
 }
 
 void test_engine_decode_graphs() {
-  const EngineRun eager = run_engine("0"), padded = run_engine("padded"), graphs = run_engine("1");
+  const EngineRun eager = run_engine("off"), padded = run_engine("padded"), graphs = run_engine("replay");
   auto max_abs = [](const std::vector<float>& v) {
     double m = 0;
     for (float x : v) m = std::max(m, static_cast<double>(std::fabs(x)));
