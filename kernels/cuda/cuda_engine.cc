@@ -425,6 +425,7 @@ class CudaEngine final : public Engine {
           const int64_t nE = spec_.n_routed_experts, Din = spec_.moe_input_size(), inter = spec_.moe_intermediate_size;
           E.gate = mat(m + "gate.weight", {nE, H});
           E.bias = vec(m + "gate.e_score_correction_bias", {nE}, Init::Bias);
+          if (opts_.dummy && opts_.dummy_route_skew > 0.f) skew_routing(E.bias, static_cast<int>(nE), static_cast<int>(i));
           E.fc1 = E.fc2 = nullptr;
           E.fc1_b = E.fc2_b = nullptr;
           if (spec_.moe_latent_size > 0) {
@@ -449,6 +450,28 @@ class CudaEngine final : public Engine {
     }
     norm_f_ = vec("backbone.norm_f.weight", {H}, Init::Norm);
     lm_head_ = (opts_.dummy || refs_.count("lm_head.weight") || !spec_.tie_word_embeddings) ? mat("lm_head.weight", {V, H}) : embed_;
+  }
+
+  /**
+   * Dummy skewed routing: the correction bias of expert e becomes -skew · 0.1 · ln(1 + rank(e)) with
+   * the experts in a per-layer shuffled order. 0.1 is about the spread of the dummy router's sigmoid
+   * scores, so skew 1 gives a Zipf-like popularity (every expert still chosen), larger skew steeper.
+   */
+  void skew_routing(float* bias, int nE, int layer) {
+    std::vector<int> order(static_cast<size_t>(nE));
+    std::iota(order.begin(), order.end(), 0);
+    uint64_t x = opts_.dummy_seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(layer) + 1;
+    for (int i = nE - 1; i > 0; --i) {  // Fisher-Yates with splitmix64
+      x += 0x9E3779B97F4A7C15ull;
+      uint64_t z = x;
+      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+      z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+      z ^= z >> 31;
+      std::swap(order[static_cast<size_t>(i)], order[static_cast<size_t>(z % static_cast<uint64_t>(i + 1))]);
+    }
+    std::vector<float> b(static_cast<size_t>(nE));
+    for (int r = 0; r < nE; ++r) b[static_cast<size_t>(order[static_cast<size_t>(r)])] = -opts_.dummy_route_skew * 0.1f * std::log(1.f + static_cast<float>(r));
+    LM_CUDA_CHECK(cudaMemcpy(bias, b.data(), b.size() * sizeof(float), cudaMemcpyHostToDevice));
   }
 
   /** A device copy of a list of device pointers (grouped kernels index experts through it). */
