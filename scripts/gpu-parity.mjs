@@ -68,4 +68,57 @@ for (const name of readdirSync(fixtures).sort()) {
   const tbText = tb ? `${tb.worst.toExponential(2)}, ${tb.close}/${tb.rows}` : "-";
   console.log(`| ${name} | ${rows} | ${worst.toExponential(2)} (prefill ${pre.worst.toExponential(2)}, decode ${dec.worst.toExponential(2)}) | ${close}/${rows} | ${same}/${rows} | ${tbText} | ${tbMeets ? "≤ 1e-1, all top-3" : "no worse than transformers bf16"} | ${ok ? "yes" : "NO"} |`);
 }
+
+// MTP on the backend: the head's logits over the prompt (and its drafts) against the float64 MTP
+// reference with the same bf16 criterion, and greedy exactness: the tokens generated with drafts
+// verified (k = 1, 2, 3, auto) equal the plain greedy tokens of the same backend.
+const cli = (args) => spawnSync(process.execPath, [join(root, "bin", "latentmesh"), "logits", "--log-level", "warn", "--backend", backend, ...args], { encoding: "utf8" });
+const mtpFixtures = readdirSync(fixtures)
+  .filter((d) => existsSync(join(fixtures, d, "config.json")) && (JSON.parse(readFileSync(join(fixtures, d, "config.json"), "utf8")).num_nextn_predict_layers ?? 0) > 0)
+  .sort();
+if (mtpFixtures.length > 0) {
+  console.log("");
+  console.log("| MTP fixture | head rows | worst rel L2 | top-3 close | same argmax | drafts as reference | greedy tokens, k = 1 / 2 / 3 / auto vs plain | tokens per step (k = 3, auto) | ok |");
+  console.log("|---|---|---|---|---|---|---|---|---|");
+}
+for (const name of mtpFixtures) {
+  const dir = join(fixtures, name);
+  const hasRef = existsSync(join(dir, "reference", "mtp_prefill_logits.f32"));
+  const meta = hasRef ? JSON.parse(readFileSync(join(dir, "reference", "meta.json"), "utf8")) : { prompt_ids: JSON.parse(readFileSync(join(dir, "reference", "prompt_ids.json"), "utf8")) };
+  const V = JSON.parse(readFileSync(join(dir, "config.json"), "utf8")).vocab_size;
+  let head = { rows: 0, worst: 0, close: 0, same: 0 };
+  let draftsSame = true, draftsText = "-";
+  if (hasRef) {
+    const out = mkdtempSync(join(tmpdir(), "gpu-mtp-"));
+    const r = cli(["--model", dir, "--prompt-ids", meta.prompt_ids.join(","), "--decode", "0", "--speculative-tokens", String(meta.speculative_tokens), "--out", out]);
+    if (r.status !== 0) {
+      console.log(`| ${name} | FAILED: ${r.stderr.trim().split("\n").pop()} |`);
+      failed = true;
+      continue;
+    }
+    head = compare(f32(join(out, "mtp_prefill_logits.f32")), f32(join(dir, "reference", "mtp_prefill_logits.f32")), V);
+    const drafts = JSON.parse(readFileSync(join(out, "result.json"), "utf8")).mtp_prefill_drafts ?? [];
+    draftsSame = JSON.stringify(drafts) === JSON.stringify(meta.drafts);
+    draftsText = draftsSame ? "yes" : `no (${drafts} vs ${meta.drafts})`;
+  }
+  const N = 48;
+  const gen = {};
+  const tps = {};
+  for (const k of ["0", "1", "2", "3", "auto"]) {
+    const o = mkdtempSync(join(tmpdir(), `gpu-mtp-${k}-`));
+    const g = cli(["--model", dir, "--prompt-ids", meta.prompt_ids.join(","), "--decode", String(N), "--speculative-tokens", k, "--out", o]);
+    if (g.status !== 0) {
+      gen[k] = `FAILED: ${g.stderr.trim().split("\n").pop()}`;
+      continue;
+    }
+    const res = JSON.parse(readFileSync(join(o, "result.json"), "utf8"));
+    gen[k] = res.generated_ids;
+    tps[k] = res.speculative?.tokens_per_step;
+  }
+  const same = ["1", "2", "3", "auto"].map((k) => (Array.isArray(gen[k]) && Array.isArray(gen["0"]) ? gen[k].filter((t, i) => t === gen["0"][i]).length : gen[k] ?? "-"));
+  const exact = same.every((n) => n === N);
+  const ok = head.worst <= 0.1 && head.close === head.rows && exact;
+  failed ||= !ok;
+  console.log(`| ${name} | ${head.rows || "-"} | ${hasRef ? head.worst.toExponential(2) : "-"} | ${head.close}/${head.rows} | ${head.same}/${head.rows} | ${draftsText} | ${same.map((n) => `${n}/${N}`).join(" / ")} | ${tps["3"]?.toFixed?.(2) ?? "-"}, ${tps.auto?.toFixed?.(2) ?? "-"} | ${ok ? "yes" : "NO"} |`);
+}
 process.exit(failed ? 1 : 0);

@@ -71,11 +71,10 @@ export interface EngineLoadOptions {
   readonly dummyRouteSkew?: number;
 }
 
-/** Whether MTP can run: the checkpoint has one MTP layer, the backend is cpu and there is no group. */
+/** Whether MTP can run: the checkpoint has one MTP layer and there is no expert-parallel group. */
 export function mtpSupport(config: ModelConfig, backend: "cpu" | "cuda", worldSize: number): { ok: true } | { ok: false; reason: string } {
   if (config.numNextnPredictLayers === 0 || config.mtpPattern === "") return { ok: false, reason: "the checkpoint has no MTP layers (num_nextn_predict_layers is 0)" };
   if (config.numNextnPredictLayers !== 1) return { ok: false, reason: `num_nextn_predict_layers ${config.numNextnPredictLayers} is not supported (1 is, the released layout)` };
-  if (backend !== "cpu") return { ok: false, reason: "MTP speculative decoding is not implemented on the cuda backend yet" };
   if (worldSize > 1) return { ok: false, reason: "MTP speculative decoding with expert parallelism is not implemented yet" };
   return { ok: true };
 }

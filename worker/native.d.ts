@@ -94,8 +94,7 @@ export interface NativeEngineOptions {
   threads: number;
   /**
    * Load the MTP layers (`mtp.*`) and run them every step so sequences can verify and propose
-   * drafts (numDrafts, draftTokens). Needs numNextnPredictLayers 1 and worldSize 1; the cuda
-   * backend refuses it for now. Absent: false.
+   * drafts (numDrafts, draftTokens). Needs numNextnPredictLayers 1 and worldSize 1. Absent: false.
    */
   mtp?: boolean;
   /**

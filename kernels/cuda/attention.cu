@@ -1,17 +1,56 @@
 // Attention without positional encoding over a paged bf16 KV cache (GQA: query head j reads KV head
-// j / (nq/nkv)). kv_write stores this step's keys/values; paged_attention runs one block per
-// (row, query head): each warp walks a strided subset of the keys with an online softmax (running
-// max and sum, fp32), lanes splitting the head dimension; warps then merge their partial results.
-// Split-K over long contexts and the tiled prefill kernel come with the performance issue.
+// j / (nq/nkv)), causal, scale 1/sqrt(hd): out[r, j] = Σ_p softmax_p(q[r, j] · k[p] / sqrt(hd)) v[p]
+// over positions p = 0 .. pos0 + (r - row0) of the row's sequence. kv_write stores this step's
+// keys/values; paged_attention picks one of three paths per sequence:
+//
+// - prefill (sequences of more than DECODE_MAX_LEN rows): flash attention. One block per (tile of
+//   BM = 16·MT·NW rows, sequence, query head); each warp owns 16·MT rows. Q is converted to bf16 into
+//   shared memory once; K/V tiles of BN keys stream from the paged cache with 16-byte cp.async,
+//   double-buffered; S = Q·Kᵀ and O += P·V run on the tensor cores (mma.sync m16n8k16 bf16, fp32
+//   accumulate, operands by ldmatrix); the softmax is online in fp32 (base-2 exponentials, scale
+//   folded into the exponent). Key tiles past the tile's last row are never visited (causal tile
+//   skipping) and only tiles that straddle the diagonal are masked; row tiles go out longest first.
+// - decode (sequences of at most DECODE_MAX_LEN rows: decode steps, MTP verification): split-K.
+//   One block per (row, KV head and 16 of its query heads, split); the group's query heads are the
+//   16 rows of the mma, so each K/V byte is read once per group. A launch has a fixed number of
+//   splits (a function of the row count alone, graph-friendly); each split derives its key range
+//   from the device-side context length and empty splits exit. The block's 4 warps take 16 keys
+//   each of every BN-key tile (3-stage cp.async pipeline) and merge their partial softmax states in
+//   shared memory; with one split the block writes the output, else (max, sum, normalized acc) go
+//   to the workspace and a combine kernel merges the non-empty splits.
+// - head dims other than 16, 32, 64 and 128: the simple kernel (one block per (row, query head),
+//   4 warps walking the keys serially).
+//
+// Grids depend only on b.rows, b.nseq and b.max_len, never on device contents.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
 #include "cuda/common.cuh"
 #include "cuda/ops.h"
 
 namespace lm::cuda {
 
 namespace {
+
+/** Sequences with at most this many rows take the decode path, one block per row. */
+constexpr int DECODE_MAX_LEN = 8;
+/** Keys per K/V tile in shared memory (both paths). */
+constexpr int BN = 64;
+/** Decode: warps per block (16 keys of each tile each) and cp.async pipeline depth. */
+constexpr int DECODE_WARPS = 4;
+constexpr int DECODE_STAGES = 3;
+/** Decode: splits so that rows × splits reaches about this many blocks per KV head, at most MAX_SPLITS. */
+constexpr int DECODE_TARGET = 512;
+constexpr int MAX_SPLITS = 64;
+constexpr float LOG2E = 1.4426950408889634f;
+
+/** Splits of a decode launch: a function of the row count alone (the workspace is sized by it). */
+int decode_splits(int rows) { return std::clamp(ceil_div(DECODE_TARGET, std::max(rows, 1)), 1, MAX_SPLITS); }
+
+// ---- the simple kernel (fallback for other head dims) ----
 constexpr int MAX_HD_PER_LANE = 8;  // head_dim <= 256
 constexpr int WARPS = 4;
-}
 
 __device__ __forceinline__ int64_t cache_row(const BatchView& b, int seq, int pos) {
   const int blk = b.block_tables[b.seq_bt0[seq] + pos / b.block_size];
@@ -84,20 +123,506 @@ __global__ void attention_kernel(BatchView b, const float* q, int nq, int nkv, i
   }
 }
 
+// ---- tensor-core building blocks ----
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
+
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+/** Four 8×8 bf16 matrices from shared memory; lane t gives the row address of matrix t/8, row t%8. */
+__device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t (&r)[4]) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+/** The same, each matrix transposed. */
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t addr, uint32_t (&r)[4]) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+
+/** d (16×8 fp32) += a (16×16 bf16, row) · b (16×8 bf16, col). */
+__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/** Two floats as bf16x2: lo in the low half (the lower column). */
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+__device__ __forceinline__ float exp2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+/**
+ * Issues cp.async copies of keys [key0, key0 + BN) of one KV head into K and V tiles (BN rows of
+ * HD + 8 bf16: the padding keeps ldmatrix rows on distinct banks); keys at or past key_end are
+ * zero-filled and never read from the cache.
+ */
+template <int HD, int NT>
+__device__ __forceinline__ void load_kv_tile(uint32_t sk, uint32_t sv, const bf16* kc, const bf16* vc, const int* bt, int block_size, int nkv, int kvh, int key0, int key_end, int tid) {
+  constexpr int CH = HD / 8, LDS = HD + 8;
+  static_assert(BN * CH % NT == 0, "whole 16-byte chunks per thread");
+#pragma unroll
+  for (int j = 0; j < BN * CH / NT; ++j) {
+    const int i = tid + j * NT, key = i / CH, ch = i % CH, pos = key0 + key;
+    const bool valid = pos < key_end;
+    int64_t off = 0;
+    if (valid) {
+      const int blk = bt[pos / block_size];
+      off = ((static_cast<int64_t>(blk) * block_size + pos % block_size) * nkv + kvh) * HD + ch * 8;
+    }
+    const uint32_t so = (key * LDS + ch * 8) * 2;
+    cp_async16(sk + so, kc + off, valid);
+    cp_async16(sv + so, vc + off, valid);
+  }
+}
+
+/**
+ * Online softmax over one key tile for MT m-tiles of 16 rows: s holds raw scores (−inf where
+ * masked) and becomes the unnormalized probabilities; m (raw running max), l (this lane's partial
+ * running sum) and the accumulators o are rescaled. Lanes of a quad share rows.
+ */
+template <int MT, int NTILES, int DTILES>
+__device__ __forceinline__ void online_softmax(float (&s)[MT][NTILES][4], float (&m)[MT][2], float (&l)[MT][2], float (&o)[MT][DTILES][4], float sl2) {
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      float mx = m[mt][hf];
+#pragma unroll
+      for (int nt = 0; nt < NTILES; ++nt) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * hf], s[mt][nt][2 * hf + 1]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      // A row with no unmasked key yet keeps max −inf: exponents then use 0 so that nothing is NaN.
+      const float mb = (mx == -INFINITY ? 0.f : mx) * sl2;
+      const float corr = exp2_approx(m[mt][hf] * sl2 - mb);
+      m[mt][hf] = mx;
+      float sum = 0.f;
+#pragma unroll
+      for (int nt = 0; nt < NTILES; ++nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const float p = exp2_approx(fmaf(s[mt][nt][2 * hf + e], sl2, -mb));
+          s[mt][nt][2 * hf + e] = p;
+          sum += p;
+        }
+      l[mt][hf] = l[mt][hf] * corr + sum;
+#pragma unroll
+      for (int dt = 0; dt < DTILES; ++dt) {
+        o[mt][dt][2 * hf] *= corr;
+        o[mt][dt][2 * hf + 1] *= corr;
+      }
+    }
+}
+
+// ---- prefill: flash attention over row tiles ----
+
+template <int HD, int MT, int NW>
+struct PrefillShape {
+  static constexpr int BM = 16 * MT * NW, LDS = HD + 8, NT = NW * 32;
+  static constexpr int Q_BYTES = BM * LDS * 2, STAGE_BYTES = BN * LDS * 2;
+  static constexpr int SMEM = Q_BYTES + 4 * STAGE_BYTES;  // Q, K × 2 stages, V × 2 stages
+};
+
+template <int HD, int MT, int NW>
+__global__ void __launch_bounds__(NW * 32) flash_prefill_kernel(BatchView b, const float* __restrict__ q, int nq, int nkv, const bf16* __restrict__ kc, const bf16* __restrict__ vc,
+                                                                 bf16* __restrict__ out, float sl2) {
+  using S = PrefillShape<HD, MT, NW>;
+  constexpr int DT = HD / 8, NTL = BN / 8;
+  const int seq = blockIdx.y;
+  const int len = b.seq_len[seq];
+  const int t0 = (gridDim.x - 1 - blockIdx.x) * S::BM;  // the longest row tiles start first
+  if (len <= DECODE_MAX_LEN || t0 >= len) return;
+  const int h = blockIdx.z, kvh = h / (nq / nkv);
+  const int row0 = b.seq_row0[seq], pos0 = b.seq_pos0[seq];
+  const int* bt = b.block_tables + b.seq_bt0[seq];
+  const int nrows = min(S::BM, len - t0);
+  const int p_first = pos0 + t0, key_end = p_first + nrows;  // this tile reads keys [0, key_end)
+  const int n_tiles = (key_end + BN - 1) / BN;
+
+  extern __shared__ __align__(16) unsigned char smem[];
+  bf16* sq = reinterpret_cast<bf16*>(smem);
+  const uint32_t sq_u = smem_addr(smem), sk_u = sq_u + S::Q_BYTES, sv_u = sk_u + 2 * S::STAGE_BYTES;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, c = lane & 3;
+
+  load_kv_tile<HD, S::NT>(sk_u, sv_u, kc, vc, bt, b.block_size, nkv, kvh, 0, key_end, tid);
+  cp_async_commit();
+  static_assert(S::BM * HD / 4 % S::NT == 0, "whole float4 chunks per thread");
+#pragma unroll
+  for (int j = 0; j < S::BM * HD / 4 / S::NT; ++j) {
+    const int i = tid + j * S::NT, r = i / (HD / 4), c4 = i % (HD / 4);
+    float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (r < nrows) v = *reinterpret_cast<const float4*>(q + (static_cast<int64_t>(row0 + t0 + r) * nq + h) * HD + c4 * 4);
+    *reinterpret_cast<uint2*>(sq + r * S::LDS + c4 * 4) = make_uint2(pack_bf16(v.x, v.y), pack_bf16(v.z, v.w));
+  }
+
+  // Causal limit of this lane's rows (rows past the sequence reuse its last row's and are not stored).
+  const int wrow = warp * 16 * MT;
+  int lim[MT][2];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) lim[mt][hf] = p_first + min(wrow + mt * 16 + (lane >> 2) + 8 * hf, nrows - 1);
+
+  float o[MT][DT][4], m[MT][2], l[MT][2];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int dt = 0; dt < DT; ++dt) o[mt][dt][0] = o[mt][dt][1] = o[mt][dt][2] = o[mt][dt][3] = 0.f;
+    m[mt][0] = m[mt][1] = -INFINITY;
+    l[mt][0] = l[mt][1] = 0.f;
+  }
+
+  for (int kt = 0; kt < n_tiles; ++kt) {
+    const uint32_t stage = (kt & 1) * S::STAGE_BYTES;
+    if (kt + 1 < n_tiles) {
+      const uint32_t next = ((kt + 1) & 1) * S::STAGE_BYTES;
+      load_kv_tile<HD, S::NT>(sk_u + next, sv_u + next, kc, vc, bt, b.block_size, nkv, kvh, (kt + 1) * BN, key_end, tid);
+    }
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();
+
+    float s[MT][NTL][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < NTL; ++nt) s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; ++kk) {
+      uint32_t a[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) ldsm_x4(sq_u + ((wrow + mt * 16 + (lane & 15)) * S::LDS + kk * 16 + (lane >> 4) * 8) * 2, a[mt]);
+#pragma unroll
+      for (int np = 0; np < BN / 16; ++np) {
+        uint32_t kb[4];
+        ldsm_x4(sk_u + stage + ((np * 16 + (lane & 7) + (lane >> 4) * 8) * S::LDS + kk * 16 + ((lane >> 3) & 1) * 8) * 2, kb);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          mma_16816(s[mt][2 * np], a[mt], kb[0], kb[1]);
+          mma_16816(s[mt][2 * np + 1], a[mt], kb[2], kb[3]);
+        }
+      }
+    }
+    if (kt * BN + BN - 1 > p_first) {  // the tile reaches past some row's last key
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < NTL; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            if (kt * BN + nt * 8 + 2 * c + (e & 1) > lim[mt][e >> 1]) s[mt][nt][e] = -INFINITY;
+    }
+    online_softmax<MT, NTL, DT>(s, m, l, o, sl2);
+
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) {
+      uint32_t a[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        a[mt][0] = pack_bf16(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+        a[mt][1] = pack_bf16(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+        a[mt][2] = pack_bf16(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+        a[mt][3] = pack_bf16(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+      }
+#pragma unroll
+      for (int dp = 0; dp < HD / 16; ++dp) {
+        uint32_t vb[4];
+        ldsm_x4_trans(sv_u + stage + ((kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * S::LDS + dp * 16 + (lane >> 4) * 8) * 2, vb);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          mma_16816(o[mt][2 * dp], a[mt], vb[0], vb[1]);
+          mma_16816(o[mt][2 * dp + 1], a[mt], vb[2], vb[3]);
+        }
+      }
+    }
+    __syncthreads();  // the next iteration refills the stage just read
+  }
+
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      float L = l[mt][hf];
+      L += __shfl_xor_sync(0xffffffffu, L, 1);
+      L += __shfl_xor_sync(0xffffffffu, L, 2);
+      const float inv = 1.f / L;
+      const int r = wrow + mt * 16 + (lane >> 2) + 8 * hf;
+      if (r >= nrows) continue;
+      bf16* dst = out + (static_cast<int64_t>(row0 + t0 + r) * nq + h) * HD + 2 * c;
+#pragma unroll
+      for (int dt = 0; dt < DT; ++dt) *reinterpret_cast<uint32_t*>(dst + dt * 8) = pack_bf16(o[mt][dt][2 * hf] * inv, o[mt][dt][2 * hf + 1] * inv);
+    }
+}
+
+// ---- decode: split-K, the GQA group as the mma rows ----
+
+/** Keys per split for a context of ctx keys: a whole number of tiles, so only the last tile is partial. */
+__device__ __forceinline__ int split_span(int ctx, int nsplit) { return ((ctx + nsplit - 1) / nsplit + BN - 1) / BN * BN; }
+
+template <int HD>
+struct DecodeShape {
+  static constexpr int LDS = HD + 8, NT = DECODE_WARPS * 32, STAGE_BYTES = BN * LDS * 2;
+  static constexpr int PIPE = 2 * DECODE_STAGES * STAGE_BYTES;
+  static constexpr int MERGE = DECODE_WARPS * 16 * (HD + 2) * 4;  // per warp: acc (16 × HD), max and sum (16 each)
+  static constexpr int SMEM = PIPE > MERGE ? PIPE : MERGE;
+};
+
+template <int HD>
+__global__ void __launch_bounds__(DECODE_WARPS * 32) flash_decode_kernel(BatchView b, const float* __restrict__ q, int nq, int nkv, const bf16* __restrict__ kc, const bf16* __restrict__ vc,
+                                                                         bf16* __restrict__ out, float* __restrict__ ws, int nsplit, float sl2) {
+  using S = DecodeShape<HD>;
+  constexpr int DT = HD / 8;
+  const int r = blockIdx.x, seq = b.row_seq[r];
+  if (b.seq_len[seq] > DECODE_MAX_LEN) return;
+  const int group = nq / nkv, chunks = (group + 15) / 16;
+  const int kvh = blockIdx.y / chunks, hc = (blockIdx.y % chunks) * 16;
+  const int h0 = kvh * group + hc, nh = min(16, group - hc);
+  const int ctx = b.seq_pos0[seq] + (r - b.seq_row0[seq]) + 1;
+  const int span = split_span(ctx, nsplit), k0 = blockIdx.z * span;
+  if (k0 >= ctx) return;  // an empty split: the combine never reads it
+  const int k1 = min(k0 + span, ctx), n_tiles = (k1 - k0 + BN - 1) / BN;
+  const int* bt = b.block_tables + b.seq_bt0[seq];
+
+  extern __shared__ __align__(16) unsigned char smem[];
+  const uint32_t sk_u = smem_addr(smem), sv_u = sk_u + DECODE_STAGES * S::STAGE_BYTES;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, c = lane & 3;
+
+#pragma unroll
+  for (int st = 0; st < DECODE_STAGES - 1; ++st) {
+    if (st < n_tiles) load_kv_tile<HD, S::NT>(sk_u + st * S::STAGE_BYTES, sv_u + st * S::STAGE_BYTES, kc, vc, bt, b.block_size, nkv, kvh, k0 + st * BN, k1, tid);
+    cp_async_commit();
+  }
+
+  // Q of heads h0 + g and h0 + g + 8 straight into A fragments (zero for heads past the group).
+  uint32_t qa[HD / 16][4];
+  {
+    const float* q0 = q + (static_cast<int64_t>(r) * nq + h0 + g) * HD + 2 * c;
+    const float* q1 = q0 + 8 * HD;
+    const bool v0 = g < nh, v1 = g + 8 < nh;
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; ++kk) {
+      const float2 x0 = v0 ? *reinterpret_cast<const float2*>(q0 + kk * 16) : make_float2(0.f, 0.f);
+      const float2 x1 = v1 ? *reinterpret_cast<const float2*>(q1 + kk * 16) : make_float2(0.f, 0.f);
+      const float2 x2 = v0 ? *reinterpret_cast<const float2*>(q0 + kk * 16 + 8) : make_float2(0.f, 0.f);
+      const float2 x3 = v1 ? *reinterpret_cast<const float2*>(q1 + kk * 16 + 8) : make_float2(0.f, 0.f);
+      qa[kk][0] = pack_bf16(x0.x, x0.y);
+      qa[kk][1] = pack_bf16(x1.x, x1.y);
+      qa[kk][2] = pack_bf16(x2.x, x2.y);
+      qa[kk][3] = pack_bf16(x3.x, x3.y);
+    }
+  }
+
+  float o[1][DT][4], m[1][2] = {{-INFINITY, -INFINITY}}, l[1][2] = {{0.f, 0.f}};
+#pragma unroll
+  for (int dt = 0; dt < DT; ++dt) o[0][dt][0] = o[0][dt][1] = o[0][dt][2] = o[0][dt][3] = 0.f;
+  const int kw = warp * 16;  // this warp's 16 keys of every tile
+
+  for (int t = 0; t < n_tiles; ++t) {
+    cp_async_wait<DECODE_STAGES - 2>();
+    __syncthreads();  // tile t landed for every thread; every warp is done with tile t - 1
+    {
+      const int nt = t + DECODE_STAGES - 1;
+      const uint32_t st = (nt % DECODE_STAGES) * S::STAGE_BYTES;
+      if (nt < n_tiles) load_kv_tile<HD, S::NT>(sk_u + st, sv_u + st, kc, vc, bt, b.block_size, nkv, kvh, k0 + nt * BN, k1, tid);
+      cp_async_commit();
+    }
+    const uint32_t stage = (t % DECODE_STAGES) * S::STAGE_BYTES;
+    float s[1][2][4] = {};
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; ++kk) {
+      uint32_t kb[4];
+      ldsm_x4(sk_u + stage + ((kw + (lane & 7) + (lane >> 4) * 8) * S::LDS + kk * 16 + ((lane >> 3) & 1) * 8) * 2, kb);
+      mma_16816(s[0][0], qa[kk], kb[0], kb[1]);
+      mma_16816(s[0][1], qa[kk], kb[2], kb[3]);
+    }
+    const int key0 = k0 + t * BN + kw;
+    if (key0 + 16 > k1) {
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          if (key0 + nt * 8 + 2 * c + (e & 1) >= k1) s[0][nt][e] = -INFINITY;
+    }
+    online_softmax<1, 2, DT>(s, m, l, o, sl2);
+    uint32_t a[4] = {pack_bf16(s[0][0][0], s[0][0][1]), pack_bf16(s[0][0][2], s[0][0][3]), pack_bf16(s[0][1][0], s[0][1][1]), pack_bf16(s[0][1][2], s[0][1][3])};
+#pragma unroll
+    for (int dp = 0; dp < HD / 16; ++dp) {
+      uint32_t vb[4];
+      ldsm_x4_trans(sv_u + stage + ((kw + (lane & 7) + ((lane >> 3) & 1) * 8) * S::LDS + dp * 16 + (lane >> 4) * 8) * 2, vb);
+      mma_16816(o[0][2 * dp], a, vb[0], vb[1]);
+      mma_16816(o[0][2 * dp + 1], a, vb[2], vb[3]);
+    }
+  }
+  cp_async_wait<0>();
+  __syncthreads();  // the pipeline's shared memory becomes the merge area
+
+  float* so = reinterpret_cast<float*>(smem);             // (warps, 16, HD)
+  float* sm = so + DECODE_WARPS * 16 * HD;                // (warps, 16)
+  float* sl = sm + DECODE_WARPS * 16;                     // (warps, 16)
+#pragma unroll
+  for (int hf = 0; hf < 2; ++hf) {
+    float L = l[0][hf];
+    L += __shfl_xor_sync(0xffffffffu, L, 1);
+    L += __shfl_xor_sync(0xffffffffu, L, 2);
+    const int row = g + 8 * hf;
+    if (c == 0) {
+      sm[warp * 16 + row] = m[0][hf];
+      sl[warp * 16 + row] = L;
+    }
+#pragma unroll
+    for (int dt = 0; dt < DT; ++dt) *reinterpret_cast<float2*>(so + (warp * 16 + row) * HD + dt * 8 + 2 * c) = make_float2(o[0][dt][2 * hf], o[0][dt][2 * hf + 1]);
+  }
+  __syncthreads();
+  for (int i = tid; i < 16 * HD; i += S::NT) {
+    const int row = i / HD, d = i % HD;
+    if (row >= nh) break;
+    float M = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < DECODE_WARPS; ++w) M = fmaxf(M, sm[w * 16 + row]);
+    float L = 0.f, acc = 0.f;
+#pragma unroll
+    for (int w = 0; w < DECODE_WARPS; ++w) {
+      const float wt = exp2_approx((sm[w * 16 + row] - M) * sl2);  // 0 for a warp that saw only masked keys
+      L += sl[w * 16 + row] * wt;
+      acc += so[(w * 16 + row) * HD + d] * wt;
+    }
+    const int h = h0 + row;
+    if (nsplit == 1) {
+      out[(static_cast<int64_t>(r) * nq + h) * HD + d] = __float2bfloat16(acc / L);
+    } else {
+      const int64_t part = (static_cast<int64_t>(r) * nsplit + blockIdx.z) * nq + h;
+      ws[part * HD + d] = acc / L;
+      if (d == 0) {
+        float* ml = ws + static_cast<int64_t>(gridDim.x) * nsplit * nq * HD;  // (rows, nsplit, nq, 2) after the accumulators
+        ml[part * 2] = M;
+        ml[part * 2 + 1] = L;
+      }
+    }
+  }
+}
+
+/** Merges the non-empty splits of each decode row: out = Σ_s w_s o_s / Σ_s w_s, w_s = l_s·2^((m_s − M)·sl2). */
+__global__ void split_combine_kernel(BatchView b, int nq, int hd, const float* __restrict__ ws, int nsplit, bf16* __restrict__ out, float sl2) {
+  const int r = blockIdx.x, h = blockIdx.y, seq = b.row_seq[r];
+  if (b.seq_len[seq] > DECODE_MAX_LEN) return;
+  const int ctx = b.seq_pos0[seq] + (r - b.seq_row0[seq]) + 1;
+  const int span = split_span(ctx, nsplit), used = (ctx + span - 1) / span;
+  const float* ml = ws + static_cast<int64_t>(gridDim.x) * nsplit * nq * hd;
+  const int64_t first = static_cast<int64_t>(r) * nsplit * nq + h;  // part index of split 0; split s adds s·nq
+  float M = -INFINITY;
+  for (int s = 0; s < used; ++s) M = fmaxf(M, ml[(first + static_cast<int64_t>(s) * nq) * 2]);
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    float L = 0.f, acc = 0.f;
+    for (int s = 0; s < used; ++s) {
+      const int64_t part = first + static_cast<int64_t>(s) * nq;
+      const float wt = ml[part * 2 + 1] * exp2_approx((ml[part * 2] - M) * sl2);
+      L += wt;
+      acc += wt * ws[part * hd + d];
+    }
+    out[(static_cast<int64_t>(r) * nq + h) * hd + d] = __float2bfloat16(acc / L);
+  }
+}
+
+/** Raises a kernel's dynamic shared-memory limit once per instantiation. */
+template <class Kernel>
+void allow_smem(Kernel k, int bytes, bool& done) {
+  if (done) return;
+  check(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes), "paged_attention: cudaFuncSetAttribute");
+  done = true;
+}
+
+template <int HD, int MT, int NW>
+void launch_prefill(const BatchView& b, const float* q, int nq, int nkv, const bf16* kc, const bf16* vc, bf16* out, float sl2, cudaStream_t s) {
+  using S = PrefillShape<HD, MT, NW>;
+  static bool smem_set = false;
+  allow_smem(flash_prefill_kernel<HD, MT, NW>, S::SMEM, smem_set);
+  const dim3 grid(ceil_div(b.max_len, S::BM), b.nseq, nq);
+  flash_prefill_kernel<HD, MT, NW><<<grid, S::NT, S::SMEM, s>>>(b, q, nq, nkv, kc, vc, out, sl2);
+  LM_LAUNCH_CHECK("paged_attention (prefill)");
+}
+
+template <int HD>
+void launch_decode(const BatchView& b, const float* q, int nq, int nkv, const bf16* kc, const bf16* vc, bf16* out, float* ws, float sl2, cudaStream_t s) {
+  using S = DecodeShape<HD>;
+  static bool smem_set = false;
+  allow_smem(flash_decode_kernel<HD>, S::SMEM, smem_set);
+  const int nsplit = decode_splits(b.rows), chunks = ceil_div(nq / nkv, 16);
+  const dim3 grid(b.rows, nkv * chunks, nsplit);
+  flash_decode_kernel<HD><<<grid, S::NT, S::SMEM, s>>>(b, q, nq, nkv, kc, vc, out, ws, nsplit, sl2);
+  LM_LAUNCH_CHECK("paged_attention (decode)");
+  if (nsplit > 1) {
+    split_combine_kernel<<<dim3(b.rows, nq), std::max(32, HD), 0, s>>>(b, nq, HD, ws, nsplit, out, sl2);
+    LM_LAUNCH_CHECK("paged_attention (split combine)");
+  }
+}
+
+template <int HD>
+void run_flash(const BatchView& b, const float* q, int nq, int nkv, const bf16* kc, const bf16* vc, bf16* out, float* ws, bool alt_prefill, cudaStream_t s) {
+  const float sl2 = LOG2E / std::sqrt(static_cast<float>(HD));
+  if (b.max_len > DECODE_MAX_LEN) {
+    if constexpr (HD == 128) {
+      if (alt_prefill) launch_prefill<HD, 1, 8>(b, q, nq, nkv, kc, vc, out, sl2, s);
+      else launch_prefill<HD, 2, 4>(b, q, nq, nkv, kc, vc, out, sl2, s);
+    } else {
+      launch_prefill<HD, 2, 4>(b, q, nq, nkv, kc, vc, out, sl2, s);
+    }
+  }
+  // A single sequence longer than DECODE_MAX_LEN has no decode rows.
+  if (b.max_len <= DECODE_MAX_LEN || b.nseq > 1) launch_decode<HD>(b, q, nq, nkv, kc, vc, out, ws, sl2, s);
+}
+
+void run_simple(const BatchView& b, const float* q, int nq, int nkv, int hd, const bf16* kc, const bf16* vc, bf16* out, cudaStream_t s) {
+  if (hd > 32 * MAX_HD_PER_LANE) throw Error("paged_attention: head_dim > 256 is not supported");
+  attention_kernel<<<dim3(b.rows, nq), 32 * WARPS, 0, s>>>(b, q, nq, nkv, hd, kc, vc, out);
+  LM_LAUNCH_CHECK("paged_attention");
+}
+
+}  // namespace
+
 void kv_write(const BatchView& b, const float* k, const float* v, int nkv, int hd, bf16* k_cache, bf16* v_cache, cudaStream_t s) {
   if (b.rows == 0) return;
   kv_write_kernel<<<b.rows, 256, 0, s>>>(b, k, v, nkv * hd, k_cache, v_cache);
   LM_LAUNCH_CHECK("kv_write");
 }
 
-int64_t paged_attention_workspace_floats(int rows, int nq, int hd) { return 16; }
+int64_t paged_attention_workspace_floats(int rows, int nq, int hd) {
+  const int nsplit = decode_splits(rows);
+  if (nsplit == 1) return 16;
+  return static_cast<int64_t>(rows) * nsplit * nq * (hd + 2);
+}
+
+/**
+ * Benchmarks and tests only (declared where used, not in ops.h): variant 0 is paged_attention,
+ * 1 the simple kernel for every row, 2 the prefill with 8 warps of 16 rows (head dim 128).
+ */
+void paged_attention_variant(int variant, const BatchView& b, const float* q, int nq, int nkv, int hd, const bf16* k_cache, const bf16* v_cache, bf16* out, float* workspace, cudaStream_t s) {
+  if (b.rows == 0) return;
+  if (nq <= 0 || nkv <= 0 || nq % nkv != 0) throw Error("paged_attention: query heads must be a positive multiple of KV heads");
+  if (variant == 1) return run_simple(b, q, nq, nkv, hd, k_cache, v_cache, out, s);
+  const bool alt = variant == 2;
+  switch (hd) {
+    case 16: return run_flash<16>(b, q, nq, nkv, k_cache, v_cache, out, workspace, alt, s);
+    case 32: return run_flash<32>(b, q, nq, nkv, k_cache, v_cache, out, workspace, alt, s);
+    case 64: return run_flash<64>(b, q, nq, nkv, k_cache, v_cache, out, workspace, alt, s);
+    case 128: return run_flash<128>(b, q, nq, nkv, k_cache, v_cache, out, workspace, alt, s);
+    default: return run_simple(b, q, nq, nkv, hd, k_cache, v_cache, out, s);
+  }
+}
 
 void paged_attention(const BatchView& b, const float* q, int nq, int nkv, int hd, const bf16* k_cache, const bf16* v_cache, bf16* out, float* workspace, cudaStream_t s) {
-  if (b.rows == 0) return;
-  if (hd > 32 * MAX_HD_PER_LANE) throw Error("paged_attention: head_dim > 256 is not supported");
-  dim3 grid(b.rows, nq);
-  attention_kernel<<<grid, 32 * WARPS, 0, s>>>(b, q, nq, nkv, hd, k_cache, v_cache, out);
-  LM_LAUNCH_CHECK("paged_attention");
+  paged_attention_variant(0, b, q, nq, nkv, hd, k_cache, v_cache, out, workspace, s);
 }
 
 }  // namespace lm::cuda

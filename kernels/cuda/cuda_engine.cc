@@ -117,6 +117,7 @@ class Profiler {
     for (cudaEvent_t e : pool_) cudaEventDestroy(e);
   }
   bool on = false;
+  std::string prefix;  // prepended to the names (the MTP head's blocks: "mtp.")
   void mark(const char* name, cudaStream_t s) {
     if (!on) return;
     if (used_ == pool_.size()) {
@@ -125,7 +126,7 @@ class Profiler {
       pool_.push_back(e);
     }
     LM_CUDA_CHECK(cudaEventRecord(pool_[used_], s));
-    names_.push_back(name);
+    names_.push_back(prefix + name);
     ++used_;
   }
   void finish(cudaStream_t s) {
@@ -189,6 +190,12 @@ struct Layer {
   Mlp mlp{};
   Moe moe{};
 };
+/** The MTP head: u = eh_proj([enorm(embed(next token)) ; hnorm(hidden)]), its blocks, final_layernorm; lm_head shared. */
+struct MtpHead {
+  float *enorm = nullptr, *hnorm = nullptr, *final_norm = nullptr;
+  bf16* eh_proj = nullptr;
+  std::vector<Layer> blocks;
+};
 
 class CudaEngine final : public Engine {
  public:
@@ -224,7 +231,7 @@ class CudaEngine final : public Engine {
     i.backend = "cuda";
     i.max_slots = opts_.max_slots;
     i.kv_block_size = opts_.kv_block_size;
-    i.num_kv_blocks = n_attn_ > 0 ? opts_.num_kv_blocks : 0;
+    i.num_kv_blocks = kv_layers() > 0 ? opts_.num_kv_blocks : 0;
     i.num_parameters = num_parameters_;
     i.state_bytes_per_slot = static_cast<uint64_t>(n_mamba_) * (conv_state_size() + ssm_state_size()) * sizeof(float);
     return i;
@@ -266,7 +273,16 @@ class CudaEngine final : public Engine {
   std::vector<Layer> layers_;
   bf16 *embed_ = nullptr, *lm_head_ = nullptr;
   float* norm_f_ = nullptr;
-  int n_mamba_ = 0, n_attn_ = 0;
+  int n_mamba_ = 0, n_attn_ = 0, n_mtp_attn_ = 0;
+  /** Attention layers with a KV pool: the main model's, then the MTP head's. */
+  int kv_layers() const { return n_attn_ + n_mtp_attn_; }
+  MtpHead mtp_;
+  // Per slot, the main model's last accepted position whose hidden state (after norm_f) the MTP head
+  // has seen (-1: none), and the next token its MTP row was computed with (-1: not computed yet);
+  // the hidden rows themselves stay on the device (mtp_hidden_, bf16, one row per state slot).
+  std::vector<int64_t> mtp_pos_;
+  std::vector<int32_t> mtp_token_;
+  bf16* mtp_hidden_ = nullptr;
   float *conv_state_ = nullptr, *ssm_state_ = nullptr;
   bf16 *k_cache_ = nullptr, *v_cache_ = nullptr;
 
@@ -381,75 +397,96 @@ class CudaEngine final : public Engine {
     return {mat(p + "up_proj.weight", {inter, in}), mat(p + "down_proj.weight", {in, inter}), opt_vec(spec_.mlp_bias, p + "up_proj.bias", {inter}), opt_vec(spec_.mlp_bias, p + "down_proj.bias", {in})};
   }
 
+  /** One block's weights under prefix `p` ("backbone.layers.{i}." or "mtp.layers.{j}."); `layer` seeds skewed dummy routing. */
+  Layer load_block(BlockKind kind, const std::string& p, int layer) {
+    const int64_t H = spec_.hidden_size;
+    const std::string m = p + "mixer.";
+    Layer L;
+    L.kind = kind;
+    L.norm = vec(p + "norm.weight", {H}, Init::Norm);
+    switch (L.kind) {
+      case BlockKind::Mamba: {
+        const int64_t I = spec_.mamba_inner(), CD = spec_.conv_dim(), nh = spec_.mamba_num_heads, proj = I + CD + nh;
+        auto& M = L.mamba;
+        M.in_proj = mat(m + "in_proj.weight", {proj, H});
+        M.in_b = opt_vec(spec_.mamba_proj_bias, m + "in_proj.bias", {proj});
+        M.conv_w = vec(m + "conv1d.weight", {CD, 1, spec_.conv_kernel}, Init::Linear);
+        M.conv_b = opt_vec(spec_.use_conv_bias, m + "conv1d.bias", {CD});
+        M.dt_bias = vec(m + "dt_bias", {nh}, Init::DtBias);
+        M.A = vec(m + "A_log", {nh}, Init::ALog);
+        cuda::neg_exp(M.A, nh, stream_);
+        M.D = vec(m + "D", {nh}, Init::Ones);
+        M.norm = vec(m + "norm.weight", {I}, Init::Norm);
+        M.out_proj = mat(m + "out_proj.weight", {H, I});
+        M.out_b = opt_vec(spec_.mamba_proj_bias, m + "out_proj.bias", {H});
+        M.index = n_mamba_++;
+        break;
+      }
+      case BlockKind::Attention: {
+        const int64_t qd = int64_t(spec_.num_attention_heads) * spec_.head_dim, kvd = int64_t(spec_.num_key_value_heads) * spec_.head_dim;
+        auto& A = L.attn;
+        A.q = mat(m + "q_proj.weight", {qd, H});
+        A.k = mat(m + "k_proj.weight", {kvd, H});
+        A.v = mat(m + "v_proj.weight", {kvd, H});
+        A.o = mat(m + "o_proj.weight", {H, qd});
+        A.index = n_attn_ + n_mtp_attn_;  // the MTP head's pools follow the main model's (loaded after it)
+        if (p.rfind("mtp.", 0) == 0) ++n_mtp_attn_;
+        else ++n_attn_;
+        break;
+      }
+      case BlockKind::MLP:
+        L.mlp = load_mlp(m, H, spec_.intermediate_size);
+        break;
+      case BlockKind::MoE: {
+        auto& E = L.moe;
+        const int64_t nE = spec_.n_routed_experts, Din = spec_.moe_input_size(), inter = spec_.moe_intermediate_size;
+        E.gate = mat(m + "gate.weight", {nE, H});
+        E.bias = vec(m + "gate.e_score_correction_bias", {nE}, Init::Bias);
+        if (opts_.dummy && opts_.dummy_route_skew > 0.f) skew_routing(E.bias, static_cast<int>(nE), layer);
+        E.fc1 = E.fc2 = nullptr;
+        E.fc1_b = E.fc2_b = nullptr;
+        if (spec_.moe_latent_size > 0) {
+          const int64_t Lt = spec_.moe_latent_size;
+          E.fc1 = mat(m + "fc1_latent_proj.weight", {Lt, H});
+          E.fc1_b = opt_vec(spec_.mlp_bias, m + "fc1_latent_proj.bias", {Lt});
+          E.fc2 = mat(m + "fc2_latent_proj.weight", {H, Lt});
+          E.fc2_b = opt_vec(spec_.mlp_bias, m + "fc2_latent_proj.bias", {H});
+        }
+        for (int64_t e = 0; e < nE; ++e) {
+          const std::string ep = m + "experts." + std::to_string(e) + ".";
+          E.up.push_back(mat(ep + "up_proj.weight", {inter, Din}));
+          E.down.push_back(mat(ep + "down_proj.weight", {Din, inter}));
+        }
+        E.up_table = pointer_table(E.up, m + "experts up pointers");
+        E.down_table = pointer_table(E.down, m + "experts down pointers");
+        E.shared = load_mlp(m + "shared_experts.", H, spec_.moe_shared_expert_intermediate_size);
+        break;
+      }
+    }
+    return L;
+  }
+
   void load() {
     const int64_t H = spec_.hidden_size, V = spec_.vocab_size;
     embed_ = mat("backbone.embeddings.weight", {V, H}, 1.f);
-    for (size_t i = 0; i < spec_.pattern.size(); ++i) {
-      const std::string p = "backbone.layers." + std::to_string(i) + ".", m = p + "mixer.";
-      Layer L;
-      L.kind = static_cast<BlockKind>(spec_.pattern[i]);
-      L.norm = vec(p + "norm.weight", {H}, Init::Norm);
-      switch (L.kind) {
-        case BlockKind::Mamba: {
-          const int64_t I = spec_.mamba_inner(), CD = spec_.conv_dim(), nh = spec_.mamba_num_heads, proj = I + CD + nh;
-          auto& M = L.mamba;
-          M.in_proj = mat(m + "in_proj.weight", {proj, H});
-          M.in_b = opt_vec(spec_.mamba_proj_bias, m + "in_proj.bias", {proj});
-          M.conv_w = vec(m + "conv1d.weight", {CD, 1, spec_.conv_kernel}, Init::Linear);
-          M.conv_b = opt_vec(spec_.use_conv_bias, m + "conv1d.bias", {CD});
-          M.dt_bias = vec(m + "dt_bias", {nh}, Init::DtBias);
-          M.A = vec(m + "A_log", {nh}, Init::ALog);
-          cuda::neg_exp(M.A, nh, stream_);
-          M.D = vec(m + "D", {nh}, Init::Ones);
-          M.norm = vec(m + "norm.weight", {I}, Init::Norm);
-          M.out_proj = mat(m + "out_proj.weight", {H, I});
-          M.out_b = opt_vec(spec_.mamba_proj_bias, m + "out_proj.bias", {H});
-          M.index = n_mamba_++;
-          break;
-        }
-        case BlockKind::Attention: {
-          const int64_t qd = int64_t(spec_.num_attention_heads) * spec_.head_dim, kvd = int64_t(spec_.num_key_value_heads) * spec_.head_dim;
-          auto& A = L.attn;
-          A.q = mat(m + "q_proj.weight", {qd, H});
-          A.k = mat(m + "k_proj.weight", {kvd, H});
-          A.v = mat(m + "v_proj.weight", {kvd, H});
-          A.o = mat(m + "o_proj.weight", {H, qd});
-          A.index = n_attn_++;
-          break;
-        }
-        case BlockKind::MLP:
-          L.mlp = load_mlp(m, H, spec_.intermediate_size);
-          break;
-        case BlockKind::MoE: {
-          auto& E = L.moe;
-          const int64_t nE = spec_.n_routed_experts, Din = spec_.moe_input_size(), inter = spec_.moe_intermediate_size;
-          E.gate = mat(m + "gate.weight", {nE, H});
-          E.bias = vec(m + "gate.e_score_correction_bias", {nE}, Init::Bias);
-          if (opts_.dummy && opts_.dummy_route_skew > 0.f) skew_routing(E.bias, static_cast<int>(nE), static_cast<int>(i));
-          E.fc1 = E.fc2 = nullptr;
-          E.fc1_b = E.fc2_b = nullptr;
-          if (spec_.moe_latent_size > 0) {
-            const int64_t Lt = spec_.moe_latent_size;
-            E.fc1 = mat(m + "fc1_latent_proj.weight", {Lt, H});
-            E.fc1_b = opt_vec(spec_.mlp_bias, m + "fc1_latent_proj.bias", {Lt});
-            E.fc2 = mat(m + "fc2_latent_proj.weight", {H, Lt});
-            E.fc2_b = opt_vec(spec_.mlp_bias, m + "fc2_latent_proj.bias", {H});
-          }
-          for (int64_t e = 0; e < nE; ++e) {
-            const std::string ep = m + "experts." + std::to_string(e) + ".";
-            E.up.push_back(mat(ep + "up_proj.weight", {inter, Din}));
-            E.down.push_back(mat(ep + "down_proj.weight", {Din, inter}));
-          }
-          E.up_table = pointer_table(E.up, m + "experts up pointers");
-          E.down_table = pointer_table(E.down, m + "experts down pointers");
-          E.shared = load_mlp(m + "shared_experts.", H, spec_.moe_shared_expert_intermediate_size);
-          break;
-        }
-      }
-      layers_.push_back(std::move(L));
-    }
+    for (size_t i = 0; i < spec_.pattern.size(); ++i) layers_.push_back(load_block(static_cast<BlockKind>(spec_.pattern[i]), "backbone.layers." + std::to_string(i) + ".", static_cast<int>(i)));
     norm_f_ = vec("backbone.norm_f.weight", {H}, Init::Norm);
     lm_head_ = (opts_.dummy || refs_.count("lm_head.weight") || !spec_.tie_word_embeddings) ? mat("lm_head.weight", {V, H}) : embed_;
+    if (opts_.mtp) load_mtp();
+  }
+
+  /** The released layout (kernels/dev/REFERENCE.md §10): mtp.layers.{j} for each char of the MTP pattern. */
+  void load_mtp() {
+    const int64_t H = spec_.hidden_size;
+    const std::string first = "mtp.layers.0.", last = "mtp.layers." + std::to_string(spec_.mtp_pattern.size() - 1) + ".";
+    mtp_.enorm = vec(first + "enorm.weight", {H}, Init::Norm);
+    mtp_.hnorm = vec(first + "hnorm.weight", {H}, Init::Norm);
+    mtp_.eh_proj = mat(first + "eh_proj.weight", {H, 2 * H});
+    for (size_t j = 0; j < spec_.mtp_pattern.size(); ++j)
+      mtp_.blocks.push_back(load_block(static_cast<BlockKind>(spec_.mtp_pattern[j]), "mtp.layers." + std::to_string(j) + ".", static_cast<int>(spec_.pattern.size() + j)));
+    mtp_.final_norm = vec(last + "final_layernorm.weight", {H}, Init::Norm);
+    mtp_pos_.assign(static_cast<size_t>(opts_.max_slots), -1);
+    mtp_token_.assign(static_cast<size_t>(opts_.max_slots), -1);
   }
 
   /**
@@ -492,7 +529,7 @@ class CudaEngine final : public Engine {
     const double MiB = 1024.0 * 1024.0;
     const uint64_t reserve = MEMORY_RESERVE_BYTES;
     const uint64_t slot_bytes = static_cast<uint64_t>(n_mamba_) * (conv_state_size() + ssm_state_size()) * sizeof(float);
-    const uint64_t block_bytes = 2ull * n_attn_ * opts_.kv_block_size * spec_.num_key_value_heads * spec_.head_dim * sizeof(bf16);
+    const uint64_t block_bytes = 2ull * kv_layers() * opts_.kv_block_size * spec_.num_key_value_heads * spec_.head_dim * sizeof(bf16);
     const uint64_t need = (opts_.max_slots + 1ull) * slot_bytes + (opts_.num_kv_blocks + 1ull) * block_bytes;
     const uint64_t budget = free_b > reserve ? free_b - reserve : 0;
     if (need <= budget) return;
@@ -514,8 +551,9 @@ class CudaEngine final : public Engine {
     check_memory_budget();
     conv_state_ = arena_.alloc_n<float>(int64_t(n_mamba_) * state_slots() * conv_state_size(), "conv state");
     ssm_state_ = arena_.alloc_n<float>(int64_t(n_mamba_) * state_slots() * ssm_state_size(), "SSM state");
-    k_cache_ = arena_.alloc_n<bf16>(int64_t(n_attn_) * kv_layer_size(), "K cache");
-    v_cache_ = arena_.alloc_n<bf16>(int64_t(n_attn_) * kv_layer_size(), "V cache");
+    k_cache_ = arena_.alloc_n<bf16>(int64_t(kv_layers()) * kv_layer_size(), "K cache");
+    v_cache_ = arena_.alloc_n<bf16>(int64_t(kv_layers()) * kv_layer_size(), "V cache");
+    if (opts_.mtp) mtp_hidden_ = arena_.alloc_n<bf16>(int64_t(state_slots()) * spec_.hidden_size, "MTP hidden rows");
     LM_CUDA_CHECK(cudaMemsetAsync(conv_state_, 0, sizeof(float) * int64_t(n_mamba_) * state_slots() * conv_state_size(), stream_));
     LM_CUDA_CHECK(cudaMemsetAsync(ssm_state_, 0, sizeof(float) * int64_t(n_mamba_) * state_slots() * ssm_state_size(), stream_));
   }
@@ -533,7 +571,25 @@ class CudaEngine final : public Engine {
 
   /** Embedding, every layer and, for NL > 0 rows listed in logit_rows, the final norm and LM head. */
   float* forward(const cuda::BatchView& b, const int32_t* tokens, const int32_t* logit_rows, int NL);
+  /** One block (pre-norm, mixer, residual add into h) over the batch's R rows; u is (R, H) bf16 scratch. */
+  void run_block(const Layer& L, const cuda::BatchView& b, float* h, bf16* u, int R);
   StepOutput step_eager(const std::vector<StepSeq>& batch);
+  /** Rolls verify sequences that rejected drafts back to their last accepted token (snapshot + replay of the stashed inputs). */
+  void rollback(const std::vector<int>& seqs, const std::vector<StepSeq>& batch, const std::vector<int>& snap_index, const std::vector<int>& stash_row0, const std::vector<int>& keep,
+                float* snap_conv, float* snap_ssm);
+  /** The MTP head after the main model: its rows over the accepted positions, then the drafting passes. */
+  void mtp_step(const std::vector<StepSeq>& batch, const std::vector<int32_t>& row0, const std::vector<int>& last, const bf16* hn_all, StepOutput& out);
+  /** One pass of the MTP head over R rows (tokens and hidden rows on the device); returns its (R, H) bf16 output after final_layernorm. */
+  bf16* mtp_pass(const cuda::BatchView& b, const int32_t* tokens, const bf16* hidden, int R);
+  /** Uploads a batch description (as step_eager packs it) and returns its view; `tables` hold every sequence's block table. */
+  cuda::BatchView upload_view(const char* name, const std::vector<StepSeq>& seqs, const std::vector<int32_t>& extra, const int32_t** extra_dev);
+  /** Verify steps stash each Mamba layer's in_proj output and conv output rows of the verify sequences (for rollback). */
+  struct VerifyStash {
+    const int32_t* rows = nullptr;  // (n) step rows to keep
+    int n = 0;
+    float* zx = nullptr;   // (mamba layers, n, in_proj width)
+    float* xbc = nullptr;  // (mamba layers, n, conv_dim)
+  } stash_;
   bool decode_fits(const std::vector<StepSeq>& batch) const;
   StepOutput step_decode(const std::vector<StepSeq>& batch);
   /** The padded decode step of a bucket from the fixed description: forward and sampling. */
@@ -600,78 +656,85 @@ void CudaEngine::moe(const Moe& E, const bf16* u, int R, float* h) {
   mlp(E.shared, H, spec_.moe_shared_expert_intermediate_size, u, R, h);
 }
 
+void CudaEngine::run_block(const Layer& L, const cuda::BatchView& b, float* h, bf16* u, int R) {
+  const int H = spec_.hidden_size;
+  prof_.mark("block_norm", stream_);
+  cuda::rmsnorm_bf16(h, nullptr, R, H, L.norm, spec_.norm_eps, u, stream_);
+  switch (L.kind) {
+    case BlockKind::Mamba: {
+      const auto& M = L.mamba;
+      const int I = spec_.mamba_inner(), CD = spec_.conv_dim(), nh = spec_.mamba_num_heads, K = spec_.conv_kernel;
+      const int proj = I + CD + nh;
+      float* zx = scratch_.get<float>("mamba-zxbcdt", int64_t(R) * proj);
+      float* xbc = scratch_.get<float>("mamba-xbc", int64_t(R) * CD);
+      float* y = scratch_.get<float>("mamba-y", int64_t(R) * I);
+      bf16* y16 = scratch_.get<bf16>("mamba-y16", int64_t(R) * I);
+      prof_.mark("mamba.in_proj", stream_);
+      gemm_.run(u, R, H, M.in_proj, proj, zx, 0.f, stream_);
+      cuda::add_bias(zx, M.in_b, R, proj, stream_);
+      prof_.mark("mamba.conv1d", stream_);
+      float* cstate = conv_state_ + int64_t(M.index) * state_slots() * conv_state_size();
+      cuda::conv1d_silu(b, zx + I, proj, CD, K, M.conv_w, M.conv_b, cstate, xbc, stream_);
+      cuda::conv_state_update(b, zx + I, proj, CD, K, cstate, stream_);
+      if (stash_.n > 0) {
+        cuda::gather_rows_f32(zx, proj, stash_.rows, stash_.n, proj, stash_.zx + int64_t(M.index) * stash_.n * proj, stream_);
+        cuda::gather_rows_f32(xbc, CD, stash_.rows, stash_.n, CD, stash_.xbc + int64_t(M.index) * stash_.n * CD, stream_);
+      }
+      cuda::SsmParams sp{nh, spec_.mamba_head_dim, spec_.n_groups, spec_.ssm_state_size, xbc, CD, zx + I + CD, proj, M.dt_bias, M.A, M.D,
+                         spec_.time_step_min, spec_.time_step_max, ssm_state_ + int64_t(M.index) * state_slots() * ssm_state_size(), y};
+      prof_.mark("mamba.ssm", stream_);
+      if (b.max_len > cuda::SSM_RECURRENT_MAX_LEN && cuda::ssd_chunked_supported(sp.head_dim, sp.dstate, spec_.chunk_size)) {
+        float* cb = scratch_.get<float>("ssd-cb", cuda::ssd_chunked_workspace_floats(R, spec_.n_groups, spec_.chunk_size));
+        cuda::ssd_chunked_scan(b, sp, spec_.chunk_size, cb, stream_);  // long sequences
+        cuda::ssm_scan(b, sp, stream_, /*short_only=*/true);
+      } else {
+        cuda::ssm_scan(b, sp, stream_);
+      }
+      prof_.mark("mamba.gated_norm", stream_);
+      cuda::gated_rmsnorm(y, zx, proj, M.norm, R, I, I / spec_.n_groups, spec_.norm_eps, y16, stream_);
+      prof_.mark("mamba.out_proj", stream_);
+      gemm_.run(y16, R, I, M.out_proj, H, h, 1.f, stream_);
+      cuda::add_bias(h, M.out_b, R, H, stream_);
+      break;
+    }
+    case BlockKind::Attention: {
+      const auto& A = L.attn;
+      const int nq = spec_.num_attention_heads, nkv = spec_.num_key_value_heads, hd = spec_.head_dim;
+      float* q = scratch_.get<float>("attn-q", int64_t(R) * nq * hd);
+      float* k = scratch_.get<float>("attn-k", int64_t(R) * nkv * hd);
+      float* v = scratch_.get<float>("attn-v", int64_t(R) * nkv * hd);
+      bf16* o = scratch_.get<bf16>("attn-o", int64_t(R) * nq * hd);
+      prof_.mark("attn.qkv_proj", stream_);
+      gemm_.run(u, R, H, A.q, nq * hd, q, 0.f, stream_);
+      gemm_.run(u, R, H, A.k, nkv * hd, k, 0.f, stream_);
+      gemm_.run(u, R, H, A.v, nkv * hd, v, 0.f, stream_);
+      bf16* kc = k_cache_ + A.index * kv_layer_size();
+      bf16* vc = v_cache_ + A.index * kv_layer_size();
+      prof_.mark("attn.core", stream_);
+      cuda::kv_write(b, k, v, nkv, hd, kc, vc, stream_);
+      float* ws = scratch_.get<float>("attn-workspace", cuda::paged_attention_workspace_floats(R, nq, hd));
+      cuda::paged_attention(b, q, nq, nkv, hd, kc, vc, o, ws, stream_);
+      prof_.mark("attn.o_proj", stream_);
+      gemm_.run(o, R, int64_t(nq) * hd, A.o, H, h, 1.f, stream_);
+      break;
+    }
+    case BlockKind::MLP:
+      prof_.mark("mlp", stream_);
+      mlp(L.mlp, H, spec_.intermediate_size, u, R, h);
+      break;
+    case BlockKind::MoE:
+      moe(L.moe, u, R, h);
+      break;
+  }
+}
+
 float* CudaEngine::forward(const cuda::BatchView& b, const int32_t* tokens, const int32_t* logit_rows, int NL) {
   const int H = spec_.hidden_size, V = spec_.vocab_size, R = b.rows;
   float* h = scratch_.get<float>("h", int64_t(R) * H);
   bf16* u = scratch_.get<bf16>("u", int64_t(R) * H);
   prof_.mark("embedding", stream_);
   cuda::embedding_gather(tokens, R, embed_, H, h, stream_);
-  for (const Layer& L : layers_) {
-    prof_.mark("block_norm", stream_);
-    cuda::rmsnorm_bf16(h, nullptr, R, H, L.norm, spec_.norm_eps, u, stream_);
-    switch (L.kind) {
-      case BlockKind::Mamba: {
-        const auto& M = L.mamba;
-        const int I = spec_.mamba_inner(), CD = spec_.conv_dim(), nh = spec_.mamba_num_heads, K = spec_.conv_kernel;
-        const int proj = I + CD + nh;
-        float* zx = scratch_.get<float>("mamba-zxbcdt", int64_t(R) * proj);
-        float* xbc = scratch_.get<float>("mamba-xbc", int64_t(R) * CD);
-        float* y = scratch_.get<float>("mamba-y", int64_t(R) * I);
-        bf16* y16 = scratch_.get<bf16>("mamba-y16", int64_t(R) * I);
-        prof_.mark("mamba.in_proj", stream_);
-        gemm_.run(u, R, H, M.in_proj, proj, zx, 0.f, stream_);
-        cuda::add_bias(zx, M.in_b, R, proj, stream_);
-        prof_.mark("mamba.conv1d", stream_);
-        float* cstate = conv_state_ + int64_t(M.index) * state_slots() * conv_state_size();
-        cuda::conv1d_silu(b, zx + I, proj, CD, K, M.conv_w, M.conv_b, cstate, xbc, stream_);
-        cuda::conv_state_update(b, zx + I, proj, CD, K, cstate, stream_);
-        cuda::SsmParams sp{nh, spec_.mamba_head_dim, spec_.n_groups, spec_.ssm_state_size, xbc, CD, zx + I + CD, proj, M.dt_bias, M.A, M.D,
-                           spec_.time_step_min, spec_.time_step_max, ssm_state_ + int64_t(M.index) * state_slots() * ssm_state_size(), y};
-        prof_.mark("mamba.ssm", stream_);
-        if (b.max_len > 1 && cuda::ssd_chunked_supported(sp.head_dim, sp.dstate, spec_.chunk_size)) {
-          float* cb = scratch_.get<float>("ssd-cb", cuda::ssd_chunked_workspace_floats(R, spec_.n_groups, spec_.chunk_size));
-          cuda::ssd_chunked_scan(b, sp, spec_.chunk_size, cb, stream_);  // sequences of 2+ rows
-          cuda::ssm_scan(b, sp, stream_, /*single_token_only=*/true);
-        } else {
-          cuda::ssm_scan(b, sp, stream_);
-        }
-        prof_.mark("mamba.gated_norm", stream_);
-        cuda::gated_rmsnorm(y, zx, proj, M.norm, R, I, I / spec_.n_groups, spec_.norm_eps, y16, stream_);
-        prof_.mark("mamba.out_proj", stream_);
-        gemm_.run(y16, R, I, M.out_proj, H, h, 1.f, stream_);
-        cuda::add_bias(h, M.out_b, R, H, stream_);
-        break;
-      }
-      case BlockKind::Attention: {
-        const auto& A = L.attn;
-        const int nq = spec_.num_attention_heads, nkv = spec_.num_key_value_heads, hd = spec_.head_dim;
-        float* q = scratch_.get<float>("attn-q", int64_t(R) * nq * hd);
-        float* k = scratch_.get<float>("attn-k", int64_t(R) * nkv * hd);
-        float* v = scratch_.get<float>("attn-v", int64_t(R) * nkv * hd);
-        bf16* o = scratch_.get<bf16>("attn-o", int64_t(R) * nq * hd);
-        prof_.mark("attn.qkv_proj", stream_);
-        gemm_.run(u, R, H, A.q, nq * hd, q, 0.f, stream_);
-        gemm_.run(u, R, H, A.k, nkv * hd, k, 0.f, stream_);
-        gemm_.run(u, R, H, A.v, nkv * hd, v, 0.f, stream_);
-        bf16* kc = k_cache_ + A.index * kv_layer_size();
-        bf16* vc = v_cache_ + A.index * kv_layer_size();
-        prof_.mark("attn.core", stream_);
-        cuda::kv_write(b, k, v, nkv, hd, kc, vc, stream_);
-        float* ws = scratch_.get<float>("attn-workspace", cuda::paged_attention_workspace_floats(R, nq, hd));
-        cuda::paged_attention(b, q, nq, nkv, hd, kc, vc, o, ws, stream_);
-        prof_.mark("attn.o_proj", stream_);
-        gemm_.run(o, R, int64_t(nq) * hd, A.o, H, h, 1.f, stream_);
-        break;
-      }
-      case BlockKind::MLP:
-        prof_.mark("mlp", stream_);
-        mlp(L.mlp, H, spec_.intermediate_size, u, R, h);
-        break;
-      case BlockKind::MoE:
-        moe(L.moe, u, R, h);
-        break;
-    }
-  }
+  for (const Layer& L : layers_) run_block(L, b, h, u, R);
   if (NL == 0) return nullptr;
   bf16* hn = scratch_.get<bf16>("final-norm", int64_t(NL) * H);
   float* logits = scratch_.get<float>("logits", int64_t(NL) * V);
@@ -682,17 +745,35 @@ float* CudaEngine::forward(const cuda::BatchView& b, const int32_t* tokens, cons
 }
 
 StepOutput CudaEngine::step(const std::vector<StepSeq>& batch) {
-  validate_batch(spec_, opts_, n_attn_ > 0, batch);
+  validate_batch(spec_, opts_, kv_layers() > 0, batch);
   if (batch.empty()) return {};
-  if (graph_mode_ != GraphMode::Off && decode_fits(batch)) return step_decode(batch);
-  return step_eager(batch);
+  StepOutput out;
+  if (graph_mode_ != GraphMode::Off && decode_fits(batch)) {
+    out = step_decode(batch);
+    if (opts_.mtp) {
+      // Every sequence skips the head this step (decode_fits): keep each one's hidden row (the
+      // graph's final-norm rows, in batch order) for the next drafting step's first MTP row.
+      const int bucket = bucket_of(static_cast<int>(batch.size()));
+      const auto* slots = reinterpret_cast<const int32_t*>(d_decode_ + decode_layout().slot);
+      cuda::move_rows_bf16(scratch_.get<bf16>("final-norm", int64_t(bucket) * spec_.hidden_size), nullptr, slots, bucket, spec_.hidden_size, mtp_hidden_, stream_);
+      for (const auto& q : batch) {
+        mtp_pos_[q.slot] = q.position;
+        mtp_token_[q.slot] = -1;
+      }
+    }
+  } else {
+    out = step_eager(batch);
+  }
+  if (out.num_accepted.empty()) out.num_accepted.assign(batch.size(), 0);
+  return out;
 }
 
 bool CudaEngine::decode_fits(const std::vector<StepSeq>& batch) const {
   int64_t table_entries = 1;  // the scratch block
   for (const auto& s : batch) {
     if (s.tokens.size() != 1 || s.position == 0) return false;  // prefill, or a state reset
-    if (n_attn_ > 0) table_entries += (static_cast<int64_t>(s.position) + 1 + opts_.kv_block_size - 1) / opts_.kv_block_size;
+    if (opts_.mtp && (!s.mtp_skip || s.num_drafts > 0 || s.draft_tokens > 0 || s.mtp_logits)) return false;  // the MTP head runs eagerly
+    if (kv_layers() > 0) table_entries += (static_cast<int64_t>(s.position) + 1 + opts_.kv_block_size - 1) / opts_.kv_block_size;
   }
   return static_cast<int>(batch.size()) <= max_bucket() && table_entries <= decode_table_capacity_;
 }
@@ -744,7 +825,7 @@ StepOutput CudaEngine::step_decode(const std::vector<StepSeq>& batch) {
     arr(l.slot)[i] = s.slot;
     arr(l.pos0)[i] = s.position;
     arr(l.bt0)[i] = n_tables;
-    if (n_attn_ > 0) {
+    if (kv_layers() > 0) {
       const int need = (s.position + 1 + opts_.kv_block_size - 1) / opts_.kv_block_size;
       std::copy(s.block_table.begin(), s.block_table.begin() + need, tables + n_tables);
       n_tables += need;
@@ -811,9 +892,10 @@ StepOutput CudaEngine::step_decode(const std::vector<StepSeq>& batch) {
 }
 
 StepOutput CudaEngine::step_eager(const std::vector<StepSeq>& batch) {
-  const int V = spec_.vocab_size, nseq = static_cast<int>(batch.size());
+  const int H = spec_.hidden_size, V = spec_.vocab_size, nseq = static_cast<int>(batch.size());
   StepOutput out;
   out.tokens.assign(batch.size(), -1);
+  out.num_accepted.assign(batch.size(), 0);
   // Pack the batch description: tokens, per-sequence arrays, block tables, row → sequence.
   std::vector<int32_t> tokens, slot(nseq), row0(nseq), len(nseq), pos0(nseq), bt0(nseq), tables, row_seq;
   for (int i = 0; i < nseq; ++i) {
@@ -828,13 +910,44 @@ StepOutput CudaEngine::step_eager(const std::vector<StepSeq>& batch) {
     row_seq.insert(row_seq.end(), s.tokens.size(), i);
   }
   const int R = static_cast<int>(tokens.size());
-  std::vector<int32_t> logit_rows, sample_row(nseq, -1);
+  // Rows whose logits are needed, per sequence a block [lo, T): every row when asked for all, the
+  // k+1 verified positions with k drafts, else the last row of a sampling sequence.
+  std::vector<int32_t> logit_rows;
+  std::vector<int> lo(nseq, -1), first_row(nseq, 0);
   for (int i = 0; i < nseq; ++i) {
-    if (batch[i].logits == LogitsMode::All)
-      for (int t = 0; t < len[i]; ++t) logit_rows.push_back(row0[i] + t);
-    else if (batch[i].sample || batch[i].logits == LogitsMode::Last) logit_rows.push_back(row0[i] + len[i] - 1);
-    if (batch[i].sample) sample_row[i] = static_cast<int32_t>(logit_rows.size()) - 1;
+    const StepSeq& q = batch[i];
+    const int T = len[i];
+    if (q.logits == LogitsMode::All) lo[i] = 0;
+    else if (q.num_drafts > 0) lo[i] = T - 1 - q.num_drafts;
+    else if (q.sample || q.logits == LogitsMode::Last) lo[i] = T - 1;
+    first_row[i] = static_cast<int>(logit_rows.size());
+    if (lo[i] >= 0)
+      for (int t = lo[i]; t < T; ++t) logit_rows.push_back(row0[i] + t);
   }
+  // Sampled rows: the last row, or with k drafts the k+1 verified rows, each keyed by the position
+  // of the token it draws (lm::verify_drafts: accept while the target's draw equals the draft).
+  std::vector<cuda::SampleRow> sample_rows;
+  std::vector<int> sample0(nseq, -1);
+  for (int i = 0; i < nseq; ++i) {
+    const StepSeq& q = batch[i];
+    if (!q.sample) continue;
+    const int T = len[i], k = q.num_drafts;
+    sample0[i] = static_cast<int>(sample_rows.size());
+    for (int j = 0; j <= k; ++j)
+      sample_rows.push_back({first_row[i] + (T - 1 - k - lo[i]) + j, q.sampling.top_k, q.sampling.temperature, q.sampling.top_p, q.sampling.seed, static_cast<int64_t>(q.position) + T - k + j});
+  }
+  // Verify sequences: Mamba state snapshot before the step, stashed inputs for the rollback.
+  std::vector<int> verify, snap_index(nseq, -1), stash_row0(nseq, -1);
+  std::vector<int32_t> stash_rows, verify_slots, verify_snaps;
+  for (int i = 0; i < nseq; ++i)
+    if (batch[i].num_drafts > 0 && batch[i].sample && n_mamba_ > 0) {
+      snap_index[i] = static_cast<int>(verify.size());
+      stash_row0[i] = static_cast<int>(stash_rows.size());
+      verify.push_back(i);
+      verify_slots.push_back(slot[i]);
+      verify_snaps.push_back(snap_index[i]);
+      for (int t = 0; t < len[i]; ++t) stash_rows.push_back(row0[i] + t);
+    }
   const int NL = static_cast<int>(logit_rows.size());
   std::vector<int32_t> packed;
   auto put = [&](const std::vector<int32_t>& v) {
@@ -843,6 +956,7 @@ StepOutput CudaEngine::step_eager(const std::vector<StepSeq>& batch) {
     return at;
   };
   const size_t o_tok = put(tokens), o_slot = put(slot), o_row0 = put(row0), o_len = put(len), o_pos0 = put(pos0), o_bt0 = put(bt0), o_tab = put(tables), o_rs = put(row_seq), o_lr = put(logit_rows);
+  const size_t o_stash = put(stash_rows), o_vslot = put(verify_slots), o_vsnap = put(verify_snaps);
   int32_t* d = scratch_.get<int32_t>("batch", static_cast<int64_t>(packed.size()));
   LM_CUDA_CHECK(cudaMemcpyAsync(d, packed.data(), packed.size() * 4, cudaMemcpyHostToDevice, stream_));
   cuda::BatchView b;
@@ -858,54 +972,389 @@ StepOutput CudaEngine::step_eager(const std::vector<StepSeq>& batch) {
   b.row_seq = d + o_rs;
   b.max_len = *std::max_element(len.begin(), len.end());
   for (int i = 0; i < nseq; ++i)
-    if (batch[i].position == 0)
+    if (batch[i].position == 0) {
       for (int l = 0; l < n_mamba_; ++l) {
         LM_CUDA_CHECK(cudaMemsetAsync(conv_state_ + (int64_t(l) * state_slots() + slot[i]) * conv_state_size(), 0, conv_state_size() * 4, stream_));
         LM_CUDA_CHECK(cudaMemsetAsync(ssm_state_ + (int64_t(l) * state_slots() + slot[i]) * ssm_state_size(), 0, ssm_state_size() * 4, stream_));
       }
-
-  float* logits = forward(b, d + o_tok, d + o_lr, NL);
-  if (NL > 0) {
-    std::vector<cuda::SampleRow> sample_rows;
-    std::vector<int> sampled_seq;
-    for (int i = 0; i < nseq; ++i) {
-      if (!batch[i].sample) continue;
-      const Sampling& sm = batch[i].sampling;
-      sample_rows.push_back({sample_row[i], sm.top_k, sm.temperature, sm.top_p, sm.seed, static_cast<int64_t>(batch[i].position) + len[i]});
-      sampled_seq.push_back(i);
+      if (opts_.mtp) mtp_pos_[slot[i]] = -1;
     }
-    const int NS = static_cast<int>(sample_rows.size());
-    std::vector<int32_t> sampled(NS);
-    if (NS > 0) {
-      auto* d_rows = scratch_.get<cuda::SampleRow>("sample-rows", NS);
-      int32_t* d_tokens = scratch_.get<int32_t>("sample-tokens", NS);
-      LM_CUDA_CHECK(cudaMemcpyAsync(d_rows, sample_rows.data(), NS * sizeof(cuda::SampleRow), cudaMemcpyHostToDevice, stream_));
-      prof_.mark("sampling", stream_);
-      cuda::sample_tokens(logits, V, d_rows, NS, d_tokens, stream_);
-      LM_CUDA_CHECK(cudaMemcpyAsync(sampled.data(), d_tokens, NS * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
-    }
-    // Only the rows a sequence asked for come back, straight into the output.
-    int64_t j = 0, wanted = 0;
-    for (int i = 0; i < nseq; ++i)
-      if (batch[i].logits != LogitsMode::None) wanted += batch[i].logits == LogitsMode::All ? len[i] : 1;
-    out.logits.resize(static_cast<size_t>(wanted) * V);
-    float* dst = out.logits.data();
-    for (int i = 0; i < nseq; ++i) {
-      const int n = batch[i].logits == LogitsMode::All ? len[i] : (batch[i].sample || batch[i].logits == LogitsMode::Last ? 1 : 0);
-      if (batch[i].logits != LogitsMode::None && n > 0) {
-        LM_CUDA_CHECK(cudaMemcpyAsync(dst, logits + j * V, static_cast<size_t>(n) * V * sizeof(float), cudaMemcpyDeviceToHost, stream_));
-        dst += static_cast<int64_t>(n) * V;
-      }
-      j += n;
-    }
-    prof_.mark("logits_out", stream_);
-    LM_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    for (int s = 0; s < NS; ++s) out.tokens[sampled_seq[s]] = sampled[s];
-  } else {
-    LM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  const int NV = static_cast<int>(verify.size()), NST = static_cast<int>(stash_rows.size());
+  float *snap_conv = nullptr, *snap_ssm = nullptr;
+  if (NV > 0) {
+    prof_.mark("mtp.snapshot", stream_);
+    const int proj = spec_.mamba_inner() + spec_.conv_dim() + spec_.mamba_num_heads;
+    snap_conv = scratch_.get<float>("verify-snap-conv", int64_t(NV) * n_mamba_ * conv_state_size());
+    snap_ssm = scratch_.get<float>("verify-snap-ssm", int64_t(NV) * n_mamba_ * ssm_state_size());
+    cuda::slot_states(conv_state_, state_slots(), n_mamba_, conv_state_size(), d + o_vslot, d + o_vsnap, NV, snap_conv, false, stream_);
+    cuda::slot_states(ssm_state_, state_slots(), n_mamba_, ssm_state_size(), d + o_vslot, d + o_vsnap, NV, snap_ssm, false, stream_);
+    stash_ = {d + o_stash, NST, scratch_.get<float>("verify-stash-zx", int64_t(n_mamba_) * NST * proj), scratch_.get<float>("verify-stash-xbc", int64_t(n_mamba_) * NST * spec_.conv_dim())};
   }
+  float* logits = nullptr;
+  try {
+    logits = forward(b, d + o_tok, d + o_lr, NL);
+  } catch (...) {
+    stash_ = {};
+    throw;
+  }
+  stash_ = {};
+  bf16* hn_all = nullptr;
+  if (opts_.mtp) {  // every row's hidden state after norm_f, for the MTP head
+    prof_.mark("mtp.head", stream_);
+    hn_all = scratch_.get<bf16>("mtp-hn", int64_t(R) * H);
+    cuda::rmsnorm_bf16(scratch_.get<float>("h", int64_t(R) * H), nullptr, R, H, norm_f_, spec_.norm_eps, hn_all, stream_);
+  }
+  const int NS = static_cast<int>(sample_rows.size());
+  std::vector<int32_t> sampled(NS);
+  if (NS > 0) {
+    prof_.mark("sampling", stream_);
+    auto* d_rows = scratch_.get<cuda::SampleRow>("sample-rows", NS);
+    int32_t* d_tokens = scratch_.get<int32_t>("sample-tokens", NS);
+    LM_CUDA_CHECK(cudaMemcpyAsync(d_rows, sample_rows.data(), NS * sizeof(cuda::SampleRow), cudaMemcpyHostToDevice, stream_));
+    cuda::sample_tokens(logits, V, d_rows, NS, d_tokens, stream_);
+    LM_CUDA_CHECK(cudaMemcpyAsync(sampled.data(), d_tokens, NS * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
+  }
+  // Logits blocks of the sequences that asked, straight into host memory (a verify sequence's
+  // `Last` row depends on its verdict: its whole block comes back and one row is kept).
+  std::vector<float> blocks;
+  std::vector<int64_t> block_at(nseq, -1);
+  for (int i = 0; i < nseq; ++i)
+    if (batch[i].logits != LogitsMode::None && lo[i] >= 0) {
+      block_at[i] = static_cast<int64_t>(blocks.size());
+      blocks.resize(blocks.size() + static_cast<size_t>(len[i] - lo[i]) * V);
+    }
+  prof_.mark("logits_out", stream_);
+  for (int i = 0; i < nseq; ++i)
+    if (block_at[i] >= 0) LM_CUDA_CHECK(cudaMemcpyAsync(blocks.data() + block_at[i], logits + int64_t(first_row[i]) * V, static_cast<size_t>(len[i] - lo[i]) * V * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+  LM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+
+  std::vector<int> last(nseq), rolled, keep(nseq, 0);
+  for (int i = 0; i < nseq; ++i) {
+    const StepSeq& q = batch[i];
+    const int T = len[i], k = q.num_drafts;
+    last[i] = T - 1;
+    if (!q.sample) continue;
+    int a = 0;
+    while (a < k && sampled[sample0[i] + a] == q.tokens[T - k + a]) ++a;
+    out.tokens[i] = sampled[sample0[i] + a];
+    out.num_accepted[i] = a;
+    last[i] = T - 1 - k + a;
+    if (a < k && snap_index[i] >= 0) {
+      rolled.push_back(i);
+      keep[i] = T - k + a;  // rows of the step the state must have consumed
+    }
+  }
+  for (int i = 0; i < nseq; ++i) {
+    if (block_at[i] < 0) continue;
+    const float* blk = blocks.data() + block_at[i];
+    if (batch[i].logits == LogitsMode::All) out.logits.insert(out.logits.end(), blk, blk + static_cast<int64_t>(len[i]) * V);
+    else out.logits.insert(out.logits.end(), blk + static_cast<int64_t>(last[i] - lo[i]) * V, blk + static_cast<int64_t>(last[i] - lo[i] + 1) * V);
+  }
+  if (!rolled.empty()) {
+    prof_.mark("mtp.rollback", stream_);
+    rollback(rolled, batch, snap_index, stash_row0, keep, snap_conv, snap_ssm);
+  }
+  if (opts_.mtp) mtp_step(batch, row0, last, hn_all, out);
   prof_.finish(stream_);
   return out;
+}
+
+void CudaEngine::rollback(const std::vector<int>& seqs, const std::vector<StepSeq>& batch, const std::vector<int>& snap_index, const std::vector<int>& stash_row0, const std::vector<int>& keep,
+                          float* snap_conv, float* snap_ssm) {
+  // Restore the snapshot of each rolled-back sequence, then replay its first `keep` rows through
+  // the conv state update and the SSM recurrence from the stashed inputs (the stash lays the verify
+  // sequences' rows out one after the other: stash row = stash_row0 + t).
+  const int n = static_cast<int>(seqs.size());
+  const int I = spec_.mamba_inner(), CD = spec_.conv_dim(), nh = spec_.mamba_num_heads, proj = I + CD + nh;
+  std::vector<int32_t> slots, snaps, row0, lens, pos0, bt0(n, 0), row_seq;
+  int rows = 0, max_len = 0, stash_n = 0;
+  for (int i : seqs) {
+    slots.push_back(batch[i].slot);
+    snaps.push_back(snap_index[i]);
+    row0.push_back(stash_row0[i]);
+    lens.push_back(keep[i]);
+    pos0.push_back(batch[i].position);
+    rows = std::max(rows, stash_row0[i] + keep[i]);
+    max_len = std::max(max_len, keep[i]);
+  }
+  for (size_t i = 0; i < batch.size(); ++i)
+    if (stash_row0[i] >= 0) stash_n = std::max(stash_n, stash_row0[i] + static_cast<int>(batch[i].tokens.size()));
+  for (int r = 0; r < rows; ++r) row_seq.push_back(0);  // unused by conv_state_update and ssm_scan
+  std::vector<int32_t> packed;
+  auto put = [&](const std::vector<int32_t>& v) {
+    const size_t at = packed.size();
+    packed.insert(packed.end(), v.begin(), v.end());
+    return at;
+  };
+  const size_t o_slot = put(slots), o_snap = put(snaps), o_row0 = put(row0), o_len = put(lens), o_pos0 = put(pos0), o_bt0 = put(bt0), o_rs = put(row_seq);
+  int32_t* d = scratch_.get<int32_t>("rollback-batch", static_cast<int64_t>(packed.size()));
+  LM_CUDA_CHECK(cudaMemcpyAsync(d, packed.data(), packed.size() * 4, cudaMemcpyHostToDevice, stream_));
+  cuda::slot_states(conv_state_, state_slots(), n_mamba_, conv_state_size(), d + o_slot, d + o_snap, n, snap_conv, true, stream_);
+  cuda::slot_states(ssm_state_, state_slots(), n_mamba_, ssm_state_size(), d + o_slot, d + o_snap, n, snap_ssm, true, stream_);
+  cuda::BatchView rb;
+  rb.nseq = n;
+  rb.rows = rows;
+  rb.seq_slot = d + o_slot;
+  rb.seq_row0 = d + o_row0;
+  rb.seq_len = d + o_len;
+  rb.seq_pos0 = d + o_pos0;
+  rb.seq_bt0 = d + o_bt0;
+  rb.block_tables = d + o_bt0;
+  rb.block_size = opts_.kv_block_size;
+  rb.row_seq = d + o_rs;
+  rb.max_len = max_len;
+  float* y = scratch_.get<float>("rollback-y", int64_t(rows) * I);
+  float* stash_zx = scratch_.get<float>("verify-stash-zx", int64_t(n_mamba_) * stash_n * proj);
+  float* stash_xbc = scratch_.get<float>("verify-stash-xbc", int64_t(n_mamba_) * stash_n * CD);
+  for (const Layer& L : layers_) {
+    if (L.kind != BlockKind::Mamba) continue;
+    const auto& M = L.mamba;
+    const float* zx = stash_zx + int64_t(M.index) * stash_n * proj;
+    const float* xbc = stash_xbc + int64_t(M.index) * stash_n * CD;
+    cuda::conv_state_update(rb, zx + I, proj, CD, spec_.conv_kernel, conv_state_ + int64_t(M.index) * state_slots() * conv_state_size(), stream_);
+    cuda::SsmParams sp{nh, spec_.mamba_head_dim, spec_.n_groups, spec_.ssm_state_size, xbc, CD, zx + I + CD, proj, M.dt_bias, M.A, M.D,
+                       spec_.time_step_min, spec_.time_step_max, ssm_state_ + int64_t(M.index) * state_slots() * ssm_state_size(), y};
+    cuda::ssm_scan(rb, sp, stream_);
+  }
+}
+
+bf16* CudaEngine::mtp_pass(const cuda::BatchView& b, const int32_t* tokens, const bf16* hidden, int R) {
+  const int H = spec_.hidden_size;
+  bf16* cat = scratch_.get<bf16>("mtp-cat", int64_t(R) * 2 * H);
+  float* x = scratch_.get<float>("mtp-x", int64_t(R) * H);
+  bf16* u = scratch_.get<bf16>("mtp-u", int64_t(R) * H);
+  bf16* y = scratch_.get<bf16>("mtp-y", int64_t(R) * H);
+  prof_.mark("mtp.input", stream_);
+  cuda::mtp_input(tokens, hidden, R, embed_, mtp_.enorm, mtp_.hnorm, H, spec_.norm_eps, cat, stream_);
+  gemm_.run(cat, R, 2 * H, mtp_.eh_proj, H, x, 0.f, stream_);
+  prof_.prefix = "mtp.";
+  for (const Layer& L : mtp_.blocks) run_block(L, b, x, u, R);
+  prof_.prefix.clear();
+  prof_.mark("mtp.final_norm", stream_);
+  cuda::rmsnorm_bf16(x, nullptr, R, H, mtp_.final_norm, spec_.norm_eps, y, stream_);
+  prof_.mark("mtp.drafting", stream_);
+  return y;
+}
+
+cuda::BatchView CudaEngine::upload_view(const char* name, const std::vector<StepSeq>& seqs, const std::vector<int32_t>& extra, const int32_t** extra_dev) {
+  const int n = static_cast<int>(seqs.size());
+  std::vector<int32_t> packed;
+  std::vector<int32_t> tokens, slot(n), row0(n), len(n), pos0(n), bt0(n), tables, row_seq;
+  for (int i = 0; i < n; ++i) {
+    const auto& q = seqs[i];
+    slot[i] = q.slot;
+    row0[i] = static_cast<int32_t>(tokens.size());
+    len[i] = static_cast<int32_t>(q.tokens.size());
+    pos0[i] = q.position;
+    bt0[i] = static_cast<int32_t>(tables.size());
+    tables.insert(tables.end(), q.block_table.begin(), q.block_table.end());
+    tokens.insert(tokens.end(), q.tokens.begin(), q.tokens.end());
+    row_seq.insert(row_seq.end(), q.tokens.size(), i);
+  }
+  auto put = [&](const std::vector<int32_t>& v) {
+    const size_t at = packed.size();
+    packed.insert(packed.end(), v.begin(), v.end());
+    return at;
+  };
+  const size_t o_slot = put(slot), o_row0 = put(row0), o_len = put(len), o_pos0 = put(pos0), o_bt0 = put(bt0), o_tab = put(tables), o_rs = put(row_seq), o_extra = put(extra);
+  int32_t* d = scratch_.get<int32_t>(name, static_cast<int64_t>(packed.size()));
+  LM_CUDA_CHECK(cudaMemcpyAsync(d, packed.data(), packed.size() * 4, cudaMemcpyHostToDevice, stream_));
+  cuda::BatchView b;
+  b.nseq = n;
+  b.rows = static_cast<int>(tokens.size());
+  b.seq_slot = d + o_slot;
+  b.seq_row0 = d + o_row0;
+  b.seq_len = d + o_len;
+  b.seq_pos0 = d + o_pos0;
+  b.seq_bt0 = d + o_bt0;
+  b.block_tables = d + o_tab;
+  b.block_size = opts_.kv_block_size;
+  b.row_seq = d + o_rs;
+  b.max_len = n > 0 ? *std::max_element(len.begin(), len.end()) : 0;
+  *extra_dev = d + o_extra;
+  return b;
+}
+
+// The MTP head reads (hidden h_j after norm_f, token j+1) for every accepted position j of every
+// sequence, so its attention KV covers the whole context; the row of the last accepted position
+// pairs with the token sampled now and yields the first draft, and each further draft feeds the
+// head its own output with the previous draft (KV at the following positions, overwritten by the
+// true rows in the next step). A position whose next token is not known yet (the end of a prefill
+// chunk, or a step that skipped the head) is kept per slot (mtp_hidden_) and completed by the next
+// step's first token. The same bookkeeping as CpuEngine::mtp_step; tokens, hidden rows and drafts
+// stay on the device, the drafts come back once at the end.
+void CudaEngine::mtp_step(const std::vector<StepSeq>& batch, const std::vector<int32_t>& row0, const std::vector<int>& last, const bf16* hn_all, StepOutput& out) {
+  const int H = spec_.hidden_size, V = spec_.vocab_size, nseq = static_cast<int>(batch.size());
+  std::vector<StepSeq> mb;
+  std::vector<int> seq_of, mrow0;
+  std::vector<int32_t> from_step_src, from_step_dst, from_slot_src, from_slot_dst, store_src, store_dst;
+  int MR = 0;
+  for (int i = 0; i < nseq; ++i) {
+    const StepSeq& s = batch[i];
+    StepSeq q;
+    q.slot = s.slot;
+    q.position = s.position;
+    q.block_table = s.block_table;
+    const int64_t P = s.position;
+    std::vector<int32_t> src;  // hidden source of each row: a step row, or -1 - slot
+    if (P > 0 && mtp_pos_[s.slot] == P - 1 && mtp_token_[s.slot] != s.tokens[0]) {
+      q.position = static_cast<int>(P - 1);
+      q.tokens.push_back(s.tokens[0]);
+      src.push_back(-1 - s.slot);
+    }
+    for (int t = 0; t < last[i]; ++t) {
+      q.tokens.push_back(s.tokens[t + 1]);
+      src.push_back(row0[i] + t);
+    }
+    if (s.sample) {
+      q.tokens.push_back(out.tokens[i]);
+      src.push_back(row0[i] + last[i]);
+    }
+    mtp_pos_[s.slot] = P + last[i];
+    store_src.push_back(row0[i] + last[i]);
+    store_dst.push_back(s.slot);
+    mtp_token_[s.slot] = s.sample && !s.mtp_skip ? out.tokens[i] : -1;
+    if (q.tokens.empty() || s.mtp_skip) continue;
+    for (size_t r = 0; r < src.size(); ++r) {
+      if (src[r] >= 0) {
+        from_step_src.push_back(src[r]);
+        from_step_dst.push_back(MR + static_cast<int>(r));
+      } else {
+        from_slot_src.push_back(-1 - src[r]);
+        from_slot_dst.push_back(MR + static_cast<int>(r));
+      }
+    }
+    mrow0.push_back(MR);
+    MR += static_cast<int>(q.tokens.size());
+    seq_of.push_back(i);
+    mb.push_back(std::move(q));
+  }
+  // Index arrays and the first pass's tokens go up with its batch description.
+  std::vector<int32_t> extra;
+  auto add = [&](const std::vector<int32_t>& v) {
+    const size_t at = extra.size();
+    extra.insert(extra.end(), v.begin(), v.end());
+    return at;
+  };
+  std::vector<int32_t> mtokens;
+  for (const auto& q : mb) mtokens.insert(mtokens.end(), q.tokens.begin(), q.tokens.end());
+  const size_t e_fs = add(from_step_src), e_fd = add(from_step_dst), e_ss = add(from_slot_src), e_sd = add(from_slot_dst), e_ts = add(store_src), e_td = add(store_dst), e_tok = add(mtokens);
+  const int32_t* dx = nullptr;
+  const cuda::BatchView b = upload_view("mtp-batch", mb, extra, &dx);
+  bf16* hid = scratch_.get<bf16>("mtp-hidden-in", int64_t(std::max(MR, 1)) * H);
+  // Read the slot rows before they are overwritten with this step's last accepted rows.
+  cuda::move_rows_bf16(hn_all, dx + e_fs, dx + e_fd, static_cast<int>(from_step_src.size()), H, hid, stream_);
+  cuda::move_rows_bf16(mtp_hidden_, dx + e_ss, dx + e_sd, static_cast<int>(from_slot_src.size()), H, hid, stream_);
+  cuda::move_rows_bf16(hn_all, dx + e_ts, dx + e_td, static_cast<int>(store_src.size()), H, mtp_hidden_, stream_);
+  if (MR == 0) return;
+  const bf16* y = mtp_pass(b, dx + e_tok, hid, MR);
+
+  // Logits of the head: every row of the first pass when a sequence asks for them, else only the
+  // drafting rows; round r samples draft r greedily from the rows of the pass before it.
+  bool want_logits = false;
+  for (int m = 0; m < static_cast<int>(mb.size()); ++m) want_logits |= batch[seq_of[m]].mtp_logits;
+  std::vector<int> drafting;  // batch indices, in order
+  std::vector<int32_t> draft_rows;  // their rows in the pass output
+  for (int m = 0; m < static_cast<int>(mb.size()); ++m)
+    if (batch[seq_of[m]].draft_tokens > 0) {
+      drafting.push_back(seq_of[m]);
+      draft_rows.push_back(mrow0[m] + static_cast<int>(mb[m].tokens.size()) - 1);
+    }
+  std::vector<std::vector<float>> mtp_rows(nseq);
+  std::vector<std::vector<int32_t>> drafts(nseq);
+  auto head_logits = [&](const bf16* rows_in, int n) {
+    float* lg = scratch_.get<float>("mtp-logits", int64_t(std::max(n, 1)) * V);
+    gemm_.run(rows_in, n, H, lm_head_, V, lg, 0.f, stream_);
+    return lg;
+  };
+  if (want_logits) {
+    const float* lg = head_logits(y, MR);
+    for (int m = 0; m < static_cast<int>(mb.size()); ++m) {
+      const int i = seq_of[m];
+      if (!batch[i].mtp_logits) continue;
+      const int n = static_cast<int>(mb[m].tokens.size());
+      mtp_rows[i].resize(static_cast<size_t>(n) * V);
+      LM_CUDA_CHECK(cudaMemcpyAsync(mtp_rows[i].data(), lg + int64_t(mrow0[m]) * V, static_cast<size_t>(n) * V * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+    }
+  }
+  int max_drafts = 0;
+  for (int i : drafting) max_drafts = std::max(max_drafts, batch[i].draft_tokens);
+  int32_t* d_drafts = scratch_.get<int32_t>("mtp-drafts", int64_t(std::max<size_t>(drafting.size(), 1)) * std::max(max_drafts, 1));
+  std::vector<std::vector<int32_t>> round_drafts;  // host copies, per round, in `drafting` order of that round
+  std::vector<std::vector<int>> round_seqs;
+  const float* lg_all = want_logits ? scratch_.get<float>("mtp-logits", int64_t(MR) * V) : nullptr;
+  std::vector<int> cur = drafting;
+  std::vector<int32_t> cur_rows = draft_rows;  // rows of `y` holding each drafting sequence's last output
+  for (int round = 1; !cur.empty(); ++round) {
+    const int n = static_cast<int>(cur.size());
+    // greedy draws of this round's drafts
+    std::vector<cuda::SampleRow> rows(static_cast<size_t>(n));
+    const float* lg;
+    if (round == 1 && lg_all) {
+      lg = lg_all;
+      for (int j = 0; j < n; ++j) rows[j] = {cur_rows[j], 1, 0.f, 1.f, 0, 0};
+    } else {
+      bf16* sel = scratch_.get<bf16>("mtp-sel", int64_t(n) * H);
+      std::vector<int32_t> idx(cur_rows.begin(), cur_rows.end());
+      int32_t* d_idx = scratch_.get<int32_t>("mtp-sel-idx", n);
+      LM_CUDA_CHECK(cudaMemcpyAsync(d_idx, idx.data(), idx.size() * 4, cudaMemcpyHostToDevice, stream_));
+      cuda::move_rows_bf16(y, d_idx, nullptr, n, H, sel, stream_);
+      lg = head_logits(sel, n);
+      for (int j = 0; j < n; ++j) rows[j] = {j, 1, 0.f, 1.f, 0, 0};
+      if (round > 1)
+        for (int j = 0; j < n; ++j)
+          if (batch[cur[j]].mtp_logits) {
+            auto& mr = mtp_rows[cur[j]];
+            const size_t at = mr.size();
+            mr.resize(at + static_cast<size_t>(V));
+            LM_CUDA_CHECK(cudaMemcpyAsync(mr.data() + at, lg + int64_t(j) * V, V * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+          }
+    }
+    auto* d_rows = scratch_.get<cuda::SampleRow>("mtp-sample-rows", n);
+    LM_CUDA_CHECK(cudaMemcpyAsync(d_rows, rows.data(), n * sizeof(cuda::SampleRow), cudaMemcpyHostToDevice, stream_));
+    int32_t* round_out = d_drafts + int64_t(round - 1) * drafting.size();
+    cuda::sample_tokens(lg, V, d_rows, n, round_out, stream_);
+    round_drafts.emplace_back(static_cast<size_t>(n));
+    round_seqs.push_back(cur);
+    LM_CUDA_CHECK(cudaMemcpyAsync(round_drafts.back().data(), round_out, n * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
+    // the next pass: each sequence wanting more feeds its draft with its own output row
+    std::vector<StepSeq> nb;
+    std::vector<int> next;
+    std::vector<int32_t> pick;  // index into this round's drafts / cur_rows
+    for (int j = 0; j < n; ++j) {
+      const StepSeq& s = batch[cur[j]];
+      if (s.draft_tokens <= round) continue;
+      StepSeq q;
+      q.slot = s.slot;
+      q.tokens = {0};  // the draft, gathered on the device
+      q.position = s.position + last[cur[j]] + round;
+      q.block_table = s.block_table;
+      nb.push_back(std::move(q));
+      next.push_back(cur[j]);
+      pick.push_back(j);
+    }
+    if (next.empty()) break;
+    std::vector<int32_t> src_rows;
+    for (int32_t j : pick) src_rows.push_back(cur_rows[static_cast<size_t>(j)]);
+    std::vector<int32_t> ex = pick;
+    ex.insert(ex.end(), src_rows.begin(), src_rows.end());
+    const int32_t* dex = nullptr;
+    const cuda::BatchView nbv = upload_view("mtp-round-batch", nb, ex, &dex);
+    const int nn = static_cast<int>(next.size());
+    int32_t* ntok = scratch_.get<int32_t>("mtp-round-tokens", nn);
+    bf16* nhid = scratch_.get<bf16>("mtp-round-hidden", int64_t(nn) * H);
+    cuda::gather_ints(round_out, dex, nn, ntok, stream_);
+    cuda::move_rows_bf16(y, dex + nn, nullptr, nn, H, nhid, stream_);
+    y = mtp_pass(nbv, ntok, nhid, nn);
+    cur = next;
+    cur_rows.assign(static_cast<size_t>(nn), 0);
+    std::iota(cur_rows.begin(), cur_rows.end(), 0);
+  }
+  LM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  for (size_t r = 0; r < round_drafts.size(); ++r)
+    for (size_t j = 0; j < round_seqs[r].size(); ++j) drafts[static_cast<size_t>(round_seqs[r][j])].push_back(round_drafts[r][j]);
+  for (const auto& dr : drafts) out.drafts.insert(out.drafts.end(), dr.begin(), dr.end());
+  for (const auto& r : mtp_rows) out.mtp_logits.insert(out.mtp_logits.end(), r.begin(), r.end());
 }
 
 }  // namespace

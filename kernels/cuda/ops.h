@@ -50,19 +50,25 @@ struct SsmParams {
   float* y;              // (R, nheads*head_dim)
 };
 /**
- * The Mamba-2 SSM by the per-token recurrence over each sequence's rows from its slot's state,
- * state updated in place. single_token_only: sequences with more than one row are left alone
- * (they go through ssd_chunked_scan).
+ * Sequences of at most this many rows in a step go through the per-token recurrence (ssm_scan),
+ * longer ones through the chunked SSD (ssd_chunked_scan): decode, MTP verify steps (k + 1 ≤ 8
+ * rows) and their replays use the same arithmetic as a plain decode step.
  */
-void ssm_scan(const BatchView& b, const SsmParams& p, cudaStream_t s, bool single_token_only = false);
+constexpr int SSM_RECURRENT_MAX_LEN = 8;
+/**
+ * The Mamba-2 SSM by the per-token recurrence over each sequence's rows from its slot's state,
+ * state updated in place. short_only: sequences longer than SSM_RECURRENT_MAX_LEN rows are left
+ * alone (they go through ssd_chunked_scan).
+ */
+void ssm_scan(const BatchView& b, const SsmParams& p, cudaStream_t s, bool short_only = false);
 
 /** Whether ssd_chunked_scan handles this shape (its shared-memory tiles fit). */
 bool ssd_chunked_supported(int head_dim, int dstate, int chunk_size);
 /** Floats of the workspace ssd_chunked_scan needs: (ngroups, rows, chunk rounded up to 16). */
 int64_t ssd_chunked_workspace_floats(int rows, int ngroups, int chunk_size);
 /**
- * The same SSM by the chunked SSD algorithm (cpu::ssd_chunked_scan) for every sequence with at
- * least two rows; single-row sequences are left alone (ssm_scan with single_token_only does them).
+ * The same SSM by the chunked SSD algorithm (cpu::ssd_chunked_scan) for every sequence of more
+ * than SSM_RECURRENT_MAX_LEN rows; shorter ones are left alone (ssm_scan with short_only does them).
  * Reads each slot's state, writes the final state back; needs b.max_len and a workspace.
  */
 void ssd_chunked_scan(const BatchView& b, const SsmParams& p, int chunk_size, float* workspace, cudaStream_t s);
@@ -137,6 +143,20 @@ struct SampleRow {
 };
 /** tokens[i] = lm::sample_token(logits + rows[i].row * vocab, ...) on the device; rows on the device. */
 void sample_tokens(const float* logits, int vocab, const SampleRow* rows, int n, int32_t* tokens, cudaStream_t s);
+
+/** MTP (mtp.cu): out (R, 2H) bf16 = [rmsnorm(embed[tokens[r]]) · enorm ; rmsnorm(hidden[r]) · hnorm]. */
+void mtp_input(const int32_t* tokens, const bf16* hidden, int R, const bf16* embed, const float* enorm, const float* hnorm, int H, float eps, bf16* out, cudaStream_t s);
+/** dst[dst_idx[i]] = src[src_idx[i]] for i < M, rows of D (a null index array means i). */
+void move_rows_bf16(const bf16* src, const int32_t* src_idx, const int32_t* dst_idx, int M, int D, bf16* dst, cudaStream_t s);
+/** dst (M, D) = the first D values of rows idx[i] of src (rows of ld floats). */
+void gather_rows_f32(const float* src, int64_t ld, const int32_t* idx, int M, int D, float* dst, cudaStream_t s);
+/** dst[i] = src[idx[i]]. */
+void gather_ints(const int32_t* src, const int32_t* idx, int n, int32_t* dst, cudaStream_t s);
+/**
+ * Per-slot state of every layer, (layers, slots_per_layer, size) floats, to or from a snapshot
+ * (entries, layers, size): entry i is slot slots[i] at snapshot index snap[i]. restore: snapshot → state.
+ */
+void slot_states(float* state, int slots_per_layer, int layers, int64_t size, const int32_t* slots, const int32_t* snap, int n, float* snapshot, bool restore, cudaStream_t s);
 
 /** Elementwise helpers. */
 void relu2_bf16(const float* in, int64_t n, bf16* out, cudaStream_t s);

@@ -2,17 +2,18 @@
 //   S_t = exp(dt_t·A) · S_{t-1} + dt_t · x_t ⊗ B_t ;   y_t = S_t · C_t + D · x_t
 // One block per (sequence, head) keeps the head's state (P × N) in shared memory across the
 // sequence's tokens; each warp owns rows p and its lanes stride over the state dimension n.
-// This recurrent form serves decode (single-token sequences); prefill goes through the chunked SSD
-// kernel (ssd_chunked.cu) where the shape allows, with the same results to rounding.
+// This recurrent form serves decode and short sequences (≤ SSM_RECURRENT_MAX_LEN rows: MTP verify
+// steps); longer prefill goes through the chunked SSD kernel (ssd_chunked.cu) where the shape
+// allows, with the same results to rounding.
 #include "cuda/common.cuh"
 #include "cuda/ops.h"
 
 namespace lm::cuda {
 
-__global__ void ssm_scan_kernel(BatchView b, SsmParams p, bool single_token_only) {
+__global__ void ssm_scan_kernel(BatchView b, SsmParams p, bool short_only) {
   extern __shared__ float smem[];
   const int seq = blockIdx.x, h = blockIdx.y;
-  if (single_token_only && b.seq_len[seq] != 1) return;
+  if (short_only && b.seq_len[seq] > SSM_RECURRENT_MAX_LEN) return;
   const int P = p.head_dim, N = p.dstate;
   const int g = h / (p.nheads / p.ngroups);
   float* S = smem;              // (P, N)
@@ -56,7 +57,7 @@ __global__ void ssm_scan_kernel(BatchView b, SsmParams p, bool single_token_only
   for (int i = threadIdx.x; i < P * N; i += blockDim.x) gstate[i] = S[i];
 }
 
-void ssm_scan(const BatchView& b, const SsmParams& p, cudaStream_t s, bool single_token_only) {
+void ssm_scan(const BatchView& b, const SsmParams& p, cudaStream_t s, bool short_only) {
   if (b.nseq == 0) return;
   const size_t smem = static_cast<size_t>(p.head_dim * p.dstate + p.head_dim + 2 * p.dstate) * sizeof(float);
   if (smem > 200 * 1024) throw Error("ssm_scan: head_dim x ssm_state_size too large for shared memory");
@@ -67,7 +68,7 @@ void ssm_scan(const BatchView& b, const SsmParams& p, cudaStream_t s, bool singl
     configured = smem;
   }
   dim3 grid(b.nseq, p.nheads);
-  ssm_scan_kernel<<<grid, 256, smem, s>>>(b, p, single_token_only);
+  ssm_scan_kernel<<<grid, 256, smem, s>>>(b, p, short_only);
   LM_LAUNCH_CHECK("ssm_scan");
 }
 

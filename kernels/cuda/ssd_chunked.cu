@@ -93,7 +93,7 @@ __global__ void __launch_bounds__(SSD_THREADS) ssd_cb_kernel(BatchView b, SsmPar
   extern __shared__ __align__(128) float smem[];
   const int c = blockIdx.x, seq = blockIdx.y, g = blockIdx.z;
   const int len = b.seq_len[seq], t0 = c * L;
-  if (len < 2 || t0 >= len) return;
+  if (len <= SSM_RECURRENT_MAX_LEN || t0 >= len) return;
   const int clen = min(L, len - t0), N = p.dstate, ldn = Np + PAD, I = p.nheads * p.head_dim;
   const int64_t rb = b.seq_row0[seq] + t0;
   float* Cs = smem;              // (Lp, ldn)
@@ -135,7 +135,7 @@ __global__ void __launch_bounds__(SSD_THREADS) ssd_chunk_scan_kernel(BatchView b
   extern __shared__ __align__(128) float smem[];
   const int seq = blockIdx.x, h = blockIdx.y, p0 = blockIdx.z * PT;
   const int len = b.seq_len[seq];
-  if (len < 2) return;
+  if (len <= SSM_RECURRENT_MAX_LEN) return;
   const int P = p.head_dim, N = p.dstate, G = p.ngroups, g = h / (p.nheads / G), I = p.nheads * P;
   const int ldn = Np + PAD, ldp = PT + PAD, ldl = Lp + PAD;
   float* S = smem;            // (PT, ldn)  state rows p0.., fp32 across chunks
@@ -300,7 +300,7 @@ bool ssd_chunked_supported(int head_dim, int dstate, int chunk_size) {
 int64_t ssd_chunked_workspace_floats(int rows, int ngroups, int chunk_size) { return static_cast<int64_t>(ngroups) * rows * round16(chunk_size); }
 
 void ssd_chunked_scan(const BatchView& b, const SsmParams& p, int chunk_size, float* workspace, cudaStream_t s) {
-  if (b.nseq == 0 || b.max_len < 2) return;
+  if (b.nseq == 0 || b.max_len <= SSM_RECURRENT_MAX_LEN) return;
   if (!ssd_chunked_supported(p.head_dim, p.dstate, chunk_size)) throw Error("ssd_chunked_scan: head_dim, ssm_state_size or chunk_size too large for shared memory");
   if (p.ngroups < 1 || p.nheads % p.ngroups != 0) throw Error("ssd_chunked_scan: mamba_num_heads must be a multiple of n_groups");
   if (workspace == nullptr) throw Error("ssd_chunked_scan: no workspace");

@@ -632,7 +632,6 @@ std::unique_ptr<Engine> create_cuda_engine(const EngineOptions& options);
 std::unique_ptr<Engine> create_engine(const EngineOptions& options) {
   if (options.backend == "cpu") return std::make_unique<CpuEngine>(options);
   if (options.backend == "cuda") {
-    if (options.mtp) throw Error("MTP speculative decoding is not implemented on the cuda backend yet; load without MTP (--speculative-tokens 0) or use backend 'cpu'");
     if (options.group.world_size > 1)
       throw Error("expert parallelism (world size " + std::to_string(options.group.world_size) + ") is not implemented on the cuda backend yet (NCCL dispatch/combine is open); use backend 'cpu' or world size 1");
 #ifdef LM_HAVE_CUDA

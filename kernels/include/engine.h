@@ -104,7 +104,7 @@ struct EngineOptions {
   /**
    * Load the MTP layers (`mtp.*`) and run them every step, so that sequences may verify drafts
    * (StepSeq::num_drafts) and ask for new ones (StepSeq::draft_tokens). Needs
-   * spec.num_nextn_predict_layers == 1 and world size 1; the cuda backend refuses it for now.
+   * spec.num_nextn_predict_layers == 1 and world size 1.
    */
   bool mtp = false;
   /**
