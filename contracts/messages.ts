@@ -95,6 +95,42 @@ export const CancelRequest = z.object({
 });
 export type CancelRequest = z.infer<typeof CancelRequest>;
 
+/**
+ * Request classes whose MTP acceptance is tracked apart (issue 7). The class is the one thing about a
+ * request that moves acceptance a lot and costs nothing to know: a greedy (or top-k 1) target is the
+ * argmax the MTP head was trained to predict, so its drafts are accepted far more often than under
+ * sampling, where a draft survives only with the target's probability of that token.
+ */
+export const RequestClass = z.enum(["greedy", "sampled"]);
+export type RequestClass = z.infer<typeof RequestClass>;
+
+/** The class of a request by its sampling parameters. */
+export function requestClassOf(sampling: Pick<SamplingParams, "temperature" | "topK">): RequestClass {
+  return sampling.temperature === 0 || sampling.topK === 1 ? "greedy" : "sampled";
+}
+
+/** One measured point of a rank's decode step-time curve (one per power-of-two batch-size bucket). */
+export const StepCurvePoint = z.object({
+  /** Decode batch size the point stands for: the mean batch size of the steps measured in its bucket. */
+  batch: z.number().min(1),
+  /** MTP drafts per sequence the rank would verify at this batch (0: plain decode). */
+  draftTokens: z.number().int().min(0).max(16),
+  /** Measured decode step time at this batch with those drafts. */
+  stepMs: z.number().min(0),
+});
+export type StepCurvePoint = z.infer<typeof StepCurvePoint>;
+
+/** MTP acceptance of one request class on a rank. */
+export const ClassAcceptance = z.object({
+  /** Verify steps measured (sequences × steps that carried drafts). */
+  numDrafts: z.number().int().min(0),
+  /** Mean tokens per verify step: 1 + accepted drafts. */
+  acceptanceLength: z.number().min(1),
+  /** Per draft position j: the rate at which draft j is accepted once drafts 0..j-1 were (up to the rank's maximum depth). */
+  acceptRates: z.array(z.number().min(0).max(1)).max(16),
+});
+export type ClassAcceptance = z.infer<typeof ClassAcceptance>;
+
 /** A rank's state, published a few times a second; the router's only source of truth about ranks. */
 export const LoadReport = z.object({
   type: z.literal("load"),
@@ -128,6 +164,13 @@ export const LoadReport = z.object({
   tokensPerSecond: z.number().min(0),
   /** Mean tokens accepted per step per sequence; 1 without speculative decoding. */
   mtpAcceptance: z.number().min(1),
+  /**
+   * Decode step time by batch size, measured points only, ascending by batch (absent or empty before
+   * any pure decode step was timed; older ranks omit it and the router falls back to stepTimeMs).
+   */
+  stepCurve: z.array(StepCurvePoint).max(32).optional(),
+  /** MTP acceptance per request class seen (ranks speculating only). Unknown classes are ignored. */
+  mtpByClass: z.object({ greedy: ClassAcceptance.optional(), sampled: ClassAcceptance.optional() }).optional(),
 });
 export type LoadReport = z.infer<typeof LoadReport>;
 

@@ -9,7 +9,7 @@
 import { randomBytes } from "node:crypto";
 import type { Msg, NatsConnection, Subscription } from "nats";
 import { LatentMeshError } from "../contracts/errors.js";
-import { StreamMessage, SubmitAck, decodeMessage, encodeMessage, type FinishReason, type GenerateRequest, type SamplingParams } from "../contracts/messages.js";
+import { StreamMessage, SubmitAck, decodeMessage, encodeMessage, requestClassOf, type FinishReason, type GenerateRequest, type SamplingParams } from "../contracts/messages.js";
 import { requestIdOfReply, type DeploymentSubjects } from "../contracts/subjects.js";
 import type { Logger } from "../core/log.js";
 import { AckError, AckInbox } from "./ack-inbox.js";
@@ -159,7 +159,14 @@ export class Dispatcher {
     for (;;) {
       const t0 = performance.now();
       const pick = pickRank(
-        { model: p.model, promptTokens: p.promptTokens.length + flight.generated.length, maxTokens: p.maxTokens - flight.generated.length, sessionWorkerId: p.sessionWorkerId, exclude: flight.tried },
+        {
+          model: p.model,
+          promptTokens: p.promptTokens.length + flight.generated.length,
+          maxTokens: p.maxTokens - flight.generated.length,
+          requestClass: requestClassOf(p.sampling),
+          sessionWorkerId: p.sessionWorkerId,
+          exclude: flight.tried,
+        },
         this.ranks.views(),
         this.opts.pick,
       );
@@ -204,7 +211,7 @@ export class Dispatcher {
       if (!ack.ok) throw new LatentMeshError("internal", `rank ${pick.workerId} answered with an invalid acknowledgement (${ack.error})`);
       switch (ack.value.type) {
         case "accepted":
-          p.log.debug({ workerId: pick.workerId, attempt: flight.attempt, predictedMs: Math.round(pick.predictedMs), reason: pick.reason }, "placed");
+          p.log.debug({ workerId: pick.workerId, attempt: flight.attempt, predictedMs: Math.round(pick.predictedMs), reason: pick.reason, ...(pick.maxDraftTokens !== undefined ? { maxDraftTokens: pick.maxDraftTokens } : {}) }, "placed");
           return;
         case "rejected":
           refusal = new LatentMeshError(ack.value.code, ack.value.message);

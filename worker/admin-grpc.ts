@@ -2,7 +2,8 @@
  * The rank's gRPC admin port: the standard `grpc.health.v1.Health` service (Check and Watch; the
  * overall service "" and "latentmesh.worker.v1.Admin" are known) plus `latentmesh.worker.v1.Admin`
  * with `Drain` (stop taking requests; answers once accepted work has finished or the deadline in
- * the request passes) and `Stats` (this rank's current load report).
+ * the request passes) and `Stats` (this rank's current load report, step-time curve and per-class
+ * MTP acceptance included).
  * The protos are declared here as protobuf JSON so nothing has to be found on disk at run time.
  */
 import * as grpc from "@grpc/grpc-js";
@@ -62,8 +63,12 @@ export const ADMIN_PROTO = {
                     stepTimeMs: { type: "double", id: 12 },
                     tokensPerSecond: { type: "double", id: 13 },
                     mtpAcceptance: { type: "double", id: 14 },
+                    stepCurve: { rule: "repeated", type: "StepCurvePoint", id: 15 },
+                    mtpByClass: { keyType: "string", type: "ClassAcceptance", id: 16 },
                   },
                 },
+                StepCurvePoint: { fields: { batch: { type: "double", id: 1 }, draftTokens: u32(2), stepMs: { type: "double", id: 3 } } },
+                ClassAcceptance: { fields: { numDrafts: u32(1), acceptanceLength: { type: "double", id: 2 }, acceptRates: { rule: "repeated", type: "double", id: 3 } } },
                 Admin: {
                   methods: {
                     Drain: { requestType: "DrainRequest", responseType: "DrainResponse" },

@@ -42,5 +42,7 @@ export function buildLoadReport(id: RankIdentity, scheduler: Scheduler, stats: S
     stepTimeMs: stats.stepTimeMs,
     tokensPerSecond: stats.tokensPerSecond,
     mtpAcceptance: Math.max(1, stats.mtpAcceptance),
+    stepCurve: stats.stepCurve.map((p) => ({ ...p })),
+    ...(Object.keys(stats.mtpByClass).length > 0 ? { mtpByClass: stats.mtpByClass } : {}),
   };
 }

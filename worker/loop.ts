@@ -12,12 +12,13 @@
  * scheduler stays pure. An engine error in a group is fatal: the group is broken (a peer died or
  * hung), so the loop stops and reports it through `onGroupFailed`.
  */
+import { requestClassOf, type LoadReport, type RequestClass, type StepCurvePoint } from "../contracts/messages.js";
 import type { Logger } from "../core/log.js";
 import type { StepEngine } from "./engine-port.js";
 import type { NativeStepSequence } from "./native.js";
 import type { ScheduleResult, Scheduler, StepOutcome } from "./scheduler.js";
 import type { Sequence } from "./sequence.js";
-import type { SpeculationPolicy } from "./speculation.js";
+import { StepCostModel, stepCurve, type BatchMix, type SpeculationPolicy, type Verified } from "./speculation.js";
 
 /** Where the loop's results go (the NATS service, or a test). */
 export interface LoopSink {
@@ -50,12 +51,16 @@ export interface StepStats {
   mtpAcceptance: number;
   /** Drafts per sequence chosen for the last step (0: no speculation). */
   draftTokens: number;
+  /** Decode step time by batch size (measured points, with the depth used there); computed when read. */
+  readonly stepCurve: readonly StepCurvePoint[];
+  /** MTP acceptance per request class seen (empty without speculation); computed when read. */
+  readonly mtpByClass: NonNullable<LoadReport["mtpByClass"]>;
 }
 
 const EMA_ALPHA = 0.2;
 
 export class EngineLoop {
-  readonly stats: StepStats = { stepTimeMs: 0, tokensPerSecond: 0, steps: 0, promptTokens: 0, generatedTokens: 0, mtpAcceptance: 1, draftTokens: 0 };
+  readonly stats: StepStats;
   /** The router's cap on speculation depth for this rank (Infinity: none). */
   draftCap = Infinity;
   private wake: (() => void) | null = null;
@@ -65,6 +70,8 @@ export class EngineLoop {
   private done: Promise<void> | null = null;
   /** The last step fed tokens somewhere in the group. */
   private groupBusy = false;
+  /** Pure decode step times by (batch, k): the speculation policy's own, or one kept for the curve alone. */
+  private readonly cost: StepCostModel;
 
   constructor(
     private readonly engine: StepEngine,
@@ -75,7 +82,19 @@ export class EngineLoop {
     private readonly lockstep: LockstepOptions | null = null,
     /** MTP speculation depth policy; null when the engine has no MTP layers loaded. */
     private readonly speculation: SpeculationPolicy | null = null,
-  ) {}
+  ) {
+    this.cost = speculation?.cost ?? new StepCostModel();
+    const cost = this.cost;
+    this.stats = {
+      stepTimeMs: 0, tokensPerSecond: 0, steps: 0, promptTokens: 0, generatedTokens: 0, mtpAcceptance: 1, draftTokens: 0,
+      get stepCurve() {
+        return stepCurve(cost, (batch) => speculation?.depthAt(batch) ?? 0);
+      },
+      get mtpByClass() {
+        return speculation?.classSummaries() ?? {};
+      },
+    };
+  }
 
   start(): void {
     this.done ??= this.run();
@@ -140,8 +159,15 @@ export class EngineLoop {
   private schedule(): ScheduleResult {
     let k = 0;
     if (this.speculation) {
-      const decoding = this.scheduler.running.filter((s) => !s.isPrefilling).length;
-      k = this.speculation.next(Math.max(1, decoding), this.draftCap);
+      const mix: Partial<Record<RequestClass, number>> = {};
+      let decoding = 0;
+      for (const s of this.scheduler.running) {
+        if (s.isPrefilling) continue;
+        decoding++;
+        const cls = requestClassOf(s.sampling);
+        mix[cls] = (mix[cls] ?? 0) + 1;
+      }
+      k = this.speculation.next(Math.max(1, decoding), this.draftCap, decoding > 0 ? (mix as BatchMix) : undefined);
     }
     this.stats.draftTokens = k;
     const plan = this.scheduler.schedule(k);
@@ -181,19 +207,25 @@ export class EngineLoop {
     this.sink.onStep(outcomes);
   }
 
-  /** Feeds the policy: acceptance from every verify, step time only from pure decode steps (prefill chunks would skew it). */
+  /**
+   * Feeds the cost model and the policy: acceptance (per request class) from every verify, step time
+   * only from pure decode steps (prefill chunks would skew it), with or without speculation.
+   */
   private observeSpeculation(plan: ScheduleResult, outcomes: readonly StepOutcome[], elapsedMs: number): void {
-    if (!this.speculation) return;
-    const verified: (readonly [number, number])[] = [];
+    const decodeOnly = plan.items.every((it) => it.numTokens - it.numDrafts === 1 && it.start > 0);
+    if (!this.speculation) {
+      if (decodeOnly) this.cost.observe(plan.items.length, 0, elapsedMs);
+      return;
+    }
+    const verified: Verified[] = [];
     for (const o of outcomes) {
       if (!o.verified) continue;
-      verified.push([o.verified.numDrafts, o.verified.numAccepted]);
+      verified.push([o.verified.numDrafts, o.verified.numAccepted, requestClassOf(o.seq.sampling)]);
       const length = 1 + o.verified.numAccepted;
       this.stats.mtpAcceptance += EMA_ALPHA * 0.25 * (length - this.stats.mtpAcceptance);
     }
-    const decodeOnly = plan.items.every((it) => it.numTokens - it.numDrafts === 1 && it.start > 0);
     if (decodeOnly) this.speculation.observe(plan.items.length, this.stats.draftTokens, elapsedMs, verified);
-    else for (const [k, a] of verified) this.speculation.acceptance.record(k, a);
+    else this.speculation.record(verified);
   }
 
   private record(plan: ScheduleResult, numSampled: number, elapsedMs: number): void {

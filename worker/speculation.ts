@@ -11,10 +11,24 @@
  *
  * Untried (B, k) cells borrow the nearest measured cell of the same batch bucket with fewer drafts
  * (optimistic), so each depth gets tried once per bucket and real timings decide from then on.
+ *
+ * Acceptance is kept per request class (contracts' RequestClass: greedy vs sampled) as well as over
+ * all sequences; a class's rates lean on the overall ones until it has its own observations. A step's
+ * E(k) is the mean over the batch's sequences of their class's E(k). The measured cells also give the
+ * rank's step-time curve (`stepCurve`) that load reports publish for the router.
  */
+import type { ClassAcceptance, RequestClass, StepCurvePoint } from "../contracts/messages.js";
+
+/** What choosing k needs from acceptance: expected tokens emitted per sequence by a step with k drafts. */
+export interface AcceptanceView {
+  expectedTokens(k: number): number;
+}
+
+/** Pseudo-observations a class's rate borrows from the overall rate (its prior). */
+const CLASS_PRIOR_WEIGHT = 4;
 
 /** Acceptance counts per draft position, as vLLM's spec-decode metrics count them. */
-export class AcceptanceStats {
+export class AcceptanceStats implements AcceptanceView {
   /** Verify steps that carried at least one draft. */
   numDrafts = 0;
   /** Draft tokens verified. */
@@ -24,6 +38,9 @@ export class AcceptanceStats {
   /** Per position j (0-based): drafts verified at j and accepted at j. */
   readonly draftedPerPos: number[] = [];
   readonly acceptedPerPos: number[] = [];
+
+  /** `prior`: stats whose rates this one's lean on while it has few observations (a class's prior is the overall stats). */
+  constructor(private readonly prior: AcceptanceStats | null = null) {}
 
   /** One sequence's verify step: `numDrafts` drafts fed, the first `numAccepted` kept. */
   record(numDrafts: number, numAccepted: number): void {
@@ -39,11 +56,13 @@ export class AcceptanceStats {
 
   /**
    * The conditional acceptance rate of draft position j: accepted at j / reached j (drafts at j
-   * whose predecessors were all accepted), with a Beta(1, 1) prior so unseen positions read 0.5.
+   * whose predecessors were all accepted), with a Beta(1, 1) prior so unseen positions read 0.5 —
+   * or, with a prior's stats, CLASS_PRIOR_WEIGHT pseudo-observations at the prior's rate.
    */
   rate(j: number): number {
     const reached = j === 0 ? (this.draftedPerPos[0] ?? 0) : Math.min(this.draftedPerPos[j] ?? 0, this.acceptedPerPos[j - 1] ?? 0);
     const accepted = Math.min(this.acceptedPerPos[j] ?? 0, reached);
+    if (this.prior) return (accepted + CLASS_PRIOR_WEIGHT * this.prior.rate(j)) / (reached + CLASS_PRIOR_WEIGHT);
     return (accepted + 1) / (reached + 2);
   }
 
@@ -62,6 +81,32 @@ export class AcceptanceStats {
   get acceptanceLength(): number {
     return this.numDrafts === 0 ? 1 : 1 + this.numAcceptedTokens / this.numDrafts;
   }
+
+  /** The load-report form: counts, length and the per-position rates up to depth `maxK`. */
+  summary(maxK: number): ClassAcceptance {
+    return {
+      numDrafts: this.numDrafts,
+      acceptanceLength: this.acceptanceLength,
+      acceptRates: Array.from({ length: Math.min(16, Math.max(0, maxK)) }, (_, j) => this.rate(j)),
+    };
+  }
+}
+
+/** Sequences of each class in a batch. */
+export type BatchMix = Readonly<Partial<Record<RequestClass, number>>>;
+
+/** Acceptance of a mixed batch: each class's E(k) weighted by its sequences (the mean tokens per sequence). */
+export function mixedAcceptance(byClass: Readonly<Record<RequestClass, AcceptanceView>>, mix: BatchMix): AcceptanceView {
+  const parts = (Object.entries(mix) as [RequestClass, number][]).filter(([, n]) => n > 0);
+  const total = parts.reduce((a, [, n]) => a + n, 0);
+  return {
+    expectedTokens(k: number): number {
+      if (total === 0) return 1;
+      let e = 0;
+      for (const [cls, n] of parts) e += n * byClass[cls].expectedTokens(k);
+      return e / total;
+    },
+  };
 }
 
 const COST_EMA = 0.25;
@@ -76,11 +121,21 @@ export function batchBucket(batchSize: number): number {
 /** Measured step time per (batch bucket, drafts per sequence), as exponential moving averages. */
 export class StepCostModel {
   private readonly ms = new Map<string, number>();
+  /** Per bucket: moving average of the batch sizes measured in it (where its curve point sits). */
+  private readonly batchMean = new Map<number, number>();
 
   observe(batchSize: number, draftTokens: number, stepMs: number): void {
-    const key = `${batchBucket(batchSize)}:${draftTokens}`;
+    const b = batchBucket(batchSize);
+    const key = `${b}:${draftTokens}`;
     const prev = this.ms.get(key);
     this.ms.set(key, prev === undefined ? stepMs : prev + COST_EMA * (stepMs - prev));
+    const mean = this.batchMean.get(b);
+    this.batchMean.set(b, mean === undefined ? batchSize : mean + COST_EMA * (batchSize - mean));
+  }
+
+  /** The buckets with any measurement, ascending, each with its mean measured batch size. */
+  buckets(): { bucket: number; batch: number }[] {
+    return [...this.batchMean].sort((a, b) => a[0] - b[0]).map(([bucket, batch]) => ({ bucket, batch }));
   }
 
   /** The measured time, else the nearest measured cell with fewer drafts in the same bucket, else undefined. */
@@ -103,8 +158,10 @@ export interface DraftChoice {
   readonly batchSize: number;
   /** The deployment's ceiling (and the router's cap, whichever is lower). */
   readonly maxDraftTokens: number;
-  readonly acceptance: AcceptanceStats;
+  readonly acceptance: AcceptanceView;
   readonly cost: StepCostModel;
+  /** Consider measured (batch bucket, k) cells only, no optimistic borrowing (for reporting what is known). */
+  readonly measuredOnly?: boolean;
 }
 
 /** The number of drafts per sequence for the next step: argmax over k of E(k) / t(B, k); ties go to fewer. */
@@ -113,6 +170,7 @@ export function chooseDraftTokens(c: DraftChoice): number {
   let best = 0;
   let bestRate = -1;
   for (let k = 0; k <= c.maxDraftTokens; k++) {
+    if (c.measuredOnly && !c.cost.measured(c.batchSize, k)) continue;
     const t = c.cost.predict(c.batchSize, k);
     // with nothing measured in this bucket yet, start plain and let timings arrive
     if (t === undefined) return best;
@@ -126,30 +184,85 @@ export function chooseDraftTokens(c: DraftChoice): number {
   return best;
 }
 
+/**
+ * The step-time curve of a cost model: per measured bucket, the depth `draftTokensAt(batch)` picks
+ * there and its measured step time (buckets where that cell was not measured are left out).
+ */
+export function stepCurve(cost: StepCostModel, draftTokensAt: (batch: number) => number): StepCurvePoint[] {
+  const out: StepCurvePoint[] = [];
+  for (const { batch } of cost.buckets()) {
+    const k = draftTokensAt(batch);
+    if (!cost.measured(batch, k)) continue;
+    out.push({ batch: Math.round(batch * 10) / 10, draftTokens: k, stepMs: cost.predict(batch, k) as number });
+  }
+  return out;
+}
+
 /** `--speculative-tokens` values: a fixed depth (0 = off) or "auto" (chooseDraftTokens up to `max`). */
 export type SpeculativeTokens = { readonly mode: "fixed"; readonly k: number } | { readonly mode: "auto"; readonly max: number };
 
+/** One sequence's verify outcome: drafts fed, drafts accepted, and its request class when known. */
+export type Verified = readonly [numDrafts: number, numAccepted: number, cls?: RequestClass];
+
 /** The per-sequence policy for a fixed or adaptive depth, fed with each step's outcome. */
 export class SpeculationPolicy {
+  /** Over all sequences (the metrics' view, and every class's prior). */
   readonly acceptance = new AcceptanceStats();
+  readonly byClass: Readonly<Record<RequestClass, AcceptanceStats>> = { greedy: new AcceptanceStats(this.acceptance), sampled: new AcceptanceStats(this.acceptance) };
   readonly cost = new StepCostModel();
 
   constructor(readonly setting: SpeculativeTokens) {}
 
   get enabled(): boolean {
-    return this.setting.mode === "auto" ? this.setting.max > 0 : this.setting.k > 0;
+    return this.maxDepth > 0;
   }
 
-  /** Drafts to propose for the next step of a batch of `batchSize` decoding sequences. */
-  next(batchSize: number, cap = Infinity): number {
+  /** The deepest speculation this policy may choose. */
+  get maxDepth(): number {
+    return this.setting.mode === "auto" ? this.setting.max : this.setting.k;
+  }
+
+  /**
+   * Drafts to propose for the next step of a batch of `batchSize` decoding sequences, `mix` saying
+   * how many are of each class (absent: acceptance over all sequences).
+   */
+  next(batchSize: number, cap = Infinity, mix?: BatchMix): number {
     if (this.setting.mode === "fixed") return Math.min(this.setting.k, cap);
-    return chooseDraftTokens({ batchSize, maxDraftTokens: Math.min(this.setting.max, cap), acceptance: this.acceptance, cost: this.cost });
+    return chooseDraftTokens({ batchSize, maxDraftTokens: Math.min(this.setting.max, cap), acceptance: this.acceptanceOf(mix), cost: this.cost });
   }
 
-  /** One decode step's outcome: its batch size, drafts per sequence, time, and per-sequence (drafts, accepted). */
-  observe(batchSize: number, draftTokens: number, stepMs: number, verified: readonly (readonly [number, number])[]): void {
+  /** One decode step's outcome: its batch size, drafts per sequence, time, and each verified sequence. */
+  observe(batchSize: number, draftTokens: number, stepMs: number, verified: readonly Verified[]): void {
     this.cost.observe(batchSize, draftTokens, stepMs);
-    for (const [k, a] of verified) this.acceptance.record(k, a);
+    this.record(verified);
+  }
+
+  /** Acceptance only (steps whose time says nothing about decode cost, e.g. with prefill chunks). */
+  record(verified: readonly Verified[]): void {
+    for (const [k, a, cls] of verified) {
+      this.acceptance.record(k, a);
+      if (cls) this.byClass[cls].record(k, a);
+    }
+  }
+
+  /** The depth this policy would use at `batchSize` with `mix`, among measured cells only. */
+  depthAt(batchSize: number, mix?: BatchMix): number {
+    if (this.setting.mode === "fixed") return this.setting.k;
+    return chooseDraftTokens({ batchSize, maxDraftTokens: this.setting.max, acceptance: this.acceptanceOf(mix), cost: this.cost, measuredOnly: true });
+  }
+
+  /** Per class seen so far, its acceptance for load reports. */
+  classSummaries(): Partial<Record<RequestClass, ClassAcceptance>> {
+    const out: Partial<Record<RequestClass, ClassAcceptance>> = {};
+    for (const cls of Object.keys(this.byClass) as RequestClass[]) {
+      const stats = this.byClass[cls];
+      if (stats.numDrafts > 0) out[cls] = stats.summary(this.maxDepth);
+    }
+    return out;
+  }
+
+  private acceptanceOf(mix: BatchMix | undefined): AcceptanceView {
+    return mix ? mixedAcceptance(this.byClass, mix) : this.acceptance;
   }
 }
 
