@@ -33,7 +33,8 @@ Err compare(const std::vector<float>& got, const std::vector<float>& want) {
   double scale = 1e-6;
   for (float w : want) scale = std::max(scale, static_cast<double>(std::fabs(w)));
   for (size_t i = 0; i < want.size(); ++i) {
-    const double d = std::fabs(static_cast<double>(got[i]) - want[i]) / scale;
+    double d = std::fabs(static_cast<double>(got[i]) - want[i]) / scale;
+    if (std::isnan(d)) d = INFINITY;  // an unwritten (poisoned) or NaN output fails every tolerance
     e.max = std::max(e.max, d);
     e.mean += d / want.size();
   }
@@ -215,6 +216,79 @@ void test_attention(std::mt19937& g) {
   }
   report("paged attention (GQA 6/2, hd 40)", compare(host(dout, R * nq * hd), ref), 1e-2);
   report("KV cache after the write", compare(host(dk, cache_k.size()), cache_k), 1e-7);
+}
+
+/** One attention problem: head shape, per-sequence lengths and first positions, KV block size. */
+struct AttnCase {
+  const char* name;
+  int nq, nkv, hd;
+  std::vector<int> lens, pos;
+  int block_size;
+};
+
+/**
+ * paged_attention through the paths it picks by shape (tiled prefill for sequences of more than 8
+ * rows, split-K decode for the rest, the simple kernel for other head dims) against
+ * lm::cpu::paged_attention. Every sequence gets its own blocks in shuffled order; the cache holds
+ * random keys and values at earlier positions, this step's rows are written by kv_write. q is drawn
+ * with scale 2 (peaked softmax, so a wrong mask or a dropped key shows) and rounded to bf16 values,
+ * which the kernels read exactly: what remains is the bf16 probabilities in P·V and the bf16
+ * output, about 4e-3 of max |ref|; tolerance 1e-2. Output and workspace start as NaN.
+ */
+void test_attention_case(std::mt19937& g, const AttnCase& c) {
+  Batch b(c.lens, c.pos, c.block_size);
+  std::vector<int> order;
+  for (size_t i = 0; i < b.tables.size(); ++i) order.push_back(static_cast<int>(i) + 1);  // block 0 stays unused
+  std::shuffle(order.begin(), order.end(), g);
+  b.tables = order;
+  b.view.block_tables = dev(b.tables);
+  const int blocks = static_cast<int>(order.size()) + 1, W = c.nkv * c.hd, R = b.view.rows, QW = c.nq * c.hd;
+  auto cache_k = randn(g, int64_t(blocks) * c.block_size * W), cache_v = randn(g, int64_t(blocks) * c.block_size * W);
+  for (auto& v : cache_k) v = round_bf16(v);
+  for (auto& v : cache_v) v = round_bf16(v);
+  auto q = randn(g, int64_t(R) * QW, 2.f), k = randn(g, int64_t(R) * W), v = randn(g, int64_t(R) * W);
+  for (auto& x : q) x = round_bf16(x);
+  bf16* dk = dev(to_bf16(cache_k));
+  bf16* dv = dev(to_bf16(cache_v));
+  bf16* dout = dev(std::vector<bf16>(int64_t(R) * QW, __float2bfloat16(NAN)));
+  const int64_t ws_floats = lm::cuda::paged_attention_workspace_floats(R, c.nq, c.hd);
+  float* ws = dev(std::vector<float>(ws_floats, NAN));
+  lm::cuda::kv_write(b.view, dev(k), dev(v), c.nkv, c.hd, dk, dv, nullptr);
+  lm::cuda::paged_attention(b.view, dev(q), c.nq, c.nkv, c.hd, dk, dv, dout, ws, nullptr);
+  lm::cuda::check(cudaDeviceSynchronize(), "paged_attention");
+  // CPU: every sequence's new rows into the cache first (as kv_write does for the whole step), then attend.
+  for (size_t i = 0; i < c.lens.size(); ++i)
+    for (int t = 0; t < c.lens[i]; ++t) {
+      const int p = c.pos[i] + t, blk = b.tables[b.bt0[i] + p / c.block_size];
+      for (int j = 0; j < W; ++j) {
+        cache_k[(int64_t(blk) * c.block_size + p % c.block_size) * W + j] = round_bf16(k[int64_t(b.row0[i] + t) * W + j]);
+        cache_v[(int64_t(blk) * c.block_size + p % c.block_size) * W + j] = round_bf16(v[int64_t(b.row0[i] + t) * W + j]);
+      }
+    }
+  std::vector<float> ref(int64_t(R) * QW);
+  for (size_t i = 0; i < c.lens.size(); ++i)
+    lm::cpu::paged_attention(q.data() + int64_t(b.row0[i]) * QW, c.lens[i], c.pos[i], c.nq, c.nkv, c.hd, cache_k.data(), cache_v.data(), b.tables.data() + b.bt0[i], c.block_size,
+                             ref.data() + int64_t(b.row0[i]) * QW);
+  report(c.name, compare(host(dout, int64_t(R) * QW), ref), 1e-2);
+  for (bf16* p : {dk, dv, dout}) cudaFree(p);
+  cudaFree(ws);
+}
+
+void test_attention_paths(std::mt19937& g) {
+  std::vector<int> many_pos(100), ones(100, 1);
+  for (auto& p : many_pos) p = std::uniform_int_distribution<int>(0, 2047)(g);
+  const std::vector<AttnCase> cases = {
+      {"attn prefill 300 from 0, GQA 4/4 hd 64", 4, 4, 64, {300}, {0}, 16},
+      {"attn prefill after cached prefix, GQA 8/4 hd 128", 8, 4, 128, {200, 77}, {333, 0}, 16},
+      {"attn prefill 600 at 100, GQA 32/2 hd 128", 32, 2, 128, {600}, {100}, 16},
+      {"attn decode+prefill+MTP, GQA 32/2 hd 128", 32, 2, 128, {1, 150, 3, 1, 5, 1, 2}, {517, 40, 77, 0, 63, 1000, 126}, 16},
+      {"attn MTP verify len 2..5, GQA 16/1 hd 64", 16, 1, 64, {3, 3, 5, 2, 4}, {10, 64, 200, 0, 1}, 4},
+      {"attn decode 8K split-K, GQA 32/2 hd 128", 32, 2, 128, {1, 1, 1, 1}, {8191, 8300, 4095, 64}, 16},
+      {"attn decode b100 ctx<=2K, GQA 32/2 hd128", 32, 2, 128, ones, many_pos, 16},
+      {"attn GQA 32/1 (2 head chunks) hd 32", 32, 1, 32, {1, 40, 1}, {300, 20, 5}, 16},
+      {"attn GQA 2/1 hd 16, bs 4", 2, 1, 16, {1, 70, 9}, {33, 0, 64}, 4},
+  };
+  for (const auto& c : cases) test_attention_case(g, c);
 }
 
 void test_moe_route(std::mt19937& g) {
@@ -620,6 +694,7 @@ int main() {
     test_rmsnorm(g);
     test_conv_and_ssm(g);
     test_attention(g);
+    test_attention_paths(g);
     test_moe_route(g);
     test_moe_experts(g, {37, 10, 3, 72, 40, false, true});     // decode-like tiles (BM 16), E not a tile multiple
     test_moe_experts(g, {150, 5, 3, 64, 200, false, true});    // BM 64, several row tiles per expert, N not a tile multiple
