@@ -58,3 +58,35 @@ export function decodeBytes(cfg: ModelConfig, batch: number, context: number, we
   const weights = weightBytes * (c.denseParams + c.moeLayers * distinctExperts(cfg, batch) * c.expertParams);
   return weights + batch * 2 * c.stateBytesPerSeq + batch * context * c.kvBytesPerToken;
 }
+
+/**
+ * Bytes the weight-streaming components of one decode step must move (the names of the cuda
+ * engine's profile, engine.h StepProfile), for the achieved GB/s of the profile table: their bf16
+ * weights (`weightBytes` each), the routed experts the batch touches, and the Mamba state and KV the
+ * SSM and attention read (and, for the state, write). Components missing here move little.
+ */
+export function componentBytes(cfg: ModelConfig, batch: number, context: number, weightBytes = 2): Record<string, number> {
+  const blocks = countBlocks(cfg.pattern);
+  const c = modelCosts(cfg);
+  const H = cfg.hiddenSize;
+  const inner = cfg.mambaNumHeads * cfg.mambaHeadDim;
+  const convDim = inner + 2 * cfg.nGroups * cfg.ssmStateSize;
+  const qkv = (cfg.numAttentionHeads + 2 * cfg.numKeyValueHeads) * cfg.headDim;
+  const din = cfg.moeLatentSize > 0 ? cfg.moeLatentSize : H;
+  const w = (params: number) => params * weightBytes;
+  const out: Record<string, number> = {
+    "mamba.in_proj": w(blocks.M * H * (inner + convDim + cfg.mambaNumHeads)),
+    "mamba.out_proj": w(blocks.M * inner * H),
+    "mamba.ssm": batch * blocks.M * 2 * cfg.mambaNumHeads * cfg.mambaHeadDim * cfg.ssmStateSize * 4,
+    "attn.qkv_proj": w(blocks["*"] * H * qkv),
+    "attn.core": batch * context * c.kvBytesPerToken,
+    "attn.o_proj": w(blocks["*"] * cfg.numAttentionHeads * cfg.headDim * H),
+    "moe.router": w(blocks.E * H * cfg.nRoutedExperts),
+    "moe.experts": w(blocks.E * distinctExperts(cfg, batch) * c.expertParams),
+    "moe.shared_expert": w(blocks.E * 2 * H * cfg.moeSharedExpertIntermediateSize),
+    "lm_head": w(cfg.vocabSize * H),
+  };
+  if (cfg.moeLatentSize > 0) out["moe.latent_proj"] = w(blocks.E * H * din);
+  if (blocks["-"] > 0) out.mlp = w(blocks["-"] * 2 * H * cfg.intermediateSize);
+  return out;
+}
