@@ -2,9 +2,11 @@
 // yᵀ (N, M) = op_T(W as K×N, ld K) · xᵀ (K×M, ld K): transa = T, transb = N, ldc = N.
 // Descriptors and the heuristic's algorithm are cached per (M, N, K, beta).
 #include "cuda/gemm.h"
+#include "cuda/ops.h"
 
 #include <cublasLt.h>
 
+#include <algorithm>
 #include <map>
 #include <string>
 #include <tuple>
@@ -78,6 +80,11 @@ Gemm::~Gemm() {
 
 void Gemm::run(const __nv_bfloat16* x, int64_t M, int64_t K, const __nv_bfloat16* W, int64_t N, float* y, float beta, cudaStream_t s) {
   if (M == 0 || N == 0) return;
+  if (M <= skinny_max_m && skinny_gemm_supported(std::min<int64_t>(M, SKINNY_MAX_M), K, x, W)) {
+    for (int64_t m0 = 0; m0 < M; m0 += SKINNY_MAX_M)
+      skinny_gemm(x + m0 * K, static_cast<int>(std::min<int64_t>(SKINNY_MAX_M, M - m0)), static_cast<int>(K), W, static_cast<int>(N), y + m0 * N, beta, s);
+    return;
+  }
   const Plan& p = impl_->plan(M, K, N, beta != 0.f);
   const float alpha = 1.f;
   lt_check(cublasLtMatmul(impl_->handle, p.desc, &alpha, W, p.a, x, p.b, &beta, y, p.c, y, p.c, &p.algo, impl_->workspace, WORKSPACE, s), "cublasLtMatmul");

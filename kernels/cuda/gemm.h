@@ -1,5 +1,6 @@
-// Dense projections through cuBLASLt: y (M, N) fp32 = x (M, K) bf16 · W (N, K)ᵀ bf16 (+ beta · y),
-// fp32 accumulation. W is stored (N, K) row-major as in checkpoints.
+// Dense projections: y (M, N) fp32 = x (M, K) bf16 · W (N, K)ᵀ bf16 (+ beta · y), fp32
+// accumulation, through cuBLASLt — or, for decode-sized M, the weight-streaming skinny_gemm kernel
+// (gemv.cu). W is stored (N, K) row-major as in checkpoints.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -17,6 +18,14 @@ class Gemm {
   Gemm& operator=(const Gemm&) = delete;
   /** beta 0 overwrites y, beta 1 accumulates into it (the residual add). */
   void run(const __nv_bfloat16* x, int64_t M, int64_t K, const __nv_bfloat16* W, int64_t N, float* y, float beta, cudaStream_t s);
+  /**
+   * Row counts up to this run as skinny_gemm launches of at most SKINNY_MAX_M rows each (the
+   * weights streamed once per launch) instead of cuBLASLt, whose N tiling leaves most SMs idle at
+   * decode shapes; 0 sends everything to cuBLASLt (benchmarks compare the two). 2: where skinny
+   * wins on the H100 (kernels/bench/bench-gemm: 1.3–2.9× at M ≤ 2 on N ≤ 4K, on par for in_proj
+   * and lm_head; from M = 4 cuBLASLt is faster, its kernels reuse x from shared memory).
+   */
+  int skinny_max_m = 2;
 
  private:
   struct Impl;

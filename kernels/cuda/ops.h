@@ -144,6 +144,13 @@ struct SampleRow {
 /** tokens[i] = lm::sample_token(logits + rows[i].row * vocab, ...) on the device; rows on the device. */
 void sample_tokens(const float* logits, int vocab, const SampleRow* rows, int n, int32_t* tokens, cudaStream_t s);
 
+/** Row counts up to this go through skinny_gemm in one launch (gemv.cu). */
+constexpr int SKINNY_MAX_M = 16;
+/** Whether skinny_gemm takes this shape: 1 ≤ M ≤ SKINNY_MAX_M, K a multiple of 8, 16-byte aligned x and W. */
+bool skinny_gemm_supported(int64_t M, int64_t K, const void* x, const void* W);
+/** y (M, N) fp32 = x (M, K) bf16 · W (N, K)ᵀ (+ beta · y): the weight-streaming kernel for decode-sized M. */
+void skinny_gemm(const bf16* x, int M, int K, const bf16* W, int N, float* y, float beta, cudaStream_t s);
+
 /** MTP (mtp.cu): out (R, 2H) bf16 = [rmsnorm(embed[tokens[r]]) · enorm ; rmsnorm(hidden[r]) · hnorm]. */
 void mtp_input(const int32_t* tokens, const bf16* hidden, int R, const bf16* embed, const float* enorm, const float* hnorm, int H, float eps, bf16* out, cudaStream_t s);
 /** dst[dst_idx[i]] = src[src_idx[i]] for i < M, rows of D (a null index array means i). */
