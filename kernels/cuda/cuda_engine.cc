@@ -107,14 +107,30 @@ class Scratch {
 };
 
 /**
- * Per-component step timing (EngineOptions::profile): mark(name) records an event where a component
- * starts; finish() waits for the step and charges each interval to the component that opened it
- * (gaps between kernels included, so the components sum to the step's device time).
+ * Per-component step timing (EngineOptions::profile): hold() stops the stream while the host
+ * enqueues the step, so the kernels then run back to back as in a graph replay instead of waiting
+ * for the host's launches; mark(name) records an event where a component starts; finish() waits
+ * for the step and charges each interval to the component that opened it (the gaps between its
+ * kernels included, so the components sum to the step's device time).
  */
 class Profiler {
  public:
   ~Profiler() {
     for (cudaEvent_t e : pool_) cudaEventDestroy(e);
+    if (flag_) cudaFreeHost(flag_);
+  }
+  /** Holds the stream until release(), so the step's kernels run back to back (hold.cu). */
+  void hold(cudaStream_t s) {
+    if (!on) return;
+    if (!flag_) {
+      LM_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&flag_), sizeof(int), cudaHostAllocMapped));
+      LM_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&dflag_), flag_, 0));
+    }
+    *reinterpret_cast<volatile int*>(flag_) = 0;
+    cuda::hold_stream(dflag_, 100'000'000, s);  // 100 ms at most
+  }
+  void release() {
+    if (flag_) *reinterpret_cast<volatile int*>(flag_) = 1;
   }
   bool on = false;
   std::string prefix;  // prepended to the names (the MTP head's blocks: "mtp.")
@@ -154,6 +170,8 @@ class Profiler {
   }
 
  private:
+  int* flag_ = nullptr;   // mapped pinned
+  int* dflag_ = nullptr;  // its device address
   std::vector<cudaEvent_t> pool_;
   std::vector<std::string> names_;
   size_t used_ = 0;
@@ -979,6 +997,7 @@ StepOutput CudaEngine::step_eager(const std::vector<StepSeq>& batch) {
       }
       if (opts_.mtp) mtp_pos_[slot[i]] = -1;
     }
+  prof_.hold(stream_);  // released before the first copy back to the host
   const int NV = static_cast<int>(verify.size()), NST = static_cast<int>(stash_rows.size());
   float *snap_conv = nullptr, *snap_ssm = nullptr;
   if (NV > 0) {
@@ -995,6 +1014,7 @@ StepOutput CudaEngine::step_eager(const std::vector<StepSeq>& batch) {
     logits = forward(b, d + o_tok, d + o_lr, NL);
   } catch (...) {
     stash_ = {};
+    prof_.release();
     throw;
   }
   stash_ = {};
@@ -1012,8 +1032,10 @@ StepOutput CudaEngine::step_eager(const std::vector<StepSeq>& batch) {
     int32_t* d_tokens = scratch_.get<int32_t>("sample-tokens", NS);
     LM_CUDA_CHECK(cudaMemcpyAsync(d_rows, sample_rows.data(), NS * sizeof(cuda::SampleRow), cudaMemcpyHostToDevice, stream_));
     cuda::sample_tokens(logits, V, d_rows, NS, d_tokens, stream_);
+    prof_.release();
     LM_CUDA_CHECK(cudaMemcpyAsync(sampled.data(), d_tokens, NS * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
   }
+  prof_.release();
   // Logits blocks of the sequences that asked, straight into host memory (a verify sequence's
   // `Last` row depends on its verdict: its whole block comes back and one row is kept).
   std::vector<float> blocks;

@@ -165,6 +165,9 @@ void gather_ints(const int32_t* src, const int32_t* idx, int n, int32_t* dst, cu
  */
 void slot_states(float* state, int slots_per_layer, int layers, int64_t size, const int32_t* slots, const int32_t* snap, int n, float* snapshot, bool restore, cudaStream_t s);
 
+/** Holds the stream until *flag (mapped pinned memory, set by the host) is non-zero or timeout_ns pass (hold.cu). */
+void hold_stream(const int* flag, int64_t timeout_ns, cudaStream_t s);
+
 /** Elementwise helpers. */
 void relu2_bf16(const float* in, int64_t n, bf16* out, cudaStream_t s);
 void f32_to_bf16(const float* in, int64_t n, bf16* out, cudaStream_t s);

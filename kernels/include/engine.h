@@ -113,8 +113,9 @@ struct EngineOptions {
    */
   std::string cuda_graphs = "replay";
   /**
-   * Time every component of each step (Engine::take_profile); steps then run eagerly (no graphs)
-   * with events around each component, so the sum is a little above the graph step's time.
+   * Time every component of each step (Engine::take_profile); steps then run eagerly (no graphs),
+   * enqueued while the stream is held so the kernels run back to back, with an event where each
+   * component starts: the sum is the step's device time, a little above a graph replay's.
    */
   bool profile = false;
   /**
