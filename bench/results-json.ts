@@ -149,12 +149,18 @@ export const BenchResultsSchema = z
   })
   .passthrough();
 
-/** The commit the tree is at (short hash), or the fallback (LATENTMESH_COMMIT on machines without .git), or "unknown". */
-export function resolveCommit(repoDir: string, fallback: string | undefined): string {
-  const r = spawnSync("git", ["rev-parse", "--short=12", "HEAD"], { cwd: repoDir, encoding: "utf8" });
-  const hash = r.status === 0 ? r.stdout.trim() : "";
-  if (/^[0-9a-f]{7,40}$/.test(hash)) return hash;
-  return fallback?.trim() || "unknown";
+/**
+ * The commit to record: `explicit` when given (--commit / LATENTMESH_COMMIT: the GPU machine's copy
+ * of the tree may carry no .git, or a stale one), else git's short HEAD with "-dirty" when tracked
+ * files differ from it, else "unknown".
+ */
+export function resolveCommit(repoDir: string, explicit: string | undefined): string {
+  if (explicit?.trim()) return explicit.trim();
+  const head = spawnSync("git", ["rev-parse", "--short=12", "HEAD"], { cwd: repoDir, encoding: "utf8" });
+  const hash = head.status === 0 ? head.stdout.trim() : "";
+  if (!/^[0-9a-f]{7,40}$/.test(hash)) return "unknown";
+  const status = spawnSync("git", ["status", "--porcelain", "--untracked-files=no"], { cwd: repoDir, encoding: "utf8" });
+  return status.status === 0 && status.stdout.trim() === "" ? hash : `${hash}-dirty`;
 }
 
 /** The GPU's name from nvidia-smi (cuda), the processor's model (cpu); "unknown" when neither answers. */

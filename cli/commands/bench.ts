@@ -39,7 +39,7 @@ export const benchCommand = defineCommand({
   latentmesh bench kernels            (GPU machine, after LM_CUDA=ON node scripts/build-native.mjs)
   latentmesh bench mtp --config CONFIG_WITH_MTP.json --batches 1,8,32 --context 256 --ks 0,1,2,3
   latentmesh bench router -- --rate 500 --seconds 3
-engine and kernels write <date>-<kind>-<device>-<commit>.json into --json-dir (commit: git, else --commit / LATENTMESH_COMMIT).`,
+engine and kernels write <date>-<kind>-<device>-<commit>.json into --json-dir (commit: --commit / LATENTMESH_COMMIT, else git).`,
   flags: {
     model: flag(z.string().min(1).optional(), "checkpoint directory (or use --config with dummy weights)", { placeholder: "DIR", env: null }),
     config: flag(z.string().min(1).optional(), "a config.json file to benchmark with dummy weights", { placeholder: "FILE", env: null }),
@@ -63,7 +63,7 @@ engine and kernels write <date>-<kind>-<device>-<commit>.json into --json-dir (c
     python: flag(z.string().min(1).default("python3"), "Python with torch (and transformers) for the baselines", { placeholder: "PATH", env: null }),
     json: boolFlag("engine, kernels: write the run's JSON file (--no-json: only the table)", true, { env: null }),
     jsonDir: flag(z.string().min(1).optional(), "engine, kernels: where to write the JSON file (default: bench/results of the repository)", { placeholder: "DIR", env: null }),
-    commit: flag(z.string().regex(/^[0-9A-Za-z_.-]+$/, "expected a commit id").optional(), "commit recorded in the JSON where the tree has no .git", { placeholder: "ID", env: "LATENTMESH_COMMIT" }),
+    commit: flag(z.string().regex(/^[0-9A-Za-z_.-]+$/, "expected a commit id").optional(), "commit recorded in the JSON (default: git HEAD, -dirty when tracked files differ; set it where the copy has no or a stale .git)", { placeholder: "ID", env: "LATENTMESH_COMMIT" }),
     ks: flag(parse.intList({ min: 0 }).default([0, 1, 2, 3]), "mtp: draft depths to time", { placeholder: "LIST", env: null }),
     acceptance: flag(
       z

@@ -100,3 +100,12 @@ describe("BENCH line parsing", () => {
     assert.match(errors[3] as string, /^line 4: .*value/);
   });
 });
+
+describe("commit of a run", () => {
+  it("an explicit commit (LATENTMESH_COMMIT) wins over git; outside a repository without one it is unknown", async () => {
+    const { resolveCommit } = await import("../../bench/results-json.js");
+    assert.equal(resolveCommit(".", " 89be083-dirty "), "89be083-dirty");
+    assert.equal(resolveCommit(mkdtempSync(join(tmpdir(), "no-git-")), undefined), "unknown");
+    assert.match(resolveCommit(".", undefined), /^([0-9a-f]{7,40}(-dirty)?|unknown)$/);
+  });
+});
