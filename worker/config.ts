@@ -7,6 +7,16 @@ import { flag, parse, type CommonFlags, type ParsedFlags } from "../core/flags.j
 import { NATS_FLAGS } from "../core/nats.js";
 import { SubjectToken } from "../contracts/subjects.js";
 
+/** host:port, or [IPv6 literal]:port (an unbracketed IPv6 literal is ambiguous); port 1..65535. */
+export const LeaderAddress = z
+  .string()
+  .trim()
+  .regex(/^(\[[^\]\s]+\]|[^\s:[\]]+):\d{1,5}$/, "expected host:port or [ipv6]:port")
+  .refine((s) => {
+    const port = Number(s.slice(s.lastIndexOf(":") + 1));
+    return port >= 1 && port <= 65535;
+  }, "the port must be 1..65535");
+
 const name = (help: string, def: string) => flag(SubjectToken.default(def), help, { placeholder: "NAME" });
 
 export const WORKER_FLAGS = {
@@ -23,9 +33,9 @@ export const WORKER_FLAGS = {
   rank: flag(parse.int({ min: 0 }).optional(), "rank within the group (default: pod index × ranks per pod + local rank)", { placeholder: "N" }),
   podIndex: flag(parse.int({ min: 0 }).default(0), "this pod's ordinal in its group (the operator sets it from the StatefulSet pod index)", { placeholder: "N" }),
   ranksPerPod: flag(parse.int({ min: 1, max: 64 }).default(1), "ranks (processes, GPUs) per pod", { placeholder: "N" }),
-  localRank: flag(parse.int({ min: 0 }).default(0), "this process's rank within its pod", { placeholder: "N" }),
+  localRank: flag(parse.int({ min: 0 }).optional(), "this process's rank within its pod (absent with --ranks-per-pod > 1: this process supervises one rank process per GPU)", { placeholder: "N" }),
   worldSize: flag(parse.int({ min: 1, max: 1024 }).default(1), "ranks in the expert-parallel group (1: no group)", { placeholder: "N" }),
-  leaderAddress: flag(z.string().min(3).optional(), "host:port of rank 0's rendezvous endpoint (required when --world-size > 1)", { placeholder: "ADDR" }),
+  leaderAddress: flag(LeaderAddress.optional(), "host:port or [ipv6]:port of rank 0's rendezvous endpoint (required when --world-size > 1)", { placeholder: "ADDR" }),
   shardPlan: flag(z.string().min(1).optional(), "shard plan JSON: routed expert → ranks (default: contiguous, no replicas)", { placeholder: "FILE" }),
   collectiveTimeoutMs: flag(parse.int({ min: 100 }).default(30_000), "a group collective not finished in this time fails the whole group", { placeholder: "MS" }),
   rendezvousTimeoutS: flag(parse.int({ min: 1 }).default(600), "how long loading waits for every rank of the group", { placeholder: "S" }),
@@ -47,7 +57,12 @@ export const WORKER_FLAGS = {
 
 export type WorkerConfig = ParsedFlags<typeof WORKER_FLAGS> & CommonFlags;
 
-/** This process's rank in its group: --rank, else pod index × ranks per pod + local rank. */
+/** This process's rank in its group: --rank, else pod index × ranks per pod + local rank (0 when absent). */
 export function workerRank(cfg: Pick<WorkerConfig, "rank" | "podIndex" | "ranksPerPod" | "localRank">): number {
-  return cfg.rank ?? cfg.podIndex * cfg.ranksPerPod + cfg.localRank;
+  return cfg.rank ?? cfg.podIndex * cfg.ranksPerPod + (cfg.localRank ?? 0);
+}
+
+/** This process supervises its pod's rank processes: several ranks per pod and neither --rank nor --local-rank. */
+export function isPodSupervisor(cfg: Pick<WorkerConfig, "rank" | "ranksPerPod" | "localRank">): boolean {
+  return cfg.ranksPerPod > 1 && cfg.localRank === undefined && cfg.rank === undefined;
 }

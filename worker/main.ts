@@ -4,8 +4,7 @@
  */
 import { basename, resolve } from "node:path";
 import { availableParallelism } from "node:os";
-import type { Server } from "node:http";
-import type * as grpc from "@grpc/grpc-js";
+import type { NatsConnection } from "nats";
 import { LatentMeshError } from "../contracts/errors.js";
 import { deploymentSubjects } from "../contracts/subjects.js";
 import { createLogger, type Logger } from "../core/log.js";
@@ -14,6 +13,7 @@ import { startAdminGrpc } from "./admin-grpc.js";
 import { workerRank, type WorkerConfig } from "./config.js";
 import type { LoadedEngine } from "./engine-port.js";
 import { Engine } from "./engine.js";
+import { attachGroupDrain, GroupDrain, groupControlSubject, GroupStepper } from "./group-drain.js";
 import { EngineLoop } from "./loop.js";
 import { createWorkerMetrics } from "./metrics.js";
 import { startOpsHttp } from "./ops-http.js";
@@ -23,11 +23,15 @@ import { contiguousShardPlan, readShardPlan } from "./shard-plan.js";
 import { WorkerService } from "./service.js";
 import { KvBlockPool, SlotPool } from "./slots.js";
 
+/** How often a draining group rank repeats its control messages. */
+const GROUP_DRAIN_REPUBLISH_MS = 100;
+
 /** Runs until `signal` aborts, then drains and resolves with the exit code. */
 export async function runWorker(cfg: WorkerConfig, signal: AbortSignal): Promise<number> {
   const log = createLogger({ name: "worker", level: cfg.logLevel, format: cfg.logFormat });
   if (!cfg.model) throw new LatentMeshError("invalid_config", "--model is required (a checkpoint directory)");
   const modelDir = resolve(cfg.model);
+  if (cfg.localRank !== undefined && cfg.localRank >= cfg.ranksPerPod) throw new LatentMeshError("invalid_config", `local rank ${cfg.localRank} is outside the pod's ${cfg.ranksPerPod} ranks`, "local-rank");
   const rank = workerRank(cfg);
   if (rank >= cfg.worldSize) throw new LatentMeshError("invalid_config", `rank ${rank} is outside the group's world size ${cfg.worldSize}`, "rank");
   if (cfg.worldSize > 1 && !cfg.leaderAddress) throw new LatentMeshError("invalid_config", "--leader-address is required when --world-size > 1", "leader-address");
@@ -68,9 +72,11 @@ export async function runWorker(cfg: WorkerConfig, signal: AbortSignal): Promise
   );
   const metrics = createWorkerMetrics({ model, worker_id: workerId });
   const groupFailed = new AbortController();
+  // in a group the loop steps through a counter that lets the group agree on its last step (group-drain.ts)
+  const stepper = group ? new GroupStepper(engine) : null;
   // the service is the loop's sink and the loop is the service's; the sink forwards (called only after start)
   const loop = new EngineLoop(
-    engine,
+    stepper ?? engine,
     scheduler,
     { onStep: (o) => svc.onStep(o), onCancelled: (s) => svc.onCancelled(s), onFailed: (s, e) => svc.onFailed(s, e), onGroupFailed: (e) => groupFailed.abort(e) },
     wlog,
@@ -89,6 +95,7 @@ export async function runWorker(cfg: WorkerConfig, signal: AbortSignal): Promise
     wlog,
     cfg.reportIntervalMs,
   );
+  const groupDrain = group && stepper ? startGroupDrain(nc, subjects.prefix, cfg, group, stepper, svc, wlog) : null;
   loop.start();
   const expertTimer = setInterval(() => metrics.setExpertTokens(engine.expertTokenCounts()), cfg.reportIntervalMs);
   expertTimer.unref();
@@ -98,37 +105,71 @@ export async function runWorker(cfg: WorkerConfig, signal: AbortSignal): Promise
   await svc.start();
   wlog.info({ model, subject: subjects.generate(workerId), httpPort: ops.port, grpcPort: admin.port, maxSlots: cfg.maxSlots, numKvBlocks }, "worker ready");
 
-  await new Promise<void>((r) => {
-    if (signal.aborted || groupFailed.signal.aborted) return r();
-    signal.addEventListener("abort", () => r(), { once: true });
-    groupFailed.signal.addEventListener("abort", () => r(), { once: true });
-  });
+  await Promise.race([aborted(signal), aborted(groupFailed.signal), groupDrain ? groupDrain.requested : new Promise<never>(() => undefined)]);
   clearInterval(expertTimer);
-  if (groupFailed.signal.aborted) {
-    // a broken group restarts as a unit: stop taking work (the router migrates what this rank held) and exit non-zero
-    wlog.fatal({ err: groupFailed.signal.reason as Error }, "expert-parallel group failed; exiting");
+  const stopAll = async () => {
+    groupDrain?.close();
     await svc.stop();
     await loop.stop();
     await nc.drain().catch(() => undefined);
     ops.server.close();
     admin.server.forceShutdown();
     engine.close();
+  };
+  let drained = false;
+  if (!groupFailed.signal.aborted) {
+    // SIGTERM (or, in a group, a peer's drain): no new requests, accepted ones finish; a group drains as a
+    // whole and every rank stops after the same step
+    if (groupDrain && signal.aborted) groupDrain.start(String(signal.reason ?? "SIGTERM"));
+    const outcome = await settled(groupDrain ? groupDrain.finished : svc.drain(), cfg.drainTimeoutS * 1000, groupFailed.signal);
+    drained = outcome === "done";
+    if (outcome === "timeout") wlog.warn({ timeoutS: cfg.drainTimeoutS }, "drain timed out; exiting with work unfinished");
+  }
+  if (groupFailed.signal.aborted) {
+    // a broken group restarts as a unit: stop taking work (the router migrates what this rank held) and exit non-zero
+    wlog.fatal({ err: groupFailed.signal.reason as Error }, "expert-parallel group failed; exiting");
+    await stopAll();
     return 1;
   }
-  return shutdown(wlog, cfg, svc, loop, engine, nc, ops.server, admin.server);
+  await stopAll();
+  wlog.info("worker stopped");
+  return drained ? 0 : 1;
 }
 
-async function shutdown(log: Logger, cfg: WorkerConfig, svc: WorkerService, loop: EngineLoop, engine: LoadedEngine, nc: { drain(): Promise<void> }, http: Server, admin: grpc.Server): Promise<number> {
-  let timer: NodeJS.Timeout | undefined;
-  const drained = await Promise.race([svc.drain().then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), cfg.drainTimeoutS * 1000)))]);
-  clearTimeout(timer);
-  if (!drained) log.warn({ timeoutS: cfg.drainTimeoutS }, "drain timed out; exiting with work unfinished");
-  await svc.stop();
-  await loop.stop();
-  await nc.drain().catch(() => undefined);
-  http.close();
-  admin.forceShutdown();
-  engine.close();
-  log.info("worker stopped");
-  return drained ? 0 : 1;
+/** Resolves when `signal` aborts (at once if it has); never rejects. */
+function aborted(signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    signal.addEventListener("abort", () => resolve(), { once: true });
+  });
+}
+
+/** How `work` ended: it settled, `ms` passed first, or `abort` aborted first (no timer is left behind). */
+function settled(work: Promise<unknown>, ms: number, abort: AbortSignal): Promise<"done" | "timeout" | "aborted"> {
+  return new Promise((resolve) => {
+    const finish = (how: "done" | "timeout" | "aborted") => {
+      clearTimeout(timer);
+      abort.removeEventListener("abort", onAbort);
+      resolve(how);
+    };
+    const onAbort = () => finish("aborted");
+    const timer = setTimeout(() => finish("timeout"), ms);
+    if (abort.aborted) return finish("aborted");
+    abort.addEventListener("abort", onAbort, { once: true });
+    work.then(() => finish("done"), () => finish("done"));
+  });
+}
+
+/** The group drain protocol of this rank, listening on the group's control subject. */
+function startGroupDrain(nc: NatsConnection, prefix: string, cfg: WorkerConfig, group: { rank: number; worldSize: number; collectiveTimeoutMs: number }, stepper: GroupStepper, svc: WorkerService, log: Logger): GroupDrain {
+  const wire = attachGroupDrain(nc, groupControlSubject(prefix, cfg.group), log);
+  const drain = new GroupDrain(
+    { rank: group.rank, worldSize: group.worldSize, republishMs: GROUP_DRAIN_REPUBLISH_MS, ackTimeoutMs: Math.max(50, Math.floor(group.collectiveTimeoutMs / 2)) },
+    stepper,
+    () => svc.drain(),
+    wire.publish,
+    log,
+  );
+  wire.listen(drain);
+  return drain;
 }

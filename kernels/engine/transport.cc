@@ -22,6 +22,8 @@ namespace {
 constexpr uint32_t MAGIC = 0x50454d4c;  // "LMEP"
 constexpr uint32_t PROTOCOL_VERSION = 1;
 constexpr int RETRY_MS = 100;
+constexpr int CONNECT_ATTEMPT_MS = 3000;
+constexpr int HELLO_MS = 5000;  // one address that swallows SYNs must not use up the deadline
 
 using Clock = std::chrono::steady_clock;
 
@@ -94,25 +96,58 @@ T take(int fd, Clock::time_point deadline, const std::string& peer) {
   return v;
 }
 
+/**
+ * "host:port", "[v6 address]:port" (RFC 3986 style) or a bare IPv6 address with a port after its
+ * last colon is ambiguous and refused: IPv6 literals must be bracketed.
+ */
 std::pair<std::string, int> split_address(const std::string& address) {
-  const size_t colon = address.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == address.size()) throw Error("leader address '" + address + "' is not host:port");
-  const std::string port = address.substr(colon + 1);
-  if (port.find_first_not_of("0123456789") != std::string::npos || port.size() > 5 || std::stoi(port) > 65535) throw Error("leader address '" + address + "' has a bad port");
-  return {address.substr(0, colon), std::stoi(port)};
+  const auto bad = [&](const std::string& why) { return Error("leader address '" + address + "' " + why + " (expected host:port or [ipv6]:port)"); };
+  std::string host, port;
+  if (!address.empty() && address[0] == '[') {
+    const size_t close = address.find(']');
+    if (close == std::string::npos || close == 1) throw bad("has an unclosed or empty '['");
+    if (close + 1 >= address.size() || address[close + 1] != ':') throw bad("has no port after ']'");
+    host = address.substr(1, close - 1);
+    port = address.substr(close + 2);
+  } else {
+    const size_t colon = address.rfind(':');
+    if (colon == std::string::npos || colon == 0) throw bad("is not host:port");
+    host = address.substr(0, colon);
+    if (host.find(':') != std::string::npos) throw bad("is an IPv6 address without brackets");
+    port = address.substr(colon + 1);
+  }
+  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos || std::stoi(port) > 65535 || std::stoi(port) == 0) throw bad("has a bad port");
+  return {host, std::stoi(port)};
 }
 
-/** A listening IPv4 socket on every interface; port 0 picks one. */
+/**
+ * A listening socket on every interface, port 0 picking one: dual-stack IPv6 (IPv4 peers arrive
+ * as v4-mapped addresses), or IPv4 alone where the kernel has no IPv6.
+ */
 int listen_on(int port, int backlog) {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const bool v6 = fd >= 0;
+  if (!v6) fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) throw Error("socket: " + errno_str());
-  const int one = 1;
+  const int one = 1, zero = 0;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_ANY);
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(fd, backlog) != 0) {
+  sockaddr_storage a{};
+  socklen_t len;
+  if (v6) {
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+    auto* a6 = reinterpret_cast<sockaddr_in6*>(&a);
+    a6->sin6_family = AF_INET6;
+    a6->sin6_addr = in6addr_any;
+    a6->sin6_port = htons(static_cast<uint16_t>(port));
+    len = sizeof(sockaddr_in6);
+  } else {
+    auto* a4 = reinterpret_cast<sockaddr_in*>(&a);
+    a4->sin_family = AF_INET;
+    a4->sin_addr.s_addr = htonl(INADDR_ANY);
+    a4->sin_port = htons(static_cast<uint16_t>(port));
+    len = sizeof(sockaddr_in);
+  }
+  if (bind(fd, reinterpret_cast<sockaddr*>(&a), len) != 0 || listen(fd, backlog) != 0) {
     const std::string e = errno_str();
     ::close(fd);
     throw Error("cannot listen on port " + std::to_string(port) + ": " + e);
@@ -122,60 +157,111 @@ int listen_on(int port, int backlog) {
 }
 
 int bound_port(int fd) {
-  sockaddr_in a{};
+  sockaddr_storage a{};
   socklen_t len = sizeof a;
   getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  return ntohs(a.sin_port);
+  return a.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&a)->sin6_port) : ntohs(reinterpret_cast<sockaddr_in*>(&a)->sin_port);
+}
+
+/** The numeric host of a peer address; v4-mapped IPv6 addresses in their IPv4 form. */
+std::string host_of(const sockaddr_storage& a) {
+  char host[INET6_ADDRSTRLEN] = {0};
+  if (a.ss_family == AF_INET6) {
+    const auto& a6 = reinterpret_cast<const sockaddr_in6&>(a);
+    if (IN6_IS_ADDR_V4MAPPED(&a6.sin6_addr)) inet_ntop(AF_INET, &a6.sin6_addr.s6_addr[12], host, sizeof host);
+    else inet_ntop(AF_INET6, &a6.sin6_addr, host, sizeof host);
+  } else {
+    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in&>(a).sin_addr, host, sizeof host);
+  }
+  return host;
 }
 
 /** Accepts one connection; returns -1 when the deadline passes first. */
 int accept_until(int lfd, Clock::time_point deadline, std::string* peer_host) {
   for (;;) {
     if (!wait_fd(lfd, POLLIN, deadline)) return -1;
-    sockaddr_in a{};
+    sockaddr_storage a{};
     socklen_t len = sizeof a;
     const int fd = accept4(lfd, reinterpret_cast<sockaddr*>(&a), &len, SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED) continue;
       throw Error("accept: " + errno_str());
     }
-    char host[INET_ADDRSTRLEN] = {0};
-    inet_ntop(AF_INET, &a.sin_addr, host, sizeof host);
-    if (peer_host) *peer_host = host;
+    if (peer_host) *peer_host = host_of(a);
     set_socket_options(fd);
     return fd;
   }
 }
 
-/** Connects to host:port, retrying refused connections and unresolvable names until the deadline. */
+/** The peer of a connection that should be silent has closed it (or reset it). */
+bool peer_gone(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  if (poll(&p, 1, 0) <= 0) return false;
+  if (p.revents & (POLLHUP | POLLERR)) return true;
+  char c;
+  const ssize_t r = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  return r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+/** Connects a non-blocking socket, waiting at most until the deadline; false (and why) when it fails. */
+bool connect_by(int fd, const sockaddr* addr, socklen_t len, Clock::time_point deadline, std::string* why) {
+  if (::connect(fd, addr, len) == 0) return true;
+  if (errno != EINPROGRESS && errno != EINTR) {
+    *why = errno_str();
+    return false;
+  }
+  if (!wait_fd(fd, POLLOUT, deadline)) {
+    *why = "connection timed out";
+    return false;
+  }
+  int err = 0;
+  socklen_t n = sizeof err;
+  getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &n);
+  if (err == 0) return true;
+  *why = std::strerror(err);
+  return false;
+}
+
+/**
+ * Connects to host:port, retrying refused connections and unresolvable names until the deadline.
+ * Names resolve to IPv6 and IPv4 addresses alike (AF_UNSPEC); each is tried in the resolver's order.
+ */
 int connect_until(const std::string& host, int port, Clock::time_point deadline, const std::string& peer) {
   std::string last = "no attempt";
   while (ms_left(deadline) > 0) {
     addrinfo hints{};
-    hints.ai_family = AF_INET;
+    hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_ADDRCONFIG;
     addrinfo* res = nullptr;
-    const int gai = getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res);
+    int gai = getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res);
+    if (gai == EAI_NONAME || gai == EAI_ADDRFAMILY) {
+      // AI_ADDRCONFIG hides loopback-only families (a sandbox with only lo); ask once more without it
+      hints.ai_flags = 0;
+      gai = getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res);
+    }
     if (gai != 0 || !res) {
       last = std::string("cannot resolve ") + host + ": " + gai_strerror(gai);
     } else {
-      const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-      if (fd < 0) {
-        freeaddrinfo(res);
-        throw Error("socket: " + errno_str());
-      }
-      const int rc = ::connect(fd, res->ai_addr, res->ai_addrlen);
-      freeaddrinfo(res);
-      if (rc == 0) {
+      for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+        const int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+          last = "socket: " + errno_str();
+          continue;
+        }
         set_socket_options(fd);
-        return fd;
+        const auto attempt = std::min(deadline, Clock::now() + std::chrono::milliseconds(CONNECT_ATTEMPT_MS));
+        if (connect_by(fd, ai->ai_addr, ai->ai_addrlen, attempt, &last)) {
+          freeaddrinfo(res);
+          return fd;
+        }
+        ::close(fd);
       }
-      last = errno_str();
-      ::close(fd);
+      freeaddrinfo(res);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(std::min<int64_t>(RETRY_MS, std::max<int64_t>(ms_left(deadline), 1))));
   }
-  throw Error("cannot reach " + peer + " at " + host + ":" + std::to_string(port) + " (" + last + ")");
+  throw Error("cannot reach " + peer + " at " + (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(port) + " (" + last + ")");
 }
 
 }  // namespace
@@ -204,13 +290,15 @@ Transport::Transport(const GroupOptions& g, uint64_t fingerprint) : rank_(g.rank
         uint32_t magic, version, port;
         int32_t rank, world;
         uint64_t fp;
+        // a silent connection (a port probe) must not stall the rendezvous
+        const auto hello_deadline = std::min(deadline, Clock::now() + std::chrono::milliseconds(HELLO_MS));
         try {
-          magic = take<uint32_t>(fd, deadline, who);
-          version = take<uint32_t>(fd, deadline, who);
-          rank = take<int32_t>(fd, deadline, who);
-          world = take<int32_t>(fd, deadline, who);
-          port = take<uint32_t>(fd, deadline, who);
-          fp = take<uint64_t>(fd, deadline, who);
+          magic = take<uint32_t>(fd, hello_deadline, who);
+          version = take<uint32_t>(fd, hello_deadline, who);
+          rank = take<int32_t>(fd, hello_deadline, who);
+          world = take<int32_t>(fd, hello_deadline, who);
+          port = take<uint32_t>(fd, hello_deadline, who);
+          fp = take<uint64_t>(fd, hello_deadline, who);
         } catch (const Error&) {
           ::close(fd);  // not one of ours (a probe, a stale process): ignore it
           continue;
@@ -219,7 +307,7 @@ Transport::Transport(const GroupOptions& g, uint64_t fingerprint) : rank_(g.rank
         if (magic != MAGIC || version != PROTOCOL_VERSION) refuse = who + " does not speak protocol version " + std::to_string(PROTOCOL_VERSION);
         else if (world != world_) refuse = "rank " + std::to_string(rank) + " has world size " + std::to_string(world) + ", the leader " + std::to_string(world_);
         else if (rank < 1 || rank >= world_) refuse = who + " claims rank " + std::to_string(rank) + " outside [1, " + std::to_string(world_) + ")";
-        else if (fds_[rank] >= 0) refuse = "rank " + std::to_string(rank) + " joined twice";
+        else if (fds_[rank] >= 0 && !peer_gone(fds_[rank])) refuse = "rank " + std::to_string(rank) + " joined twice";
         else if (fp != fingerprint) refuse = "rank " + std::to_string(rank) + " has a different model or shard plan than the leader";
         if (!refuse.empty()) {
           std::vector<char> b;
@@ -231,6 +319,11 @@ Transport::Transport(const GroupOptions& g, uint64_t fingerprint) : rank_(g.rank
           try { write_full(fd, b.data(), b.size(), deadline, who); } catch (const Error&) {}
           ::close(fd);
           throw Error("rendezvous: " + refuse);
+        }
+        if (fds_[rank] >= 0) {
+          // the rank's earlier process died while the group was forming (its pod restarted): take the new one
+          ::close(fds_[rank]);
+          --arrived;
         }
         fds_[rank] = fd;
         hosts[rank] = host;

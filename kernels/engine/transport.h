@@ -10,6 +10,11 @@
 // different world size or fingerprint). Rank i then connects to every rank 0 < j < i and accepts
 // from every j > i; the leader's links are the rendezvous connections themselves.
 //
+// Addresses: the leader address is host:port or [IPv6 literal]:port; names resolve to IPv6 and
+// IPv4 alike (IPv6-only and dual-stack clusters). Every rank listens dual-stack (IPv4 peers appear
+// v4-mapped and are recorded in IPv4 form) or IPv4 alone where the kernel has no IPv6, and peers
+// are reached at the address the leader saw them connect from.
+//
 // Failure: every exchange has a deadline. A peer that closes its socket or stays silent past the
 // deadline fails the exchange with an lm::Error naming it; the transport then closes all its
 // sockets, so the other ranks fail at once too (they see this rank close) instead of waiting for

@@ -1,0 +1,204 @@
+/**
+ * A pod of several GPU ranks (`--ranks-per-pod N` > 1 without `--rank` / `--local-rank`): this
+ * process supervises one `latentmesh worker` process per GPU instead of serving itself.
+ *
+ * Local rank i of pod p is global rank p·N + i; it sees one GPU (CUDA_VISIBLE_DEVICES = the i-th
+ * entry of the pod's list, else i) and listens on its own ops ports (`podRankPorts`). Its settings
+ * are the supervisor's own, parsed once here and handed down as LATENTMESH_* variables (no command
+ * line, so secrets given through the environment stay there).
+ *
+ * SIGTERM is forwarded to every rank (each starts the group drain; see group-drain.ts) and the pod
+ * exits 0 when they all did. A rank that exits while the pod is running fails the pod fast: a group
+ * cannot run with a rank missing, so the others are stopped (SIGTERM, SIGKILL after a grace period)
+ * and the pod exits 1 with one line naming the rank and its exit status. A rank exiting 0 on its own
+ * means its group drained (a peer got SIGTERM): the other ranks finish at the same step, and the pod
+ * exits 0 once they have.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { join } from "node:path";
+import { invalid } from "../contracts/errors.js";
+import { COMMON_FLAGS } from "../core/flags.js";
+import { createLogger, type Logger } from "../core/log.js";
+import { repoRoot } from "../core/paths.js";
+import { WORKER_FLAGS, type WorkerConfig } from "./config.js";
+
+/** After a failure (or a sibling's orderly exit), how long the other ranks get before SIGKILL. */
+const STOP_GRACE_MS = 5000;
+
+/** One rank process of a pod. */
+export interface PodRank {
+  readonly localRank: number;
+  /** Global rank in the group: podIndex × ranksPerPod + localRank. */
+  readonly rank: number;
+  readonly httpPort: number;
+  readonly grpcPort: number;
+  /** CUDA_VISIBLE_DEVICES of the process: its one GPU. */
+  readonly device: string;
+  /** Its environment on top of the supervisor's (undefined: removed). */
+  readonly env: Readonly<Record<string, string | undefined>>;
+}
+
+/**
+ * Ops ports of local rank i: each non-zero base port + i·S, with S one more than the distance
+ * between the two ports (so no rank's port equals another's: 9100/9101 give 9102/9103 to local
+ * rank 1); 0 (any free port) stays 0.
+ */
+export function podRankPorts(httpPort: number, grpcPort: number, localRank: number): { httpPort: number; grpcPort: number } {
+  const stride = httpPort > 0 && grpcPort > 0 ? Math.abs(grpcPort - httpPort) + 1 : 1;
+  const at = (base: number) => (base === 0 ? 0 : base + localRank * stride);
+  return { httpPort: at(httpPort), grpcPort: at(grpcPort) };
+}
+
+/** The LATENTMESH_* variable core/flags reads for flag `key`. */
+export function flagEnvName(key: string): string {
+  return `LATENTMESH_${key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
+}
+
+/** Every worker setting as the variables a child parses back to the same values (undefined: unset). */
+export function configEnv(cfg: WorkerConfig): Record<string, string | undefined> {
+  const env: Record<string, string | undefined> = {};
+  for (const key of Object.keys({ ...COMMON_FLAGS, ...WORKER_FLAGS })) {
+    const value = (cfg as unknown as Record<string, unknown>)[key];
+    env[flagEnvName(key)] = value === undefined ? undefined : Array.isArray(value) ? value.join(",") : String(value);
+  }
+  return env;
+}
+
+/**
+ * The rank processes of this pod (pure). `visibleDevices`: the pod's CUDA_VISIBLE_DEVICES, if set.
+ * Throws invalid_config when the pod's ranks do not fit the group or its ports.
+ */
+export function planPodRanks(cfg: WorkerConfig, visibleDevices: string | undefined): PodRank[] {
+  const n = cfg.ranksPerPod;
+  const first = cfg.podIndex * n;
+  if (first + n > cfg.worldSize) {
+    throw invalid(`pod ${cfg.podIndex} with ${n} ranks per pod holds ranks ${first}..${first + n - 1}, outside the group's world size ${cfg.worldSize}`, "world-size");
+  }
+  const devices = visibleDevices?.trim() ? visibleDevices.split(",").map((d) => d.trim()) : null;
+  if (devices && devices.length < n) throw invalid(`CUDA_VISIBLE_DEVICES lists ${devices.length} GPUs (${visibleDevices}), the pod runs ${n} ranks`, "ranks-per-pod");
+  const base = configEnv(cfg);
+  return Array.from({ length: n }, (_, i) => {
+    const ports = podRankPorts(cfg.httpPort, cfg.grpcPort, i);
+    for (const [what, port] of Object.entries(ports)) {
+      if (port > 65535) throw invalid(`local rank ${i}'s ${what === "httpPort" ? "HTTP" : "gRPC"} port would be ${port} (> 65535); choose lower --http-port / --grpc-port`, what === "httpPort" ? "http-port" : "grpc-port");
+    }
+    const device = devices ? (devices[i] as string) : String(i);
+    return {
+      localRank: i,
+      rank: first + i,
+      ...ports,
+      device,
+      env: {
+        ...base,
+        [flagEnvName("rank")]: undefined,
+        [flagEnvName("localRank")]: String(i),
+        [flagEnvName("httpPort")]: String(ports.httpPort),
+        [flagEnvName("grpcPort")]: String(ports.grpcPort),
+        [flagEnvName("workerId")]: cfg.workerId === undefined ? undefined : `${cfg.workerId}-${i}`,
+        CUDA_VISIBLE_DEVICES: device,
+      },
+    };
+  });
+}
+
+interface Child {
+  readonly plan: PodRank;
+  readonly proc: ChildProcess;
+  readonly exited: Promise<ExitStatus>;
+  status: ExitStatus | null;
+}
+
+interface ExitStatus {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly error?: string;
+}
+
+function describe(s: ExitStatus): string {
+  if (s.error) return `failed to start: ${s.error}`;
+  return s.signal ? `was killed by ${s.signal}` : `exited with status ${s.code}`;
+}
+
+/**
+ * Runs the pod's rank processes until they have all exited; resolves with the pod's exit code.
+ * `env`: the environment the ranks inherit (the supervisor's).
+ */
+export async function runPodSupervisor(cfg: WorkerConfig, signal: AbortSignal, env: Readonly<Record<string, string | undefined>>): Promise<number> {
+  const log = createLogger({ name: "worker-pod", level: cfg.logLevel, format: cfg.logFormat }).child({ group: cfg.group, pod: cfg.podIndex });
+  const plan = planPodRanks(cfg, env.CUDA_VISIBLE_DEVICES);
+  const cli = join(repoRoot(), "bin", "latentmesh");
+  const children = plan.map((p) => startRank(cli, p, env, log));
+  // a supervisor that dies (a second SIGTERM, a crash) must not leave ranks behind
+  const killAll = () => {
+    for (const c of children) if (c.status === null) c.proc.kill("SIGKILL");
+  };
+  process.once("exit", killAll);
+  log.info({ ranks: plan.map((p) => ({ rank: p.rank, localRank: p.localRank, pid: children[p.localRank]?.proc.pid, device: p.device, httpPort: p.httpPort, grpcPort: p.grpcPort })) }, "pod ranks started");
+
+  // running → signalled (SIGTERM forwarded) or drained (a rank finished on its own: its group drained);
+  // any rank exiting uncleanly makes the pod failed, whatever the state
+  const pod: { state: "running" | "signalled" | "drained" | "failed" } = { state: "running" };
+  let graceTimer: NodeJS.Timeout | null = null;
+  const signalAll = (sig: NodeJS.Signals) => {
+    for (const c of children) if (c.status === null) c.proc.kill(sig);
+  };
+  const killAfterGrace = () => {
+    graceTimer ??= setTimeout(killAll, STOP_GRACE_MS);
+  };
+  const onSignal = () => {
+    if (pod.state !== "running") return;
+    pod.state = "signalled";
+    log.info({ signal: String(signal.reason ?? "SIGTERM") }, "forwarding the signal to the pod's ranks");
+    signalAll("SIGTERM");
+  };
+  if (signal.aborted) onSignal();
+  else signal.addEventListener("abort", onSignal, { once: true });
+
+  for (const c of children) {
+    void c.exited.then((status) => {
+      if (pod.state === "failed") return;
+      if (status.code === 0 && !status.error) {
+        if (pod.state !== "running") return;
+        // its group drained (a peer was stopped): the others finish at the same step
+        pod.state = "drained";
+        log.info({ rank: c.plan.rank, localRank: c.plan.localRank }, "a rank finished (its group drained); waiting for the others");
+        setTimeout(() => {
+          signalAll("SIGTERM");
+          killAfterGrace();
+        }, STOP_GRACE_MS).unref();
+        return;
+      }
+      pod.state = "failed";
+      log.fatal({ rank: c.plan.rank, localRank: c.plan.localRank, code: status.code, signal: status.signal }, `rank ${c.plan.rank} (local rank ${c.plan.localRank}) ${describe(status)}; stopping the pod (a group cannot run with a rank missing)`);
+      signalAll("SIGTERM");
+      killAfterGrace();
+    });
+  }
+  await Promise.all(children.map((c) => c.exited));
+  if (graceTimer) clearTimeout(graceTimer);
+  signal.removeEventListener("abort", onSignal);
+  process.off("exit", killAll);
+  if (pod.state === "failed") return 1;
+  log.info("pod stopped");
+  return 0;
+}
+
+function startRank(cli: string, plan: PodRank, parentEnv: Readonly<Record<string, string | undefined>>, log: Logger): Child {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries({ ...parentEnv, ...plan.env })) if (v !== undefined) env[k] = v;
+  const proc = spawn(process.execPath, [cli, "worker"], { env, stdio: ["ignore", "inherit", "inherit"] });
+  const child: Child = {
+    plan,
+    proc,
+    status: null,
+    exited: new Promise((resolve) => {
+      proc.once("error", (e) => {
+        log.error({ err: e, rank: plan.rank }, "cannot start a rank process");
+        if (proc.pid === undefined) resolve({ code: null, signal: null, error: e.message });
+      });
+      proc.once("exit", (code, signal) => resolve({ code, signal }));
+    }),
+  };
+  void child.exited.then((s) => (child.status = s));
+  return child;
+}
