@@ -1,7 +1,9 @@
 // CUDA ceilings: device-to-device copy bandwidth (bytes read + written) and the bf16 cuBLASLt GEMM
-// rate on a large square problem, both timed with CUDA events after a warm-up.
+// rate on a large square problem of random values (all-zero operands run faster: the tensor cores
+// draw less power and hold higher clocks, METHOD.md), both timed with CUDA events after a warm-up.
 #include "cuda/common.cuh"
 #include "cuda/gemm.h"
+#include "cuda/ops.h"
 
 namespace lm {
 
@@ -33,6 +35,8 @@ Roofline measure_cuda_roofline() {
     auto* w = static_cast<__nv_bfloat16*>(b);
     float* y = nullptr;
     LM_CUDA_CHECK(cudaMalloc(&y, n * n * sizeof(float)));
+    cuda::fill_dummy_bf16(x, n * n, 1, -1.f, 1.f, s);
+    cuda::fill_dummy_bf16(w, n * n, 2, -1.f, 1.f, s);
     gemm.run(x, n, n, w, n, y, 0.f, s);
     LM_CUDA_CHECK(cudaEventRecord(e0, s));
     for (int i = 0; i < reps; ++i) gemm.run(x, n, n, w, n, y, 0.f, s);
