@@ -16,7 +16,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { join } from "node:path";
-import { invalid } from "../contracts/errors.js";
+import { LatentMeshError } from "../contracts/errors.js";
 import { COMMON_FLAGS } from "../core/flags.js";
 import { createLogger, type Logger } from "../core/log.js";
 import { repoRoot } from "../core/paths.js";
@@ -24,6 +24,8 @@ import { WORKER_FLAGS, type WorkerConfig } from "./config.js";
 
 /** After a failure (or a sibling's orderly exit), how long the other ranks get before SIGKILL. */
 const STOP_GRACE_MS = 5000;
+
+const badConfig = (message: string, param: string) => new LatentMeshError("invalid_config", message, param);
 
 /** One rank process of a pod. */
 export interface PodRank {
@@ -72,15 +74,15 @@ export function planPodRanks(cfg: WorkerConfig, visibleDevices: string | undefin
   const n = cfg.ranksPerPod;
   const first = cfg.podIndex * n;
   if (first + n > cfg.worldSize) {
-    throw invalid(`pod ${cfg.podIndex} with ${n} ranks per pod holds ranks ${first}..${first + n - 1}, outside the group's world size ${cfg.worldSize}`, "world-size");
+    throw badConfig(`pod ${cfg.podIndex} with ${n} ranks per pod holds ranks ${first}..${first + n - 1}, outside the group's world size ${cfg.worldSize}`, "world-size");
   }
   const devices = visibleDevices?.trim() ? visibleDevices.split(",").map((d) => d.trim()) : null;
-  if (devices && devices.length < n) throw invalid(`CUDA_VISIBLE_DEVICES lists ${devices.length} GPUs (${visibleDevices}), the pod runs ${n} ranks`, "ranks-per-pod");
+  if (devices && devices.length < n) throw badConfig(`CUDA_VISIBLE_DEVICES lists ${devices.length} GPUs (${visibleDevices}), the pod runs ${n} ranks`, "ranks-per-pod");
   const base = configEnv(cfg);
   return Array.from({ length: n }, (_, i) => {
     const ports = podRankPorts(cfg.httpPort, cfg.grpcPort, i);
     for (const [what, port] of Object.entries(ports)) {
-      if (port > 65535) throw invalid(`local rank ${i}'s ${what === "httpPort" ? "HTTP" : "gRPC"} port would be ${port} (> 65535); choose lower --http-port / --grpc-port`, what === "httpPort" ? "http-port" : "grpc-port");
+      if (port > 65535) throw badConfig(`local rank ${i}'s ${what === "httpPort" ? "HTTP" : "gRPC"} port would be ${port} (> 65535); choose lower --http-port / --grpc-port`, what === "httpPort" ? "http-port" : "grpc-port");
     }
     const device = devices ? (devices[i] as string) : String(i);
     return {
