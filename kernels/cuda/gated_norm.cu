@@ -25,7 +25,7 @@ __global__ void gated_rmsnorm_kernel(const float* y, const float* z, int64_t z_s
 void gated_rmsnorm(const float* y, const float* z, int64_t z_stride, const float* w, int R, int I, int group, float eps, bf16* out, cudaStream_t s) {
   if (R == 0) return;
   dim3 grid(R, I / group);
-  gated_rmsnorm_kernel<<<grid, 256, 0, s>>>(y, z, z_stride, w, I, group, eps, out);
+  gated_rmsnorm_kernel<<<grid, R < 128 ? 512 : 256, 0, s>>>(y, z, z_stride, w, I, group, eps, out);  // more threads for decode rows
   LM_LAUNCH_CHECK("gated_rmsnorm");
 }
 
