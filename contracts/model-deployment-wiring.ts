@@ -54,7 +54,15 @@ export const WORKER_ENV = {
   /** Rank within the group; set from the pod index when a pod runs one rank (gpusPerPod = 1). */
   rank: "LATENTMESH_RANK",
   maxSlots: "LATENTMESH_MAX_SLOTS",
+  /** Ops HTTP port of the pod's first rank; rank process i listens on rankOpsPorts(…, i). */
   httpPort: "LATENTMESH_HTTP_PORT",
+  /** gRPC admin port of the pod's first rank (the others: rankOpsPorts). */
+  grpcPort: "LATENTMESH_GRPC_PORT",
+  /**
+   * Rank within the pod. Never set by the operator: a worker started with ranksPerPod > 1 and no
+   * local rank supervises one rank process per GPU and sets it for each.
+   */
+  localRank: "LATENTMESH_LOCAL_RANK",
   opsHost: "LATENTMESH_OPS_HOST",
   /** This pod's ordinal in its group; its first rank is podIndex × ranksPerPod. */
   podIndex: "LATENTMESH_POD_INDEX",
@@ -89,8 +97,10 @@ export const ROUTER_ENV = {
 
 export const PORTS = {
   routerHttp: 8000,
-  /** Worker ops HTTP: /metrics /healthz /readyz. */
+  /** Worker ops HTTP: /metrics /healthz /readyz (the pod's first rank; see rankOpsPorts). */
   workerHttp: 9100,
+  /** Worker gRPC admin: health, Drain, Stats (the pod's first rank). */
+  workerGrpc: 9101,
   /** Rank 0's rendezvous (NCCL bootstrap / CPU socket transport) port. */
   groupRendezvous: 29500,
 } as const;
@@ -101,6 +111,23 @@ export const PATHS = {
   shardPlanFile: "plan.json",
   natsCredsDir: "/etc/latentmesh/nats",
 } as const;
+
+/**
+ * Ops ports of rank process `localRank` of a pod whose first rank listens on httpPort / grpcPort:
+ * each non-zero port + localRank·S, S one more than the distance between the two ports, so no two
+ * ranks of a pod share a port (9100/9101: local rank 1 gets 9102/9103, rank 2 9104/9105); 0 (any
+ * free port) stays 0. The worker's pod supervisor and the operator's port lists both use it.
+ */
+export function rankOpsPorts(httpPort: number, grpcPort: number, localRank: number): { httpPort: number; grpcPort: number } {
+  const stride = httpPort > 0 && grpcPort > 0 ? Math.abs(grpcPort - httpPort) + 1 : 1;
+  const at = (base: number) => (base === 0 ? 0 : base + localRank * stride);
+  return { httpPort: at(httpPort), grpcPort: at(grpcPort) };
+}
+
+/** Name of local rank i's metrics port on worker containers and group Services: metrics, metrics-1, … */
+export function rankMetricsPortName(localRank: number): string {
+  return localRank === 0 ? "metrics" : `metrics-${localRank}`;
+}
 
 /** The first global rank of a pod in its group. */
 export function rankOffset(podIndex: number, ranksPerPod: number): number {

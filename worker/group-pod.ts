@@ -17,6 +17,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { join } from "node:path";
 import { LatentMeshError } from "../contracts/errors.js";
+import { rankOpsPorts } from "../contracts/model-deployment-wiring.js";
 import { COMMON_FLAGS } from "../core/flags.js";
 import { createLogger, type Logger } from "../core/log.js";
 import { repoRoot } from "../core/paths.js";
@@ -40,16 +41,8 @@ export interface PodRank {
   readonly env: Readonly<Record<string, string | undefined>>;
 }
 
-/**
- * Ops ports of local rank i: each non-zero base port + i·S, with S one more than the distance
- * between the two ports (so no rank's port equals another's: 9100/9101 give 9102/9103 to local
- * rank 1); 0 (any free port) stays 0.
- */
-export function podRankPorts(httpPort: number, grpcPort: number, localRank: number): { httpPort: number; grpcPort: number } {
-  const stride = httpPort > 0 && grpcPort > 0 ? Math.abs(grpcPort - httpPort) + 1 : 1;
-  const at = (base: number) => (base === 0 ? 0 : base + localRank * stride);
-  return { httpPort: at(httpPort), grpcPort: at(grpcPort) };
-}
+/** Ops ports of local rank i (the wiring contract's rankOpsPorts: 9100/9101 → 9102/9103 for local rank 1). */
+export const podRankPorts = rankOpsPorts;
 
 /** The LATENTMESH_* variable core/flags reads for flag `key`. */
 export function flagEnvName(key: string): string {

@@ -3,9 +3,9 @@
  * NetworkPolicy and the optional ServiceMonitor.
  */
 import type { V1PodDisruptionBudget, V1ServiceAccount } from "@kubernetes/client-node";
-import { LABEL, LABEL_VALUES, names, PORTS } from "../../contracts/model-deployment-wiring.js";
+import { LABEL, LABEL_VALUES, names } from "../../contracts/model-deployment-wiring.js";
 import { ownedMeta, type DesiredObject, type ValidDeployment } from "./meta.js";
-import { podsPerGroup } from "./worker-group.js";
+import { podsPerGroup, rankMetricsPorts } from "./worker-group.js";
 
 /**
  * Worker disruptions are budgeted in whole groups: losing one rank stops its group, so the budget
@@ -56,7 +56,8 @@ export function buildNetworkPolicy(md: ValidDeployment): DesiredObject | undefin
       policyTypes: ["Ingress"],
       ingress: [
         { from: [{ podSelector: { matchLabels: { [LABEL.deployment]: md.name, [LABEL.name]: LABEL_VALUES.name } } }] },
-        { ports: [{ port: PORTS.workerHttp, protocol: "TCP" }] },
+        // metrics scrapes of every rank process of a pod
+        { ports: rankMetricsPorts(md).map(({ port }) => ({ port, protocol: "TCP" })) },
       ],
     },
   };
@@ -76,7 +77,7 @@ export function buildServiceMonitor(md: ValidDeployment): DesiredObject | undefi
       selector: { matchLabels: { [LABEL.deployment]: md.name, [LABEL.managedBy]: LABEL_VALUES.managedBy } },
       namespaceSelector: { matchNames: [md.namespace] },
       endpoints: [
-        { port: "metrics", path: "/metrics", interval: sm.interval },
+        ...rankMetricsPorts(md).map(({ name }) => ({ port: name, path: "/metrics", interval: sm.interval })),
         { port: "http", path: "/metrics", interval: sm.interval },
       ],
     },

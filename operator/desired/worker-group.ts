@@ -1,11 +1,12 @@
 /**
  * One worker group (pure): a StatefulSet of `expertParallel / gpusPerPod` pods, one process per GPU
- * rank, and the headless Service through which ranks find their group's leader. Pods start in
+ * rank (a pod of several GPUs runs a supervising worker that starts them, each with its own metrics
+ * port), and the headless Service through which ranks find their group's leader. Pods start in
  * parallel (ranks rendezvous) and update OnDelete: the operator rolls a group as a unit, never one
  * rank at a time (a group with mixed revisions cannot run collectives).
  */
 import type { V1Container, V1EnvVar, V1PodSpec, V1ResourceRequirements, V1Service, V1StatefulSet, V1Volume, V1VolumeMount } from "@kubernetes/client-node";
-import { ANNOTATION, LABEL, leaderHost, names, PATHS, PORTS, WORKER_ENV } from "../../contracts/model-deployment-wiring.js";
+import { ANNOTATION, LABEL, leaderHost, names, PATHS, PORTS, rankMetricsPortName, rankOpsPorts, WORKER_ENV } from "../../contracts/model-deployment-wiring.js";
 import { commonLabels, contentHash, ownedMeta, selectorLabels, type DesiredObject, type ValidDeployment } from "./meta.js";
 import { planModelSource } from "./model-source.js";
 
@@ -14,6 +15,14 @@ export const GPU_RESOURCE = "nvidia.com/gpu";
 /** Pods per group. */
 export function podsPerGroup(md: ValidDeployment): number {
   return md.spec.workers.expertParallel / md.spec.workers.gpusPerPod;
+}
+
+/**
+ * The metrics port of each rank process of a pod (one per GPU; the pod's supervisor shifts each
+ * rank's ops ports by rankOpsPorts), named metrics, metrics-1, ….
+ */
+export function rankMetricsPorts(md: ValidDeployment): { name: string; port: number }[] {
+  return Array.from({ length: md.spec.workers.gpusPerPod }, (_, i) => ({ name: rankMetricsPortName(i), port: rankOpsPorts(PORTS.workerHttp, PORTS.workerGrpc, i).httpPort }));
 }
 
 function workerResources(md: ValidDeployment): V1ResourceRequirements {
@@ -54,6 +63,7 @@ function workerEnv(md: ValidDeployment, group: number, modelPath: string): V1Env
     { name: WORKER_ENV.mtpMaxDraftTokens, value: String(spec.speculative.mtp.enabled ? spec.speculative.mtp.maxDraftTokens : 0) },
     { name: WORKER_ENV.opsHost, value: "0.0.0.0" },
     { name: WORKER_ENV.httpPort, value: String(PORTS.workerHttp) },
+    { name: WORKER_ENV.grpcPort, value: String(PORTS.workerGrpc) },
   ];
   // one rank per pod: the rank is the pod's ordinal (multi-rank pods derive theirs from podIndex)
   if (spec.workers.gpusPerPod === 1) env.push({ name: WORKER_ENV.rank, valueFrom: podIndex });
@@ -90,10 +100,7 @@ function podSpec(md: ValidDeployment, group: number): V1PodSpec {
     imagePullPolicy: engine.imagePullPolicy,
     args: ["worker", ...engine.extraArgs],
     env: workerEnv(md, group, source.modelPath),
-    ports: [
-      { name: "metrics", containerPort: PORTS.workerHttp },
-      { name: "rendezvous", containerPort: PORTS.groupRendezvous },
-    ],
+    ports: [...rankMetricsPorts(md).map(({ name, port }) => ({ name, containerPort: port })), { name: "rendezvous", containerPort: PORTS.groupRendezvous }],
     resources: workerResources(md),
     readinessProbe: { httpGet: { path: "/readyz", port: "metrics" }, periodSeconds: 5, failureThreshold: 3 },
     livenessProbe: { httpGet: { path: "/healthz", port: "metrics" }, periodSeconds: 10, failureThreshold: 6 },
@@ -129,10 +136,7 @@ export function buildGroupService(md: ValidDeployment, group: number): DesiredOb
       // ranks must resolve the leader before any of them is ready
       publishNotReadyAddresses: true,
       selector: selectorLabels(md, "worker", group),
-      ports: [
-        { name: "rendezvous", port: PORTS.groupRendezvous, targetPort: "rendezvous" },
-        { name: "metrics", port: PORTS.workerHttp, targetPort: "metrics" },
-      ],
+      ports: [{ name: "rendezvous", port: PORTS.groupRendezvous, targetPort: "rendezvous" }, ...rankMetricsPorts(md).map(({ name, port }) => ({ name, port, targetPort: name }))],
     },
   };
 }
