@@ -184,7 +184,8 @@ export class EngineLoop {
     const t0 = this.now();
     let sampled: Int32Array, numAccepted: ArrayLike<number>, drafts: ArrayLike<number>;
     try {
-      const result = await this.engine.step(plan.items.map((item) => toNative(item, this.speculation !== null)));
+      const speculating = this.speculation !== null && this.stats.draftTokens > 0;
+      const result = await this.engine.step(plan.items.map((item) => toNative(item, this.speculation !== null, speculating)));
       sampled = result.tokens;
       numAccepted = result.numAccepted ?? [];
       drafts = result.drafts ?? [];
@@ -224,7 +225,10 @@ export class EngineLoop {
       const length = 1 + o.verified.numAccepted;
       this.stats.mtpAcceptance += EMA_ALPHA * 0.25 * (length - this.stats.mtpAcceptance);
     }
-    if (decodeOnly) this.speculation.observe(plan.items.length, this.stats.draftTokens, elapsedMs, verified);
+    // a step times depth k only in steady state: every sequence verifies what it asks for next, and
+    // the deepest does k (a step switching depth drafts without verifying, or the reverse)
+    const steady = plan.items.every((it) => it.numDrafts === it.draftTokens) && Math.max(0, ...plan.items.map((it) => it.numDrafts)) === this.stats.draftTokens;
+    if (decodeOnly && steady) this.speculation.observe(plan.items.length, this.stats.draftTokens, elapsedMs, verified);
     else this.speculation.record(verified);
   }
 
@@ -242,17 +246,26 @@ export class EngineLoop {
   }
 }
 
-/** The native form of a scheduled item; `mtp`: the engine runs the MTP head, skipped by decodes that neither verify nor draft. */
-function toNative(item: ScheduleResult["items"][number], mtp: boolean): NativeStepSequence {
+/**
+ * The native form of a scheduled item. `mtp`: the engine has the MTP head, which an item skips when it
+ * neither verifies nor drafts and is a plain decode, a sequence the router capped at 0 drafts, or a
+ * prompt chunk while the step speculates at no depth (`speculating` false). The head then lacks those
+ * positions in its attention KV: exactness is unaffected, and drafts for such a sequence, should
+ * speculation resume, are accepted somewhat less often (demo model, k = 3: 2.56 → 2.25 tokens per
+ * verify step with the whole prompt skipped) — the price of prefill costing what it costs without MTP
+ * where speculation does not pay.
+ */
+function toNative(item: ScheduleResult["items"][number], mtp: boolean, speculating: boolean): NativeStepSequence {
   const seq = item.seq;
   const own = seq.tokens.slice(item.start, item.start + item.numTokens - item.numDrafts);
-  const plainDecode = own.length === 1 && item.start > 0 && item.numDrafts === 0 && item.draftTokens === 0;
+  const plainDecode = own.length === 1 && item.start > 0;
+  const skipHead = mtp && item.numDrafts === 0 && item.draftTokens === 0 && (plainDecode || !speculating || seq.maxDraftTokens === 0);
   return {
     slotId: seq.slotId as number,
     tokens: Int32Array.from([...own, ...seq.drafts.slice(0, item.numDrafts)]),
     ...(item.numDrafts > 0 ? { numDrafts: item.numDrafts } : {}),
     ...(item.draftTokens > 0 ? { draftTokens: item.draftTokens } : {}),
-    ...(mtp && plainDecode ? { mtpSkip: true } : {}),
+    ...(skipHead ? { mtpSkip: true } : {}),
     position: item.start,
     // the scheduler grows blockIds exactly to cover [0, start + numTokens)
     blockTable: Int32Array.from(seq.blockIds),

@@ -109,28 +109,72 @@ export function mixedAcceptance(byClass: Readonly<Record<RequestClass, Acceptanc
   };
 }
 
-const COST_EMA = 0.25;
-/** Relative gain in tokens per millisecond a deeper speculation must promise over the best shallower one. */
+/**
+ * Step-time estimates move asymmetrically, because noise on a step time is one-sided (a stall from
+ * another process or a page-fault burst only adds time): a faster step pulls its cell's estimate
+ * half-way down at once, a slower one a quarter of the way up and counting as at most
+ * COST_RISE_MAX × the estimate, so one stall cannot flip the choice while a real slow-down still
+ * shows within a few steps.
+ */
+const COST_FALL = 0.5;
+const COST_RISE = 0.25;
+const COST_RISE_MAX = 1.25;
+/** A measured neighbour depth of the chosen one is re-timed after this many steps of its bucket without it... */
+export const REFRESH_STEPS = 256;
+/** ...or after this many when its last timing moved its estimate by more than UNSETTLED (it is still converging). */
+const RECHECK_STEPS = 8;
+const UNSETTLED = 0.15;
+/** Relative gain in tokens per millisecond a deeper speculation must promise over the best shallower one... */
 const MIN_GAIN = 0.03;
+/**
+ * ...and speculating at all over plain decoding: gains this small are within the noise of step
+ * timings taken at different moments, and switching depth costs a step that drafts without verifying.
+ */
+const SPECULATE_GAIN = 0.1;
 
 /** Batch sizes are bucketed by powers of two: 1, 2, 3-4, 5-8, ... */
 export function batchBucket(batchSize: number): number {
   return Math.max(0, Math.ceil(Math.log2(Math.max(1, batchSize))));
 }
 
-/** Measured step time per (batch bucket, drafts per sequence), as exponential moving averages. */
+/** Measured step time per (batch bucket, drafts per sequence), as asymmetric moving averages (COST_FALL, COST_RISE). */
 export class StepCostModel {
   private readonly ms = new Map<string, number>();
   /** Per bucket: moving average of the batch sizes measured in it (where its curve point sits). */
   private readonly batchMean = new Map<number, number>();
+  /** Per bucket: observations so far; per cell: that count when it was last observed. */
+  private readonly bucketSteps = new Map<number, number>();
+  private readonly lastSeen = new Map<string, number>();
+  /** Per cell: relative change of its estimate at its last observation. */
+  private readonly moved = new Map<string, number>();
 
   observe(batchSize: number, draftTokens: number, stepMs: number): void {
     const b = batchBucket(batchSize);
     const key = `${b}:${draftTokens}`;
     const prev = this.ms.get(key);
-    this.ms.set(key, prev === undefined ? stepMs : prev + COST_EMA * (stepMs - prev));
+    let next = stepMs;
+    if (prev !== undefined) next = stepMs < prev ? prev + COST_FALL * (stepMs - prev) : prev + COST_RISE * (Math.min(stepMs, prev * COST_RISE_MAX) - prev);
+    this.ms.set(key, next);
+    this.moved.set(key, prev === undefined ? 0 : Math.abs(next - prev) / prev);
     const mean = this.batchMean.get(b);
-    this.batchMean.set(b, mean === undefined ? batchSize : mean + COST_EMA * (batchSize - mean));
+    this.batchMean.set(b, mean === undefined ? batchSize : mean + COST_RISE * (batchSize - mean));
+    const steps = (this.bucketSteps.get(b) ?? 0) + 1;
+    this.bucketSteps.set(b, steps);
+    this.lastSeen.set(key, steps);
+  }
+
+  /** Whether (batch size, k) is measured and due for re-timing: stale, or still converging. */
+  due(batchSize: number, draftTokens: number): boolean {
+    const age = this.age(batchSize, draftTokens);
+    if (age === Infinity) return false;
+    return age >= REFRESH_STEPS || (age >= RECHECK_STEPS && (this.moved.get(`${batchBucket(batchSize)}:${draftTokens}`) ?? 0) > UNSETTLED);
+  }
+
+  /** Steps of the batch's bucket since (batch size, k) was last observed (Infinity: never). */
+  age(batchSize: number, draftTokens: number): number {
+    const b = batchBucket(batchSize);
+    const seen = this.lastSeen.get(`${b}:${draftTokens}`);
+    return seen === undefined ? Infinity : (this.bucketSteps.get(b) ?? 0) - seen;
   }
 
   /** The buckets with any measurement, ascending, each with its mean measured batch size. */
@@ -176,7 +220,7 @@ export function chooseDraftTokens(c: DraftChoice): number {
     if (t === undefined) return best;
     const rate = c.acceptance.expectedTokens(k) / Math.max(t, 1e-6);
     // a deeper k must win by a margin: step-time noise alone should not buy speculation
-    if (rate > bestRate * (k === 0 ? 1 : 1 + MIN_GAIN)) {
+    if (rate > bestRate * (k === 0 ? 1 : 1 + (best === 0 ? SPECULATE_GAIN : MIN_GAIN))) {
       best = k;
       bestRate = rate;
     }
@@ -228,7 +272,12 @@ export class SpeculationPolicy {
    */
   next(batchSize: number, cap = Infinity, mix?: BatchMix): number {
     if (this.setting.mode === "fixed") return Math.min(this.setting.k, cap);
-    return chooseDraftTokens({ batchSize, maxDraftTokens: Math.min(this.setting.max, cap), acceptance: this.acceptanceOf(mix), cost: this.cost });
+    const max = Math.min(this.setting.max, cap);
+    const k = chooseDraftTokens({ batchSize, maxDraftTokens: max, acceptance: this.acceptanceOf(mix), cost: this.cost });
+    // step times drift (load, noise, thermal): now and then re-time a measured neighbour depth, so a
+    // stale estimate cannot keep the policy on the wrong side of a boundary for good
+    for (const other of [k - 1, k + 1]) if (other >= 0 && other <= max && this.cost.due(batchSize, other)) return other;
+    return k;
   }
 
   /** One decode step's outcome: its batch size, drafts per sequence, time, and each verified sequence. */

@@ -64,10 +64,12 @@ describe("MTP depth chosen from the batch's class mix", () => {
     { name: "all sampled: off (drafts are nearly never accepted)", mix: { sampled: 4 }, want: 0 },
     { name: "mostly sampled: off", mix: { greedy: 1, sampled: 3 }, want: 0 },
     { name: "mostly greedy: deep", mix: { greedy: 3, sampled: 1 }, want: 3 },
-    // overall: first draft accepted half the time, later ones always: 1.5/14, 2/18 (+3.7%), 2.5/22 (+2.3%, under the 3% margin)
-    { name: "no mix: the overall rates pick a middle depth that fits neither class", want: 2 },
   ];
   for (const c of cases) it(c.name, () => assert.equal(policy().next(4, Infinity, c.mix), c.want));
+
+  it("without a mix the overall rates (first draft accepted half the time) decide, and they do not fit an all-greedy batch", () => {
+    assert.notEqual(policy().next(4), policy().next(4, Infinity, { greedy: 4 }));
+  });
 
   it("only the class's own stats move: sampled observations leave greedy acceptance alone", () => {
     const p = policy();

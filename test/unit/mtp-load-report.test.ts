@@ -56,7 +56,9 @@ describe("LoadReport - step-time curve and per-class acceptance (wire)", () => {
  */
 class FakeEngine {
   clockMs = 0;
+  readonly calls: NativeStepSequence[][] = [];
   step(seqs: NativeStepSequence[]): Promise<NativeStepResult> {
+    this.calls.push(seqs);
     let drafts = 0;
     const out: number[] = [];
     const numAccepted = seqs.map((s) => (s.sampling.temperature === 0 ? (s.numDrafts ?? 0) : 0));
@@ -76,26 +78,29 @@ class FakeEngine {
   }
 }
 
-async function serve(speculation: SpeculationPolicy | null, temperatures: number[]) {
+async function serve(speculation: SpeculationPolicy | null, temperatures: number[], maxDraftTokens?: number) {
   const engine = new FakeEngine();
   const scheduler = new Scheduler({ maxRunning: 4, stepTokenBudget: 64 }, new SlotPool(4), new KvBlockPool(256, 4));
   const loop = new EngineLoop(engine, scheduler, { onStep: () => {}, onCancelled: () => {}, onFailed: (_, e) => assert.fail(e) }, createLogger({ name: "test", level: "warn", format: "json" }), () => engine.clockMs, null, speculation);
   loop.start();
   temperatures.forEach((temperature, i) =>
-    loop.submit(new Sequence({ requestId: `r${i}`, attempt: 0, promptTokens: [1, 2, 3], maxTokens: 40, sampling: { temperature, topK: 0, topP: 1, seed: i }, ignoreEos: true, stopTokenIds: new Set(), arrivalMs: 0 })),
+    loop.submit(new Sequence({ requestId: `r${i}`, attempt: 0, promptTokens: [1, 2, 3], maxTokens: 40, sampling: { temperature, topK: 0, topP: 1, seed: i }, ignoreEos: true, stopTokenIds: new Set(), arrivalMs: 0, maxDraftTokens })),
   );
   await loop.whenIdle();
   await loop.stop();
   const report = buildLoadReport({ workerId: "w", model: "m", group: "g", rank: 0, maxContextTokens: 4096 }, scheduler, loop.stats, { seq: 0, ready: true, draining: false });
   const parsed = LoadReport.safeParse(report);
   assert.ok(parsed.success, "the built report satisfies the contract");
-  return report;
+  return Object.assign(report, { calls: engine.calls });
 }
+
+const prefills = (calls: NativeStepSequence[][]) => calls.flat().filter((s) => s.position === 0);
 
 describe("worker loop - load report carries the curve and class acceptance", () => {
   it("without MTP: the curve has the plain decode time at the batch that ran (10 + 2 × 4 ms at batch 4), no class acceptance", async () => {
     const report = await serve(null, [0, 0, 0, 0]);
     assert.deepEqual(report.stepCurve, [{ batch: 4, draftTokens: 0, stepMs: 18 }]);
+    assert.ok(report.calls.flat().every((s) => s.mtpSkip === undefined), "an engine without MTP is never told to skip it");
     assert.equal(report.mtpByClass, undefined);
   });
 
@@ -110,5 +115,22 @@ describe("worker loop - load report carries the curve and class acceptance", () 
     const at4 = report.stepCurve?.find((p) => p.batch === 4);
     // 4 sequences, each feeding 2 drafts: 10 + 8 + 8
     assert.deepEqual(at4, { batch: 4, draftTokens: 2, stepMs: 26 });
+  });
+
+  it("the MTP head runs over prompts only while the loop speculates, and never for a sequence capped at 0 drafts", async () => {
+    const on = await serve(new SpeculationPolicy({ mode: "fixed", k: 2 }), [0, 0]);
+    assert.ok(prefills(on.calls).every((s) => s.mtpSkip === undefined && s.draftTokens === 2), JSON.stringify(prefills(on.calls)));
+    const off = await serve(new SpeculationPolicy({ mode: "fixed", k: 0 }), [0, 0]);
+    assert.ok(prefills(off.calls).every((s) => s.mtpSkip === true));
+    assert.ok(off.calls.flat().every((s) => s.mtpSkip === true), "plain decodes skip the head too");
+    const capped = await serve(new SpeculationPolicy({ mode: "fixed", k: 2 }), [0, 0], 0);
+    assert.ok(capped.calls.flat().every((s) => s.mtpSkip === true && !s.draftTokens), "the router's cap of 0: the head is never needed");
+  });
+
+  it("a step that switches depth (drafts without verifying) is not timed as that depth", async () => {
+    // auto: k=0 is timed first, then k=2 is tried: its first step only drafts (10 + 2×4 = 18 ms, like plain), the next verifies (26 ms)
+    const report = await serve(new SpeculationPolicy({ mode: "auto", max: 2 }), [0, 0, 0, 0]);
+    // (timing the switching step as k=2 would have started that cell at 18 ms, and it would not read 26 now)
+    assert.deepEqual(report.stepCurve?.find((p) => p.batch === 4), { batch: 4, draftTokens: 2, stepMs: 26 });
   });
 });
