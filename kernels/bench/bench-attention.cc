@@ -4,7 +4,7 @@
 //   attn_decode_b64_8k   64 decode rows at context 8192, same heads; bytes = K+V read =
 //                        64·8192·2·2·128·2, GB/s
 // plus extra rows: the simple kernel on both (…_naive; the 8K prefill is extrapolated from a 2048-token
-// prefill when it would take too long), the 8-warp prefill variant, decode at batch 8, and the
+// prefill when it would take too long), the mma.sync prefill at head dim 128, decode at batch 8, and the
 // device-to-device copy bandwidth (bytes read + written) as the ceiling for decode. Also prints the
 // largest difference between the fast paths and the simple kernel on the same inputs.
 #include <algorithm>
@@ -20,7 +20,7 @@
 #include "cuda/ops.h"
 
 namespace lm::cuda {
-// attention.cu, for benchmarks: 0 = paged_attention, 1 = the simple kernel, 2 = the 8-warp prefill.
+// attention.cu, for benchmarks: 0 = paged_attention, 1 = the simple kernel, 2 = the mma.sync prefill at head dim 128.
 void paged_attention_variant(int variant, const BatchView& b, const float* q, int nq, int nkv, int hd, const bf16* k_cache, const bf16* v_cache, bf16* out, float* workspace, cudaStream_t s);
 }  // namespace lm::cuda
 
@@ -150,24 +150,24 @@ void bench_prefill(std::mt19937& g) {
   Step s(1, CTX, 0, g);
   Buffers buf(s);
   const double ms = time_ms(3, 20, [&] { buf.run(0, s, buf.out); });
-  const double ms_alt = time_ms(3, 20, [&] { buf.run(2, s, buf.out_ref); });
-  std::printf("prefill 8192 tok, GQA 32/2, hd 128: tiled %.3f ms = %.1f TFLOP/s; 8-warp variant %.3f ms = %.1f TFLOP/s; variants differ by %.2e of max |out|\n", ms, flops / ms / 1e9, ms_alt,
-              flops / ms_alt / 1e9, max_rel_diff(buf.out_ref, buf.out, buf.q_elems));
+  const double ms_mma = time_ms(3, 20, [&] { buf.run(2, s, buf.out_ref); });
+  std::printf("prefill 8192 tok, GQA 32/2, hd 128: wgmma %.3f ms = %.1f TFLOP/s; mma.sync %.3f ms = %.1f TFLOP/s; the two differ by %.2e of max |out|\n", ms, flops / ms / 1e9, ms_mma,
+              flops / ms_mma / 1e9, max_rel_diff(buf.out_ref, buf.out, buf.q_elems));
   bench_line("attn_prefill_8k", flops / ms / 1e9, "TFLOP/s", ms, "flops", flops);
-  bench_line("attn_prefill_8k_alt8w", flops / ms_alt / 1e9, "TFLOP/s", ms_alt, "flops", flops);
+  bench_line("attn_prefill_8k_mma_sync", flops / ms_mma / 1e9, "TFLOP/s", ms_mma, "flops", flops);
 
-  // The simple kernel: first a 2048-token prefill (1/16 of the work), compared with the tiled path.
+  // The simple kernel: first a 2048-token prefill (1/16 of the work), compared with the wgmma path.
   const int SHORT = 2048;
   const double flops_short = 4.0 * SHORT * double(SHORT) * HD * NQ / 2;
   Step s2(1, SHORT, 0, g);
   Buffers b2(s2);
   b2.run(0, s2, b2.out);
   const double ms_short = time_ms(0, 1, [&] { b2.run(1, s2, b2.out_ref); });
-  std::printf("prefill 2048 tok: simple kernel %.2f ms = %.2f TFLOP/s; tiled vs simple differ by %.2e of max |out|\n", ms_short, flops_short / ms_short / 1e9,
+  std::printf("prefill 2048 tok: simple kernel %.2f ms = %.2f TFLOP/s; wgmma vs simple differ by %.2e of max |out|\n", ms_short, flops_short / ms_short / 1e9,
               max_rel_diff(b2.out, b2.out_ref, b2.q_elems));
   if (ms_short * 16 < 20000) {
     const double ms_naive = time_ms(0, 1, [&] { buf.run(1, s, buf.out_ref); });
-    std::printf("prefill 8192 tok: simple kernel %.1f ms = %.2f TFLOP/s; tiled vs simple differ by %.2e of max |out|\n", ms_naive, flops / ms_naive / 1e9, max_rel_diff(buf.out, buf.out_ref, buf.q_elems));
+    std::printf("prefill 8192 tok: simple kernel %.1f ms = %.2f TFLOP/s; wgmma vs simple differ by %.2e of max |out|\n", ms_naive, flops / ms_naive / 1e9, max_rel_diff(buf.out, buf.out_ref, buf.q_elems));
     bench_line("attn_prefill_8k_naive", flops / ms_naive / 1e9, "TFLOP/s", ms_naive, "flops", flops);
   } else {
     const double ms_naive = ms_short * 16;  // causal work grows with the square of the length

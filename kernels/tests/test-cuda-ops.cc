@@ -228,7 +228,8 @@ struct AttnCase {
 
 /**
  * paged_attention through the paths it picks by shape (tiled prefill for sequences of more than 8
- * rows, split-K decode for the rest, the simple kernel for other head dims) against
+ * rows: wgmma at head dim 128, mma.sync at 16..64; split-K decode for the rest; the simple kernel
+ * for other head dims) against
  * lm::cpu::paged_attention. Every sequence gets its own blocks in shuffled order; the cache holds
  * random keys and values at earlier positions, this step's rows are written by kv_write. q is drawn
  * with scale 2 (peaked softmax, so a wrong mask or a dropped key shows) and rounded to bf16 values,
@@ -279,7 +280,7 @@ void test_attention_paths(std::mt19937& g) {
   for (auto& p : many_pos) p = std::uniform_int_distribution<int>(0, 2047)(g);
   const std::vector<AttnCase> cases = {
       {"attn prefill 300 from 0, GQA 4/4 hd 64", 4, 4, 64, {300}, {0}, 16},
-      {"attn prefill after cached prefix, GQA 8/4 hd 128", 8, 4, 128, {200, 77}, {333, 0}, 16},
+      {"attn prefill after cached prefix, GQA 8/4 hd 128, bs 12", 8, 4, 128, {200, 77}, {333, 0}, 12},
       {"attn prefill 600 at 100, GQA 32/2 hd 128", 32, 2, 128, {600}, {100}, 16},
       {"attn decode+prefill+MTP, GQA 32/2 hd 128", 32, 2, 128, {1, 150, 3, 1, 5, 1, 2}, {517, 40, 77, 0, 63, 1000, 126}, 16},
       {"attn MTP verify len 2..5, GQA 16/1 hd 64", 16, 1, 64, {3, 3, 5, 2, 4}, {10, 64, 200, 0, 1}, 4},
