@@ -329,6 +329,16 @@ Transport::Transport(const GroupOptions& g, uint64_t fingerprint) : rank_(g.rank
         hosts[rank] = host;
         ports[rank] = static_cast<int>(port);
         ++arrived;
+        if (arrived == world_ - 1) {
+          // a rank that died after its hello (its pod restarts) must not complete the group
+          for (int r = 1; r < world_; ++r) {
+            if (fds_[r] >= 0 && peer_gone(fds_[r])) {
+              ::close(fds_[r]);
+              fds_[r] = -1;
+              --arrived;
+            }
+          }
+        }
       }
       std::vector<char> table;
       put<uint32_t>(table, 0);
