@@ -7,8 +7,9 @@
  * are the supervisor's own, parsed once here and handed down as LATENTMESH_* variables (no command
  * line, so secrets given through the environment stay there).
  *
- * SIGTERM is forwarded to every rank (each starts the group drain; see group-drain.ts) and the pod
- * exits 0 when they all did. A rank that exits while the pod is running fails the pod fast: a group
+ * SIGTERM (or SIGINT) is forwarded to every rank as one SIGTERM (each starts the group drain; see
+ * group-drain.ts) and the pod exits 0 when they all did. Ranks run in their own process group, so
+ * only the supervisor gets a terminal's signals; if it exits they are killed. A rank that exits while the pod is running fails the pod fast: a group
  * cannot run with a rank missing, so the others are stopped (SIGTERM, SIGKILL after a grace period)
  * and the pod exits 1 with one line naming the rank and its exit status. A rank exiting 0 on its own
  * means its group drained (a peer got SIGTERM): the other ranks finish at the same step, and the pod
@@ -181,7 +182,9 @@ export async function runPodSupervisor(cfg: WorkerConfig, signal: AbortSignal, e
 function startRank(cli: string, plan: PodRank, parentEnv: Readonly<Record<string, string | undefined>>, log: Logger): Child {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries({ ...parentEnv, ...plan.env })) if (v !== undefined) env[k] = v;
-  const proc = spawn(process.execPath, [cli, "worker"], { env, stdio: ["ignore", "inherit", "inherit"] });
+  // its own process group: a terminal's Ctrl-C reaches only the supervisor, which forwards one SIGTERM
+  // (a rank that got both would take the second signal as "exit now" and skip the drain)
+  const proc = spawn(process.execPath, [cli, "worker"], { env, stdio: ["ignore", "inherit", "inherit"], detached: true });
   const child: Child = {
     plan,
     proc,
