@@ -12,8 +12,9 @@
  *   adaptive  the worker's chooser (auto up to max K): k per step from the batch size, measured step
  *             times and running acceptance; its policy stays warm across repetitions as in a worker
  * and every sequence's tokens must equal those of `off` (the bench fails otherwise). One untimed
- * pass warms each mode; then `reps` repetitions each serve every mode once, interleaved (this shared
- * machine's speed drifts), and the speedup is the median of the per-repetition ratios to `off`.
+ * pass warms each mode; then `reps` repetitions each serve every mode once, interleaved in a shuffled
+ * order (this shared machine's speed drifts, and a pass is slower right after one on the other engine),
+ * and the speedup is the median of the per-repetition ratios to `off`.
  *
  * Run: node dist/bench/mtp-demo.js [--model DIR] [--batches 1,8,32] [--ks 0,1,2,3] [--max-tokens 64] [--reps 5] [--threads N] [--verbose]
  * (k = 0: the MTP engine with speculation off, to separate the cost of having the head loaded).
@@ -122,6 +123,18 @@ class TimedEngine implements StepEngine {
   }
 }
 
+/** `xs` in an order fixed by `seed` (Fisher-Yates with a small LCG). */
+function shuffled<T>(xs: readonly T[], seed: number): T[] {
+  const out = [...xs];
+  let state = (seed * 2654435761 + 12345) >>> 0;
+  for (let i = out.length - 1; i > 0; i--) {
+    state = (state * 1664525 + 1013904223) >>> 0;
+    const j = state % (i + 1);
+    [out[i], out[j]] = [out[j] as T, out[i] as T];
+  }
+  return out;
+}
+
 function median(xs: readonly number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)] ?? NaN;
@@ -213,8 +226,10 @@ export async function runMtpDemoBench(o: MtpDemoBenchOptions): Promise<string> {
       const serve = (m: Mode, timed: boolean) => servePass(timers.get(m.name) as TimedEngine, plain.eosTokenIds, prompts, B, o.maxTokens, policies.get(m.name) ?? null, numKvBlocks, timed ? holders.get(m.name) : undefined);
       for (const m of modes) await serve(m, false); // warm-up (and a warm adaptive policy)
       for (const t of timers.values()) t.samples = [];
-      // modes interleave within each repetition, so drift in this machine's speed hits them alike
-      for (let r = 0; r < o.reps; r++) for (const m of modes) passes.get(m.name)?.push(await serve(m, true));
+      // modes interleave within each repetition, so drift in this machine's speed hits them alike, in a
+      // shuffled order: a pass runs measurably slower right after one on the other engine or one that
+      // speculated hard (caches), and a fixed order would charge that to the same mode every time
+      for (let r = 0; r < o.reps; r++) for (const m of shuffled(modes, r)) passes.get(m.name)?.push(await serve(m, true));
       const off = passes.get("off") as Pass[];
       baseline.set(B, (off[0] as Pass).outputs);
       for (const m of modes) {
@@ -248,7 +263,7 @@ export async function runMtpDemoBench(o: MtpDemoBenchOptions): Promise<string> {
   }
   const tokens = (B: number) => (baseline.get(B) ?? []).reduce((a, s) => a + s.length, 0);
   const lines = [
-    `demo model ${o.modelDir}, CPU backend, ${o.threads} threads; ${DEMO_PROMPTS.length} chat prompts (template-rendered), greedy, max tokens ${o.maxTokens}, stop at eos; ${o.reps} repetitions after a warm-up, modes interleaved; every mode's tokens equal MTP off's (asserted)`,
+    `demo model ${o.modelDir}, CPU backend, ${o.threads} threads; ${DEMO_PROMPTS.length} chat prompts (template-rendered), greedy, max tokens ${o.maxTokens}, stop at eos; ${o.reps} repetitions after a warm-up, modes interleaved in shuffled order; every mode's tokens equal MTP off's (asserted)`,
     "",
     "Tokens per verify step (1 + mean accepted drafts) · speedup vs MTP off (median over repetitions of off's wall time ÷ the mode's, same sequences).",
     "k=0: the MTP engine with speculation off (the head skipped by prompts and decodes alike).",

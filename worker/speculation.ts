@@ -110,18 +110,26 @@ export function mixedAcceptance(byClass: Readonly<Record<RequestClass, Acceptanc
 }
 
 /**
- * Step-time estimates move asymmetrically, because noise on a step time is one-sided (a stall from
- * another process or a page-fault burst only adds time): a faster step pulls its cell's estimate
- * half-way down at once, a slower one a quarter of the way up and counting as at most
- * COST_RISE_MAX × the estimate, so one stall cannot flip the choice while a real slow-down still
- * shows within a few steps.
+ * Step times are kept per batch bucket as a time scale (`base`) times a ratio per depth, so that
+ * depths timed at different moments still compare fairly when the machine's speed drifts (other
+ * processes, clocks, thermals scale every depth alike). The depth that keeps running moves the
+ * scale; a depth switched to (chosen again, or re-timed) moves its own ratio against the current
+ * scale. Noise on a step time is one-sided (a stall only adds time), so the scale moves
+ * asymmetrically: a faster step pulls it COST_FALL of the way down, a slower one COST_RISE of the
+ * way up counting as at most COST_RISE_MAX × the estimate — one stall cannot flip the choice, a real
+ * slow-down still shows within a few steps.
  */
 const COST_FALL = 0.5;
 const COST_RISE = 0.25;
 const COST_RISE_MAX = 1.25;
-/** A measured neighbour depth of the chosen one is re-timed after this many steps of its bucket without it... */
+/**
+ * Plain decoding and the measured neighbour depths of the chosen one are re-timed after this many
+ * steps of their bucket without them (plain decoding, while speculating, after PLAIN_REFRESH_STEPS:
+ * a plain step forgoes little, and it is what tells a speculation that stopped paying)...
+ */
 export const REFRESH_STEPS = 256;
-/** ...or after this many when its last timing moved its estimate by more than UNSETTLED (it is still converging). */
+export const PLAIN_REFRESH_STEPS = 32;
+/** ...or after this many when its last re-timing moved its ratio by more than UNSETTLED (it is still converging). */
 const RECHECK_STEPS = 8;
 const UNSETTLED = 0.15;
 /** Relative gain in tokens per millisecond a deeper speculation must promise over the best shallower one... */
@@ -137,37 +145,51 @@ export function batchBucket(batchSize: number): number {
   return Math.max(0, Math.ceil(Math.log2(Math.max(1, batchSize))));
 }
 
-/** Measured step time per (batch bucket, drafts per sequence), as asymmetric moving averages (COST_FALL, COST_RISE). */
+/** Measured step time per (batch bucket, drafts per sequence): the bucket's time scale × the depth's ratio to it. */
 export class StepCostModel {
-  private readonly ms = new Map<string, number>();
+  /** Per bucket: the time scale (ms); per cell: step time ÷ scale. */
+  private readonly base = new Map<number, number>();
+  private readonly ratio = new Map<string, number>();
   /** Per bucket: moving average of the batch sizes measured in it (where its curve point sits). */
   private readonly batchMean = new Map<number, number>();
-  /** Per bucket: observations so far; per cell: that count when it was last observed. */
+  /** Per bucket: observations so far and the depth observed last; per cell: the count when it was last observed. */
   private readonly bucketSteps = new Map<number, number>();
+  private readonly lastDepth = new Map<number, number>();
   private readonly lastSeen = new Map<string, number>();
-  /** Per cell: relative change of its estimate at its last observation. */
+  /** Per cell: relative change of its ratio when it was last switched to. */
   private readonly moved = new Map<string, number>();
 
   observe(batchSize: number, draftTokens: number, stepMs: number): void {
     const b = batchBucket(batchSize);
     const key = `${b}:${draftTokens}`;
-    const prev = this.ms.get(key);
-    let next = stepMs;
-    if (prev !== undefined) next = stepMs < prev ? prev + COST_FALL * (stepMs - prev) : prev + COST_RISE * (Math.min(stepMs, prev * COST_RISE_MAX) - prev);
-    this.ms.set(key, next);
-    this.moved.set(key, prev === undefined ? 0 : Math.abs(next - prev) / prev);
+    const base = this.base.get(b);
+    const r = this.ratio.get(key);
+    if (base === undefined) {
+      this.base.set(b, stepMs);
+      this.ratio.set(key, 1);
+    } else if (r === undefined) {
+      this.ratio.set(key, stepMs / base);
+    } else if (this.lastDepth.get(b) === draftTokens) {
+      const sample = stepMs / r;
+      this.base.set(b, sample < base ? base + COST_FALL * (sample - base) : base + COST_RISE * (Math.min(sample, base * COST_RISE_MAX) - base));
+    } else {
+      const next = r + COST_FALL * (stepMs / base - r);
+      this.ratio.set(key, next);
+      this.moved.set(key, Math.abs(next - r) / r);
+    }
     const mean = this.batchMean.get(b);
     this.batchMean.set(b, mean === undefined ? batchSize : mean + COST_RISE * (batchSize - mean));
     const steps = (this.bucketSteps.get(b) ?? 0) + 1;
     this.bucketSteps.set(b, steps);
     this.lastSeen.set(key, steps);
+    this.lastDepth.set(b, draftTokens);
   }
 
-  /** Whether (batch size, k) is measured and due for re-timing: stale, or still converging. */
-  due(batchSize: number, draftTokens: number): boolean {
+  /** Whether (batch size, k) is measured and due for re-timing: unseen for `refreshSteps` steps of its bucket, or still converging. */
+  due(batchSize: number, draftTokens: number, refreshSteps = REFRESH_STEPS): boolean {
     const age = this.age(batchSize, draftTokens);
     if (age === Infinity) return false;
-    return age >= REFRESH_STEPS || (age >= RECHECK_STEPS && (this.moved.get(`${batchBucket(batchSize)}:${draftTokens}`) ?? 0) > UNSETTLED);
+    return age >= refreshSteps || (age >= RECHECK_STEPS && (this.moved.get(`${batchBucket(batchSize)}:${draftTokens}`) ?? 0) > UNSETTLED);
   }
 
   /** Steps of the batch's bucket since (batch size, k) was last observed (Infinity: never). */
@@ -185,16 +207,18 @@ export class StepCostModel {
   /** The measured time, else the nearest measured cell with fewer drafts in the same bucket, else undefined. */
   predict(batchSize: number, draftTokens: number): number | undefined {
     const b = batchBucket(batchSize);
+    const base = this.base.get(b);
+    if (base === undefined) return undefined;
     for (let k = draftTokens; k >= 0; k--) {
-      const t = this.ms.get(`${b}:${k}`);
-      if (t !== undefined) return t;
+      const r = this.ratio.get(`${b}:${k}`);
+      if (r !== undefined) return base * r;
     }
     return undefined;
   }
 
   /** Whether (batch size, k) itself was measured. */
   measured(batchSize: number, draftTokens: number): boolean {
-    return this.ms.has(`${batchBucket(batchSize)}:${draftTokens}`);
+    return this.ratio.has(`${batchBucket(batchSize)}:${draftTokens}`);
   }
 }
 
@@ -274,9 +298,11 @@ export class SpeculationPolicy {
     if (this.setting.mode === "fixed") return Math.min(this.setting.k, cap);
     const max = Math.min(this.setting.max, cap);
     const k = chooseDraftTokens({ batchSize, maxDraftTokens: max, acceptance: this.acceptanceOf(mix), cost: this.cost });
-    // step times drift (load, noise, thermal): now and then re-time a measured neighbour depth, so a
-    // stale estimate cannot keep the policy on the wrong side of a boundary for good
-    for (const other of [k - 1, k + 1]) if (other >= 0 && other <= max && this.cost.due(batchSize, other)) return other;
+    // step times drift (load, noise, thermal): now and then re-time plain decoding and the measured
+    // neighbour depths, so a stale estimate cannot keep the policy on the wrong side of a boundary
+    for (const other of [0, k - 1, k + 1]) {
+      if (other !== k && other >= 0 && other <= max && this.cost.due(batchSize, other, other === 0 ? PLAIN_REFRESH_STEPS : REFRESH_STEPS)) return other;
+    }
     return k;
   }
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { REFRESH_STEPS, SpeculationPolicy, StepCostModel } from "../../worker/speculation.js";
+import { PLAIN_REFRESH_STEPS, REFRESH_STEPS, SpeculationPolicy, StepCostModel } from "../../worker/speculation.js";
 
 const near = (a: number | undefined, b: number, eps = 1e-9) => assert.ok(a !== undefined && Math.abs(a - b) <= eps, `${a} != ${b}`);
 
@@ -67,6 +67,23 @@ describe("MTP step cost model - re-timing neighbour depths", () => {
       steps++;
     }
     assert.equal(steps, 8, "re-timed after 8 steps instead of another full refresh period");
+  });
+
+  it("plain decoding is re-timed often while speculating, however deep (a stale plain time must not keep speculation on)", () => {
+    const p = policy([30, 40, 14]); // plain first timed during a stall
+    assert.equal(p.next(1), 2);
+    let steps = 2; // plain was timed before k=1 and k=2
+    while (p.next(1) === 2 && steps < 1000) {
+      p.cost.observe(1, 2, 14);
+      steps++;
+    }
+    assert.equal(steps, PLAIN_REFRESH_STEPS, "plain is re-timed after that many speculating steps");
+    assert.equal(p.next(1), 0);
+    p.cost.observe(1, 0, 3); // really 3 ms: 30 → 16.5, unsettled
+    for (let i = 0; i < 8; i++) p.cost.observe(1, 2, 14);
+    assert.equal(p.next(1), 0, "re-timed again soon");
+    p.cost.observe(1, 0, 3); // 16.5 → 9.75 ms: 1 token / 9.75 ms is still below 3 tokens / 14 ms, so k=2 stays, rightly
+    assert.equal(p.next(1), 2);
   });
 
   it("unmeasured depths are not 're-timed' (exploration borrows shallower times instead)", () => {
