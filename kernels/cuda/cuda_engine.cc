@@ -260,8 +260,9 @@ class CudaEngine final : public Engine {
     std::vector<float> out;
     for (int l = 0; l < n_mamba_; ++l) {
       std::vector<float> c(conv_state_size()), s(ssm_state_size());
-      LM_CUDA_CHECK(cudaMemcpy(c.data(), conv_state_ + (static_cast<int64_t>(l) * state_slots() + slot) * conv_state_size(), c.size() * 4, cudaMemcpyDeviceToHost));
-      LM_CUDA_CHECK(cudaMemcpy(s.data(), ssm_state_ + (static_cast<int64_t>(l) * state_slots() + slot) * ssm_state_size(), s.size() * 4, cudaMemcpyDeviceToHost));
+      LM_CUDA_CHECK(cudaMemcpyAsync(c.data(), conv_state_ + (static_cast<int64_t>(l) * state_slots() + slot) * conv_state_size(), c.size() * 4, cudaMemcpyDeviceToHost, stream_));
+      LM_CUDA_CHECK(cudaMemcpyAsync(s.data(), ssm_state_ + (static_cast<int64_t>(l) * state_slots() + slot) * ssm_state_size(), s.size() * 4, cudaMemcpyDeviceToHost, stream_));
+      LM_CUDA_CHECK(cudaStreamSynchronize(stream_));
       out.insert(out.end(), c.begin(), c.end());
       out.insert(out.end(), s.begin(), s.end());
     }
@@ -359,7 +360,11 @@ class CudaEngine final : public Engine {
     if (it == refs_.end()) throw Error("missing tensor " + name + " (expected shape " + shape_str(shape) + ")");
     const std::vector<char> raw = read_tensor_bytes(it->second, shape);
     void* staging = scratch_.get<char>("load-staging", static_cast<int64_t>(raw.size()));
-    LM_CUDA_CHECK(cudaMemcpy(staging, raw.data(), raw.size(), cudaMemcpyHostToDevice));
+    // On the engine's stream: a plain cudaMemcpy from pageable memory may return before its DMA
+    // lands, on the legacy stream, which the non-blocking stream_ does not wait for — the
+    // conversion kernel then read a partly copied staging buffer (weights differing run to run).
+    LM_CUDA_CHECK(cudaMemcpyAsync(staging, raw.data(), raw.size(), cudaMemcpyHostToDevice, stream_));
+    LM_CUDA_CHECK(cudaStreamSynchronize(stream_));  // `raw` goes out of scope here
     return {staging, dtype_code(it->second.dtype)};
   }
 
@@ -526,13 +531,15 @@ class CudaEngine final : public Engine {
     }
     std::vector<float> b(static_cast<size_t>(nE));
     for (int r = 0; r < nE; ++r) b[static_cast<size_t>(order[static_cast<size_t>(r)])] = -opts_.dummy_route_skew * 0.1f * std::log(1.f + static_cast<float>(r));
-    LM_CUDA_CHECK(cudaMemcpy(bias, b.data(), b.size() * sizeof(float), cudaMemcpyHostToDevice));
+    LM_CUDA_CHECK(cudaMemcpyAsync(bias, b.data(), b.size() * sizeof(float), cudaMemcpyHostToDevice, stream_));  // after the dummy fill on stream_
+    LM_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
 
   /** A device copy of a list of device pointers (grouped kernels index experts through it). */
   const bf16* const* pointer_table(const std::vector<bf16*>& ptrs, const std::string& what) {
     bf16** table = arena_.alloc_n<bf16*>(static_cast<int64_t>(ptrs.size()), what);
-    LM_CUDA_CHECK(cudaMemcpy(table, ptrs.data(), ptrs.size() * sizeof(bf16*), cudaMemcpyHostToDevice));
+    LM_CUDA_CHECK(cudaMemcpyAsync(table, ptrs.data(), ptrs.size() * sizeof(bf16*), cudaMemcpyHostToDevice, stream_));
+    LM_CUDA_CHECK(cudaStreamSynchronize(stream_));
     return table;
   }
 
