@@ -3,7 +3,8 @@
  * `engine` drives the native engine directly (bench/engine.ts) and `kernels` runs the kernel
  * benchmarks with their PyTorch baselines (bench/kernels.ts); both also write one JSON file per run
  * into --json-dir (bench/results/). `mtp` measures MTP verify/decode cost ratios and projected
- * speedups (bench/mtp.ts); `router` runs bench/router.ts (arguments after `--`).
+ * speedups (bench/mtp.ts); `mtp-demo` serves the trained demo model with and without speculation
+ * (bench/mtp-demo.ts) and `router` runs bench/router.ts (both take their arguments after `--`).
  */
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, copyFileSync, existsSync } from "node:fs";
@@ -31,13 +32,14 @@ const NUMBER_LIST = z
 export const benchCommand = defineCommand({
   name: "bench",
   summary: "run a benchmark and print a table of ratios (see bench/README.md)",
-  positionals: "engine|kernels|mtp|router [-- router args]",
+  positionals: "engine|kernels|mtp|mtp-demo|router [-- mtp-demo or router args]",
   details: `Examples:
   latentmesh bench engine --backend cuda --load-format dummy --config nemotron-3-nano-30b-a3b.config.json
   latentmesh bench engine --backend cuda --config CONFIG --cases decode_b64_ctx8k,mixed_b64_2k --profile --route-skew 0,1 --transformers
   latentmesh bench engine --model test/fixtures/tiny-chat --batches 1,8 --context 256 --prefill 512
   latentmesh bench kernels            (GPU machine, after LM_CUDA=ON node scripts/build-native.mjs)
   latentmesh bench mtp --config CONFIG_WITH_MTP.json --batches 1,8,32 --context 256 --ks 0,1,2,3
+  latentmesh bench mtp-demo -- --batches 1,8,32 --reps 10
   latentmesh bench router -- --rate 500 --seconds 3
 engine and kernels write <date>-<kind>-<device>-<commit>.json into --json-dir (commit: --commit / LATENTMESH_COMMIT, else git).`,
   flags: {
@@ -82,7 +84,11 @@ engine and kernels write <date>-<kind>-<device>-<commit>.json into --json-dir (c
       const r = spawnSync(process.execPath, [script, ...rest], { stdio: "inherit" });
       return r.status ?? 1;
     }
-    if (suite !== "engine" && suite !== "mtp" && suite !== "kernels") throw invalid(`unknown benchmark '${suite ?? ""}' (engine, kernels, mtp or router)`, "suite");
+    if (suite === "mtp-demo") {
+      const { main } = await import("../../bench/mtp-demo.js");
+      return main(rest);
+    }
+    if (suite !== "engine" && suite !== "mtp" && suite !== "kernels") throw invalid(`unknown benchmark '${suite ?? ""}' (engine, kernels, mtp, mtp-demo or router)`, "suite");
     if (rest.length) throw invalid(`unexpected argument '${rest[0]}'`);
     const log = createLogger({ name: "bench", level: f.logLevel, format: f.logFormat });
     const root = repoRoot();
