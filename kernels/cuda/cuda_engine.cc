@@ -606,8 +606,14 @@ class CudaEngine final : public Engine {
   void mtp_step(const std::vector<StepSeq>& batch, const std::vector<int32_t>& row0, const std::vector<int>& last, const bf16* hn_all, StepOutput& out);
   /** One pass of the MTP head over R rows (tokens and hidden rows on the device); returns its (R, H) bf16 output after final_layernorm. */
   bf16* mtp_pass(const cuda::BatchView& b, const int32_t* tokens, const bf16* hidden, int R);
-  /** Uploads a batch description (as step_eager packs it) and returns its view; `tables` hold every sequence's block table. */
-  cuda::BatchView upload_view(const char* name, const std::vector<StepSeq>& seqs, const std::vector<int32_t>& extra, const int32_t** extra_dev);
+  /** A batch description on the device: the view, the fed tokens in row order, and the caller's extra int32 array. */
+  struct Uploaded {
+    cuda::BatchView view;
+    const int32_t* tokens = nullptr;
+    const int32_t* extra = nullptr;
+  };
+  /** Packs and uploads (one copy, into scratch buffer `name`) the description of `seqs` and `extra`. */
+  Uploaded upload_batch(const char* name, const std::vector<StepSeq>& seqs, const std::vector<int32_t>& extra);
   /** Verify steps stash each Mamba layer's in_proj output and conv output rows of the verify sequences (for rollback). */
   struct VerifyStash {
     const int32_t* rows = nullptr;  // (n) step rows to keep
@@ -921,20 +927,14 @@ StepOutput CudaEngine::step_eager(const std::vector<StepSeq>& batch) {
   StepOutput out;
   out.tokens.assign(batch.size(), -1);
   out.num_accepted.assign(batch.size(), 0);
-  // Pack the batch description: tokens, per-sequence arrays, block tables, row → sequence.
-  std::vector<int32_t> tokens, slot(nseq), row0(nseq), len(nseq), pos0(nseq), bt0(nseq), tables, row_seq;
+  std::vector<int32_t> slot(nseq), row0(nseq), len(nseq);
+  int R = 0;
   for (int i = 0; i < nseq; ++i) {
-    const auto& s = batch[i];
-    slot[i] = s.slot;
-    row0[i] = static_cast<int32_t>(tokens.size());
-    len[i] = static_cast<int32_t>(s.tokens.size());
-    pos0[i] = s.position;
-    bt0[i] = static_cast<int32_t>(tables.size());
-    tables.insert(tables.end(), s.block_table.begin(), s.block_table.end());
-    tokens.insert(tokens.end(), s.tokens.begin(), s.tokens.end());
-    row_seq.insert(row_seq.end(), s.tokens.size(), i);
+    slot[i] = batch[i].slot;
+    row0[i] = R;
+    len[i] = static_cast<int32_t>(batch[i].tokens.size());
+    R += len[i];
   }
-  const int R = static_cast<int>(tokens.size());
   // Rows whose logits are needed, per sequence a block [lo, T): every row when asked for all, the
   // k+1 verified positions with k drafts, else the last row of a sampling sequence.
   std::vector<int32_t> logit_rows;
@@ -974,28 +974,16 @@ StepOutput CudaEngine::step_eager(const std::vector<StepSeq>& batch) {
       for (int t = 0; t < len[i]; ++t) stash_rows.push_back(row0[i] + t);
     }
   const int NL = static_cast<int>(logit_rows.size());
-  std::vector<int32_t> packed;
-  auto put = [&](const std::vector<int32_t>& v) {
-    const size_t at = packed.size();
-    packed.insert(packed.end(), v.begin(), v.end());
+  std::vector<int32_t> extra;  // logit rows, stash rows, verify slots, verify snapshot indices
+  auto add = [&](const std::vector<int32_t>& v) {
+    const size_t at = extra.size();
+    extra.insert(extra.end(), v.begin(), v.end());
     return at;
   };
-  const size_t o_tok = put(tokens), o_slot = put(slot), o_row0 = put(row0), o_len = put(len), o_pos0 = put(pos0), o_bt0 = put(bt0), o_tab = put(tables), o_rs = put(row_seq), o_lr = put(logit_rows);
-  const size_t o_stash = put(stash_rows), o_vslot = put(verify_slots), o_vsnap = put(verify_snaps);
-  int32_t* d = scratch_.get<int32_t>("batch", static_cast<int64_t>(packed.size()));
-  LM_CUDA_CHECK(cudaMemcpyAsync(d, packed.data(), packed.size() * 4, cudaMemcpyHostToDevice, stream_));
-  cuda::BatchView b;
-  b.nseq = nseq;
-  b.rows = R;
-  b.seq_slot = d + o_slot;
-  b.seq_row0 = d + o_row0;
-  b.seq_len = d + o_len;
-  b.seq_pos0 = d + o_pos0;
-  b.seq_bt0 = d + o_bt0;
-  b.block_tables = d + o_tab;
-  b.block_size = opts_.kv_block_size;
-  b.row_seq = d + o_rs;
-  b.max_len = *std::max_element(len.begin(), len.end());
+  const size_t o_lr = add(logit_rows), o_stash = add(stash_rows), o_vslot = add(verify_slots), o_vsnap = add(verify_snaps);
+  const Uploaded up = upload_batch("batch", batch, extra);
+  const cuda::BatchView& b = up.view;
+  const int32_t* d = up.extra;
   for (int i = 0; i < nseq; ++i)
     if (batch[i].position == 0) {
       for (int l = 0; l < n_mamba_; ++l) {
@@ -1018,7 +1006,7 @@ StepOutput CudaEngine::step_eager(const std::vector<StepSeq>& batch) {
   }
   float* logits = nullptr;
   try {
-    logits = forward(b, d + o_tok, d + o_lr, NL);
+    logits = forward(b, up.tokens, d + o_lr, NL);
   } catch (...) {
     stash_ = {};
     prof_.release();
@@ -1165,9 +1153,8 @@ bf16* CudaEngine::mtp_pass(const cuda::BatchView& b, const int32_t* tokens, cons
   return y;
 }
 
-cuda::BatchView CudaEngine::upload_view(const char* name, const std::vector<StepSeq>& seqs, const std::vector<int32_t>& extra, const int32_t** extra_dev) {
+CudaEngine::Uploaded CudaEngine::upload_batch(const char* name, const std::vector<StepSeq>& seqs, const std::vector<int32_t>& extra) {
   const int n = static_cast<int>(seqs.size());
-  std::vector<int32_t> packed;
   std::vector<int32_t> tokens, slot(n), row0(n), len(n), pos0(n), bt0(n), tables, row_seq;
   for (int i = 0; i < n; ++i) {
     const auto& q = seqs[i];
@@ -1180,28 +1167,31 @@ cuda::BatchView CudaEngine::upload_view(const char* name, const std::vector<Step
     tokens.insert(tokens.end(), q.tokens.begin(), q.tokens.end());
     row_seq.insert(row_seq.end(), q.tokens.size(), i);
   }
+  std::vector<int32_t> packed;
   auto put = [&](const std::vector<int32_t>& v) {
     const size_t at = packed.size();
     packed.insert(packed.end(), v.begin(), v.end());
     return at;
   };
-  const size_t o_slot = put(slot), o_row0 = put(row0), o_len = put(len), o_pos0 = put(pos0), o_bt0 = put(bt0), o_tab = put(tables), o_rs = put(row_seq), o_extra = put(extra);
+  const size_t o_tok = put(tokens), o_slot = put(slot), o_row0 = put(row0), o_len = put(len), o_pos0 = put(pos0), o_bt0 = put(bt0), o_tab = put(tables), o_rs = put(row_seq), o_extra = put(extra);
   int32_t* d = scratch_.get<int32_t>(name, static_cast<int64_t>(packed.size()));
   LM_CUDA_CHECK(cudaMemcpyAsync(d, packed.data(), packed.size() * 4, cudaMemcpyHostToDevice, stream_));
-  cuda::BatchView b;
-  b.nseq = n;
-  b.rows = static_cast<int>(tokens.size());
-  b.seq_slot = d + o_slot;
-  b.seq_row0 = d + o_row0;
-  b.seq_len = d + o_len;
-  b.seq_pos0 = d + o_pos0;
-  b.seq_bt0 = d + o_bt0;
-  b.block_tables = d + o_tab;
-  b.block_size = opts_.kv_block_size;
-  b.row_seq = d + o_rs;
-  b.max_len = n > 0 ? *std::max_element(len.begin(), len.end()) : 0;
-  *extra_dev = d + o_extra;
-  return b;
+  Uploaded u;
+  cuda::BatchView& v = u.view;
+  v.nseq = n;
+  v.rows = static_cast<int>(tokens.size());
+  v.seq_slot = d + o_slot;
+  v.seq_row0 = d + o_row0;
+  v.seq_len = d + o_len;
+  v.seq_pos0 = d + o_pos0;
+  v.seq_bt0 = d + o_bt0;
+  v.block_tables = d + o_tab;
+  v.block_size = opts_.kv_block_size;
+  v.row_seq = d + o_rs;
+  v.max_len = n > 0 ? *std::max_element(len.begin(), len.end()) : 0;
+  u.tokens = d + o_tok;
+  u.extra = d + o_extra;
+  return u;
 }
 
 // The MTP head reads (hidden h_j after norm_f, token j+1) for every accepted position j of every
@@ -1265,18 +1255,17 @@ void CudaEngine::mtp_step(const std::vector<StepSeq>& batch, const std::vector<i
     extra.insert(extra.end(), v.begin(), v.end());
     return at;
   };
-  std::vector<int32_t> mtokens;
-  for (const auto& q : mb) mtokens.insert(mtokens.end(), q.tokens.begin(), q.tokens.end());
-  const size_t e_fs = add(from_step_src), e_fd = add(from_step_dst), e_ss = add(from_slot_src), e_sd = add(from_slot_dst), e_ts = add(store_src), e_td = add(store_dst), e_tok = add(mtokens);
-  const int32_t* dx = nullptr;
-  const cuda::BatchView b = upload_view("mtp-batch", mb, extra, &dx);
+  const size_t e_fs = add(from_step_src), e_fd = add(from_step_dst), e_ss = add(from_slot_src), e_sd = add(from_slot_dst), e_ts = add(store_src), e_td = add(store_dst);
+  const Uploaded up = upload_batch("mtp-batch", mb, extra);
+  const cuda::BatchView& b = up.view;
+  const int32_t* dx = up.extra;
   bf16* hid = scratch_.get<bf16>("mtp-hidden-in", int64_t(std::max(MR, 1)) * H);
   // Read the slot rows before they are overwritten with this step's last accepted rows.
   cuda::move_rows_bf16(hn_all, dx + e_fs, dx + e_fd, static_cast<int>(from_step_src.size()), H, hid, stream_);
   cuda::move_rows_bf16(mtp_hidden_, dx + e_ss, dx + e_sd, static_cast<int>(from_slot_src.size()), H, hid, stream_);
   cuda::move_rows_bf16(hn_all, dx + e_ts, dx + e_td, static_cast<int>(store_src.size()), H, mtp_hidden_, stream_);
   if (MR == 0) return;
-  const bf16* y = mtp_pass(b, dx + e_tok, hid, MR);
+  const bf16* y = mtp_pass(b, up.tokens, hid, MR);
 
   // Logits of the head: every row of the first pass when a sequence asks for them, else only the
   // drafting rows; round r samples draft r greedily from the rows of the pass before it.
@@ -1367,8 +1356,9 @@ void CudaEngine::mtp_step(const std::vector<StepSeq>& batch, const std::vector<i
     for (int32_t j : pick) src_rows.push_back(cur_rows[static_cast<size_t>(j)]);
     std::vector<int32_t> ex = pick;
     ex.insert(ex.end(), src_rows.begin(), src_rows.end());
-    const int32_t* dex = nullptr;
-    const cuda::BatchView nbv = upload_view("mtp-round-batch", nb, ex, &dex);
+    const Uploaded nup = upload_batch("mtp-round-batch", nb, ex);
+    const cuda::BatchView& nbv = nup.view;
+    const int32_t* dex = nup.extra;
     const int nn = static_cast<int>(next.size());
     int32_t* ntok = scratch_.get<int32_t>("mtp-round-tokens", nn);
     bf16* nhid = scratch_.get<bf16>("mtp-round-hidden", int64_t(nn) * H);
