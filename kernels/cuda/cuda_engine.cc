@@ -46,6 +46,13 @@ using cuda::bf16;
  */
 constexpr uint64_t MEMORY_RESERVE_BYTES = 1ull << 30;
 
+/** Appends v to *packed and returns where it starts (batch descriptions go up as one int32 array). */
+size_t append(std::vector<int32_t>* packed, const std::vector<int32_t>& v) {
+  const size_t at = packed->size();
+  packed->insert(packed->end(), v.begin(), v.end());
+  return at;
+}
+
 /** Device memory owned by the engine, freed on destruction; failures name what was being allocated. */
 class DeviceArena {
  public:
@@ -975,11 +982,7 @@ StepOutput CudaEngine::step_eager(const std::vector<StepSeq>& batch) {
     }
   const int NL = static_cast<int>(logit_rows.size());
   std::vector<int32_t> extra;  // logit rows, stash rows, verify slots, verify snapshot indices
-  auto add = [&](const std::vector<int32_t>& v) {
-    const size_t at = extra.size();
-    extra.insert(extra.end(), v.begin(), v.end());
-    return at;
-  };
+  auto add = [&](const std::vector<int32_t>& v) { return append(&extra, v); };
   const size_t o_lr = add(logit_rows), o_stash = add(stash_rows), o_vslot = add(verify_slots), o_vsnap = add(verify_snaps);
   const Uploaded up = upload_batch("batch", batch, extra);
   const cuda::BatchView& b = up.view;
@@ -1098,11 +1101,7 @@ void CudaEngine::rollback(const std::vector<int>& seqs, const std::vector<StepSe
     if (stash_row0[i] >= 0) stash_n = std::max(stash_n, stash_row0[i] + static_cast<int>(batch[i].tokens.size()));
   for (int r = 0; r < rows; ++r) row_seq.push_back(0);  // unused by conv_state_update and ssm_scan
   std::vector<int32_t> packed;
-  auto put = [&](const std::vector<int32_t>& v) {
-    const size_t at = packed.size();
-    packed.insert(packed.end(), v.begin(), v.end());
-    return at;
-  };
+  auto put = [&](const std::vector<int32_t>& v) { return append(&packed, v); };
   const size_t o_slot = put(slots), o_snap = put(snaps), o_row0 = put(row0), o_len = put(lens), o_pos0 = put(pos0), o_bt0 = put(bt0), o_rs = put(row_seq);
   int32_t* d = scratch_.get<int32_t>("rollback-batch", static_cast<int64_t>(packed.size()));
   LM_CUDA_CHECK(cudaMemcpyAsync(d, packed.data(), packed.size() * 4, cudaMemcpyHostToDevice, stream_));
@@ -1168,11 +1167,7 @@ CudaEngine::Uploaded CudaEngine::upload_batch(const char* name, const std::vecto
     row_seq.insert(row_seq.end(), q.tokens.size(), i);
   }
   std::vector<int32_t> packed;
-  auto put = [&](const std::vector<int32_t>& v) {
-    const size_t at = packed.size();
-    packed.insert(packed.end(), v.begin(), v.end());
-    return at;
-  };
+  auto put = [&](const std::vector<int32_t>& v) { return append(&packed, v); };
   const size_t o_tok = put(tokens), o_slot = put(slot), o_row0 = put(row0), o_len = put(len), o_pos0 = put(pos0), o_bt0 = put(bt0), o_tab = put(tables), o_rs = put(row_seq), o_extra = put(extra);
   int32_t* d = scratch_.get<int32_t>(name, static_cast<int64_t>(packed.size()));
   LM_CUDA_CHECK(cudaMemcpyAsync(d, packed.data(), packed.size() * 4, cudaMemcpyHostToDevice, stream_));
@@ -1250,11 +1245,7 @@ void CudaEngine::mtp_step(const std::vector<StepSeq>& batch, const std::vector<i
   }
   // Index arrays and the first pass's tokens go up with its batch description.
   std::vector<int32_t> extra;
-  auto add = [&](const std::vector<int32_t>& v) {
-    const size_t at = extra.size();
-    extra.insert(extra.end(), v.begin(), v.end());
-    return at;
-  };
+  auto add = [&](const std::vector<int32_t>& v) { return append(&extra, v); };
   const size_t e_fs = add(from_step_src), e_fd = add(from_step_dst), e_ss = add(from_slot_src), e_sd = add(from_slot_dst), e_ts = add(store_src), e_td = add(store_dst);
   const Uploaded up = upload_batch("mtp-batch", mb, extra);
   const cuda::BatchView& b = up.view;
