@@ -77,6 +77,8 @@ export const WORKER_ENV = {
   dtype: "LATENTMESH_DTYPE",
   /** MTP speculation: most drafts per sequence per step (worker --mtp-max-draft-tokens); 0 when off. */
   mtpMaxDraftTokens: "LATENTMESH_MTP_MAX_DRAFT_TOKENS",
+  /** Seconds a draining worker keeps finishing accepted work (worker --drain-timeout-s; spec.workers.drainSeconds). */
+  drainTimeoutS: "LATENTMESH_DRAIN_TIMEOUT_S",
 } as const;
 
 /** Environment variables of router pods: the router's flags (router/config.ts). */

@@ -79,6 +79,12 @@ export const WorkersSpec = z.object({
   expertParallel: z.int().min(1).max(1024).default(1).describe("GPU ranks per group; routed experts are sharded across them"),
   gpusPerPod: z.int().min(1).max(16).default(1).describe("Ranks (GPUs) per pod; one process per rank"),
   redundantExpertSlots: z.int().min(0).max(64).default(0).describe("Extra expert slots per rank for copies of hot experts"),
+  drainSeconds: z
+    .int()
+    .min(0)
+    .max(86400)
+    .default(600)
+    .describe("On shutdown a worker group keeps stepping until its accepted requests finish, at most this long; the pods' termination grace period is this plus 30 s"),
   resources: ResourceRequirements.optional().describe("Per-pod resources; nvidia.com/gpu is set from gpusPerPod"),
   nodeSelector: z.record(z.string(), z.string()).optional(),
   tolerations: z.array(opaque("A Pod toleration")).optional(),

@@ -42,6 +42,9 @@ function workerResources(md: ValidDeployment): V1ResourceRequirements {
   return out;
 }
 
+/** Seconds past the drain timeout before the kubelet's SIGKILL: time to exit after a drain. */
+const DRAIN_EXIT_MARGIN_S = 30;
+
 function workerEnv(md: ValidDeployment, group: number, modelPath: string): V1EnvVar[] {
   const { spec } = md;
   const podIndex: V1EnvVar["valueFrom"] = { fieldRef: { fieldPath: `metadata.labels['${LABEL.podIndex}']` } };
@@ -58,6 +61,7 @@ function workerEnv(md: ValidDeployment, group: number, modelPath: string): V1Env
     { name: WORKER_ENV.ranksPerPod, value: String(spec.workers.gpusPerPod) },
     { name: WORKER_ENV.worldSize, value: String(spec.workers.expertParallel) },
     { name: WORKER_ENV.leaderAddress, value: `${leaderHost(md.name, md.namespace, group)}:${PORTS.groupRendezvous}` },
+    { name: WORKER_ENV.drainTimeoutS, value: String(spec.workers.drainSeconds) },
     { name: WORKER_ENV.shardPlan, value: `${PATHS.shardPlanDir}/${PATHS.shardPlanFile}` },
     { name: WORKER_ENV.maxSlots, value: String(spec.engine.maxSequences) },
     { name: WORKER_ENV.mtpMaxDraftTokens, value: String(spec.speculative.mtp.enabled ? spec.speculative.mtp.maxDraftTokens : 0) },
@@ -111,7 +115,9 @@ function podSpec(md: ValidDeployment, group: number): V1PodSpec {
     serviceAccountName: names.workerAccount(md.name),
     automountServiceAccountToken: false,
     securityContext: { runAsNonRoot: true, fsGroup: 65532 },
-    terminationGracePeriodSeconds: 60,
+    // The kubelet kills a pod this long after SIGTERM: the drain (finishing accepted requests)
+    // must fit, with a margin for the process to flush and exit.
+    terminationGracePeriodSeconds: md.spec.workers.drainSeconds + DRAIN_EXIT_MARGIN_S,
     containers: [container],
     volumes: [...source.volumes, ...shared.volumes],
   };

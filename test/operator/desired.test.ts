@@ -76,6 +76,15 @@ describe("desired objects of the issue's example", () => {
     assert.equal(e.LATENTMESH_RANK, undefined, "multi-rank pods derive ranks from the pod index");
   });
 
+  it("give workers the drain time the spec allows, and the kubelet 30 s more before SIGKILL", () => {
+    const sts = find(objs, "StatefulSet/nano-g0") as DesiredObject & { spec: { template: PodTemplate & { spec: { terminationGracePeriodSeconds: number } } } };
+    assert.equal(env(sts.spec.template).LATENTMESH_DRAIN_TIMEOUT_S, "600");
+    assert.equal(sts.spec.template.spec.terminationGracePeriodSeconds, 630);
+    const short = find(desired({ workers: { groups: 1, expertParallel: 1, gpusPerPod: 1, drainSeconds: 45 } }), "StatefulSet/nano-g0") as typeof sts;
+    assert.equal(env(short.spec.template).LATENTMESH_DRAIN_TIMEOUT_S, "45");
+    assert.equal(short.spec.template.spec.terminationGracePeriodSeconds, 75);
+  });
+
   it("download hf:// checkpoints in an init step; a path source needs none", () => {
     assert.deepEqual(find(objs, "StatefulSet/nano-g0").spec.template.spec.initContainers?.map((c) => c.name), ["fetch-model"]);
     const local = desired({ model: { name: "m", source: { uri: "/models/nano" } } });
