@@ -10,7 +10,8 @@ import { boolFlag, defineCommand, flag, parse } from "../../core/flags.js";
 import { createLogger } from "../../core/log.js";
 import { IncrementalDetokenizer } from "../../router/detokenizer.js";
 import { TextCodec } from "../../router/tokenizer.js";
-import { CLI_GROUP_FLAGS, freePort, groupOf, LocalRanks, LockstepStepper } from "./group.js";
+import { freePort } from "../../core/net.js";
+import { CLI_GROUP_FLAGS, groupOf, LocalRanks, LockstepStepper } from "./group.js";
 import { loadOneSequenceEngine } from "./one-sequence.js";
 import { OneSequenceDecoder, SPECULATIVE_TOKENS, speculationHeadroom } from "./speculate.js";
 

@@ -5,7 +5,6 @@
  * an existing group as one member. All ranks step in lockstep until the whole group is idle.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import { invalid, LatentMeshError } from "../../contracts/errors.js";
@@ -60,19 +59,6 @@ function group(rank: number, worldSize: number, leaderAddress: string, f: GroupF
     collectiveTimeoutMs: f.collectiveTimeoutMs,
     rendezvousTimeoutMs: LOCAL_RENDEZVOUS_MS,
   };
-}
-
-/** A free TCP port on loopback (closed again; rank 0 binds it a moment later). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const addr = srv.address();
-      const port = typeof addr === "object" && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 /** Ranks 1..N-1 of a local group, as child processes of this one. */

@@ -8,26 +8,16 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { availableParallelism } from "node:os";
-import { createServer, connect } from "node:net";
+import { connect } from "node:net";
 import { join, resolve } from "node:path";
 import { z } from "zod";
 import { LatentMeshError } from "../../contracts/errors.js";
 import { defineCommand, flag, parse } from "../../core/flags.js";
+import { freePort } from "../../core/net.js";
 import { repoRoot } from "../../core/paths.js";
 
 const STOP_GRACE_MS = 15_000;
 const READY_TIMEOUT_MS = 180_000;
-
-async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once("error", rej);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => res(port));
-    });
-  });
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

@@ -413,6 +413,24 @@ void test_moe_experts(std::mt19937& g, const MoeCase& c) {
   report("  routed output vs CPU", compare(host(out, h0.size()), ref), 1e-2);
 }
 
+/** Mean milliseconds of one call of fn over `iters` calls after one warm-up call (CUDA events, default stream). */
+template <class F>
+float time_ms(int iters, F&& fn) {
+  cudaEvent_t e0, e1;
+  lm::cuda::check(cudaEventCreate(&e0), "cudaEventCreate");
+  lm::cuda::check(cudaEventCreate(&e1), "cudaEventCreate");
+  fn();
+  lm::cuda::check(cudaEventRecord(e0), "cudaEventRecord");
+  for (int i = 0; i < iters; ++i) fn();
+  lm::cuda::check(cudaEventRecord(e1), "cudaEventRecord");
+  lm::cuda::check(cudaEventSynchronize(e1), "cudaEventSynchronize");
+  float ms = 0.f;
+  lm::cuda::check(cudaEventElapsedTime(&ms, e0, e1), "cudaEventElapsedTime");
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  return ms / iters;
+}
+
 /** Nano expert shapes (128 experts, 2688 → 1856 → 2688, k 6): grouped GEMM time and its roofline. */
 void time_moe_nano(std::mt19937& g) {
   const int E = 128, k = 6, Din = 2688, inter = 1856;
@@ -427,19 +445,6 @@ void time_moe_nano(std::mt19937& g) {
   }
   const bf16* const* dups = dev(ups);
   const bf16* const* ddowns = dev(downs);
-  cudaEvent_t e0, e1;
-  lm::cuda::check(cudaEventCreate(&e0), "cudaEventCreate");
-  lm::cuda::check(cudaEventCreate(&e1), "cudaEventCreate");
-  auto time_ms = [&](int iters, auto&& fn) {
-    fn();
-    lm::cuda::check(cudaEventRecord(e0), "cudaEventRecord");
-    for (int i = 0; i < iters; ++i) fn();
-    lm::cuda::check(cudaEventRecord(e1), "cudaEventRecord");
-    lm::cuda::check(cudaEventSynchronize(e1), "cudaEventSynchronize");
-    float ms = 0.f;
-    lm::cuda::check(cudaEventElapsedTime(&ms, e0, e1), "cudaEventElapsedTime");
-    return ms / iters;
-  };
   for (int R : {1, 32, 256, 1366, 10923}) {
     const int M = R * k, tile_rows = lm::cuda::moe_tile_rows(M, E), max_tiles = lm::cuda::moe_plan_max_tiles(M, E, tile_rows);
     const auto ids = random_routing(g, R, E, k, false);
@@ -520,19 +525,6 @@ void time_ssd_nano(std::mt19937& g) {
   float* dy = dev(std::vector<float>(int64_t(T) * I, 0.f));
   float* ws = dev(std::vector<float>(lm::cuda::ssd_chunked_workspace_floats(T, G, L)));
   lm::cuda::SsmParams p{nh, P, G, N, dev(xbc), CD, dev(dt_raw), nh, dev(dt_bias), dev(A), dev(D), 0.f, 3.4e38f, dssm, dy};
-  cudaEvent_t e0, e1;
-  lm::cuda::check(cudaEventCreate(&e0), "cudaEventCreate");
-  lm::cuda::check(cudaEventCreate(&e1), "cudaEventCreate");
-  auto time_ms = [&](int iters, auto&& fn) {
-    fn();
-    lm::cuda::check(cudaEventRecord(e0), "cudaEventRecord");
-    for (int i = 0; i < iters; ++i) fn();
-    lm::cuda::check(cudaEventRecord(e1), "cudaEventRecord");
-    lm::cuda::check(cudaEventSynchronize(e1), "cudaEventSynchronize");
-    float ms = 0.f;
-    lm::cuda::check(cudaEventElapsedTime(&ms, e0, e1), "cudaEventElapsedTime");
-    return ms / iters;
-  };
   const float chunked = time_ms(20, [&] { lm::cuda::ssd_chunked_scan(b.view, p, L, ws, nullptr); });
   const float recurrent = time_ms(2, [&] { lm::cuda::ssm_scan(b.view, p, nullptr); });
   Batch b8(std::vector<int>(8, T / 8), std::vector<int>(8, 0), 16);  // the same rows as 8 sequences

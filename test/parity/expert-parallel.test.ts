@@ -11,15 +11,11 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } fro
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { compareRows } from "../support/logits.js";
+import { compareRows, readF32 } from "../support/logits.js";
 import { CLI, FIXTURES } from "../support/paths.js";
 
 const TOLERANCE = 1e-4;
 
-function f32(path: string): Float32Array {
-  const b = readFileSync(path);
-  return new Float32Array(b.buffer, b.byteOffset, b.length / 4);
-}
 
 function logits(args: string[]): void {
   const r = spawnSync(process.execPath, [CLI, "logits", "--log-level", "warn", ...args], { encoding: "utf8", timeout: 60_000 });
@@ -29,7 +25,7 @@ function logits(args: string[]): void {
 /** Asserts two logits directories agree: within tolerance, same argmax, and bit for bit. */
 function assertSameLogits(got: string, want: string, vocab: number, what: string): void {
   for (const file of ["prefill_logits.f32", "decode_logits.f32"]) {
-    const g = f32(join(got, file)), w = f32(join(want, file));
+    const g = readF32(join(got, file)), w = readF32(join(want, file));
     const c = compareRows(g, w, vocab);
     assert.ok(c.worst <= TOLERANCE, `${what} ${file}: rel L2 ${c.worst.toExponential(2)}`);
     assert.deepEqual(c.argmaxMismatches, [], `${what} ${file}: argmax differs at these rows`);

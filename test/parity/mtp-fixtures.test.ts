@@ -10,15 +10,11 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { compareRows } from "../support/logits.js";
+import { compareRows, readF32 } from "../support/logits.js";
 import { CLI, FIXTURES } from "../support/paths.js";
 
 const TOLERANCE = 1e-4;
 
-function f32(path: string): Float32Array {
-  const b = readFileSync(path);
-  return new Float32Array(b.buffer, b.byteOffset, b.length / 4);
-}
 
 const fixtures = existsSync(FIXTURES) ? readdirSync(FIXTURES).filter((d) => existsSync(join(FIXTURES, d, "reference", "mtp_prefill_logits.f32"))).sort() : [];
 
@@ -33,8 +29,8 @@ describe("MTP head parity with the float64 reference", () => {
       const r = spawnSync(process.execPath, [CLI, "logits", "--log-level", "warn", "--model", dir, "--prompt-ids", meta.prompt_ids.join(","), "--decode", "0", "--speculative-tokens", String(meta.speculative_tokens), "--out", out], { encoding: "utf8", timeout: 60_000 });
       assert.equal(r.status, 0, r.stderr);
       const result = JSON.parse(readFileSync(join(out, "result.json"), "utf8")) as { mtp_prefill_drafts: number[] };
-      const main = compareRows(f32(join(out, "prefill_logits.f32")), f32(join(dir, "reference", "main_prefill_logits.f32")), vocab);
-      const mtp = compareRows(f32(join(out, "mtp_prefill_logits.f32")), f32(join(dir, "reference", "mtp_prefill_logits.f32")), vocab);
+      const main = compareRows(readF32(join(out, "prefill_logits.f32")), readF32(join(dir, "reference", "main_prefill_logits.f32")), vocab);
+      const mtp = compareRows(readF32(join(out, "mtp_prefill_logits.f32")), readF32(join(dir, "reference", "mtp_prefill_logits.f32")), vocab);
       assert.ok(main.worst <= TOLERANCE, `main model rel L2 ${main.worst.toExponential(2)}`);
       assert.ok(mtp.worst <= TOLERANCE, `MTP rel L2 ${mtp.worst.toExponential(2)}`);
       assert.deepEqual(mtp.argmaxMismatches, [], "MTP argmax differs at these rows");

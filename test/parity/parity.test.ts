@@ -10,15 +10,11 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { compareRows } from "../support/logits.js";
+import { compareRows, readF32 } from "../support/logits.js";
 import { CLI, FIXTURES } from "../support/paths.js";
 
 const TOLERANCE = 1e-4;
 
-function f32(path: string): Float32Array {
-  const b = readFileSync(path);
-  return new Float32Array(b.buffer, b.byteOffset, b.length / 4);
-}
 
 const fixtures = existsSync(FIXTURES) ? readdirSync(FIXTURES).filter((d) => existsSync(join(FIXTURES, d, "reference", "prefill_logits.f32"))).sort() : [];
 
@@ -34,8 +30,8 @@ describe("engine parity with transformers", () => {
       const out = mkdtempSync(join(tmpdir(), `lm-parity-${name}-`));
       const r = spawnSync(process.execPath, [CLI, "logits", "--log-level", "warn", "--model", dir, "--prompt-ids", prompt.join(","), "--feed", feed.join(","), "--out", out], { encoding: "utf8", timeout: 120_000 });
       assert.equal(r.status, 0, r.stderr);
-      const pre = compareRows(f32(join(out, "prefill_logits.f32")), f32(join(dir, "reference", "prefill_logits.f32")), vocab);
-      const dec = compareRows(f32(join(out, "decode_logits.f32")), f32(join(dir, "reference", "decode_logits.f32")), vocab);
+      const pre = compareRows(readF32(join(out, "prefill_logits.f32")), readF32(join(dir, "reference", "prefill_logits.f32")), vocab);
+      const dec = compareRows(readF32(join(out, "decode_logits.f32")), readF32(join(dir, "reference", "decode_logits.f32")), vocab);
       assert.ok(pre.worst <= TOLERANCE, `prefill rel L2 ${pre.worst.toExponential(2)}`);
       assert.ok(dec.worst <= TOLERANCE, `decode rel L2 ${dec.worst.toExponential(2)}`);
       assert.deepEqual(pre.argmaxMismatches, [], "prefill argmax differs at these positions");

@@ -1,5 +1,6 @@
 /** Comparing logits files of `latentmesh logits` (parity tests). */
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 
 /** Worst per-row relative L2 error and the rows whose argmax differs. */
 export function compareRows(got: Float32Array, want: Float32Array, vocab: number): { worst: number; argmaxMismatches: number[] } {
@@ -19,4 +20,10 @@ export function compareRows(got: Float32Array, want: Float32Array, vocab: number
     if (ag !== aw) argmaxMismatches.push(r);
   }
   return { worst, argmaxMismatches };
+}
+
+/** A little-endian float32 file (`*_logits.f32`) as a Float32Array. */
+export function readF32(path: string): Float32Array {
+  const b = readFileSync(path);
+  return new Float32Array(b.buffer, b.byteOffset, b.length / 4);
 }
