@@ -26,6 +26,10 @@ export interface SequenceParams {
   readonly sampling: SamplingParams;
   readonly ignoreEos: boolean;
   readonly sessionWorkerId?: string;
+  /** Time from arrival to the last token the client asked for (x-latentmesh-slo-ms); absent: none. */
+  readonly sloMs?: number;
+  /** performance.now() at arrival: placements after a migration get what is left of sloMs. */
+  readonly arrivedAt?: number;
   readonly log: Logger;
 }
 
@@ -45,6 +49,8 @@ export interface DispatchOptions {
 /** A sequence placed on a rank; cancel() stops it there. */
 export interface SequenceHandle {
   readonly workerId: string;
+  /** The last placement's prediction against the SLO: true/false, or undefined without an SLO. */
+  readonly meetsSlo: boolean | undefined;
   cancel(): void;
 }
 
@@ -53,6 +59,7 @@ const RETRY_ELSEWHERE = new Set(["draining", "queue_full"]);
 
 class Flight implements SequenceHandle {
   workerId = "";
+  meetsSlo: boolean | undefined = undefined;
   attempt = -1;
   expectedSeq = 0;
   migrations = 0;
@@ -165,6 +172,7 @@ export class Dispatcher {
           maxTokens: p.maxTokens - flight.generated.length,
           requestClass: requestClassOf(p.sampling),
           sessionWorkerId: p.sessionWorkerId,
+          ...(p.sloMs !== undefined ? { sloMs: Math.max(0, p.sloMs - (performance.now() - (p.arrivedAt ?? t0))) } : {}),
           exclude: flight.tried,
         },
         this.ranks.views(),
@@ -174,6 +182,7 @@ export class Dispatcher {
       if (!pick) throw refusal ?? new LatentMeshError("no_live_rank", `no live rank serves model ${p.model}`);
       flight.tried.add(pick.workerId);
       flight.workerId = pick.workerId;
+      flight.meetsSlo = p.sloMs !== undefined ? pick.meetsSlo : undefined;
       flight.attempt++;
       flight.expectedSeq = 0;
       const req: GenerateRequest = {
@@ -211,7 +220,7 @@ export class Dispatcher {
       if (!ack.ok) throw new LatentMeshError("internal", `rank ${pick.workerId} answered with an invalid acknowledgement (${ack.error})`);
       switch (ack.value.type) {
         case "accepted":
-          p.log.debug({ workerId: pick.workerId, attempt: flight.attempt, predictedMs: Math.round(pick.predictedMs), reason: pick.reason, ...(pick.maxDraftTokens !== undefined ? { maxDraftTokens: pick.maxDraftTokens } : {}) }, "placed");
+          p.log.debug({ workerId: pick.workerId, attempt: flight.attempt, predictedMs: Math.round(pick.predictedMs), reason: pick.reason, ...(p.sloMs !== undefined ? { sloMs: p.sloMs, meetsSlo: pick.meetsSlo } : {}), ...(pick.maxDraftTokens !== undefined ? { maxDraftTokens: pick.maxDraftTokens } : {}) }, "placed");
           return;
         case "rejected":
           refusal = new LatentMeshError(ack.value.code, ack.value.message);

@@ -25,6 +25,9 @@ export interface GenerationPlan {
   readonly sampling: (index: number) => SamplingParams;
   readonly ignoreEos: boolean;
   readonly sessionWorkerId?: string;
+  /** Time from arrival to the last token (ms), from x-latentmesh-slo-ms; absent: none. */
+  readonly sloMs?: number;
+  readonly arrivedAt?: number;
 }
 
 export interface GenerationEvents {
@@ -86,6 +89,12 @@ export class Generation {
     return this.choices[0]?.handle?.workerId ?? "";
   }
 
+  /** With an SLO: whether every choice's placement was predicted to finish within it; else undefined. */
+  get meetsSlo(): boolean | undefined {
+    if (this.plan.sloMs === undefined) return undefined;
+    return this.choices.every((c) => c.handle?.meetsSlo !== false);
+  }
+
   /** Places every choice; throws (and cancels what was placed) when one cannot be placed. */
   async start(): Promise<void> {
     try {
@@ -99,6 +108,7 @@ export class Generation {
             sampling: this.plan.sampling(c.index),
             ignoreEos: this.plan.ignoreEos,
             sessionWorkerId: this.plan.sessionWorkerId,
+            ...(this.plan.sloMs !== undefined ? { sloMs: this.plan.sloMs, arrivedAt: this.plan.arrivedAt } : {}),
             log: this.log,
           },
           {

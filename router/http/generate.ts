@@ -53,6 +53,21 @@ function samplingFor(body: SamplingBody): (index: number) => SamplingParams {
 }
 
 /** Handles one generation request end to end; never throws. */
+/** Request header: the time (ms) from arrival to the last token the client wants the request to take. */
+export const SLO_HEADER = "x-latentmesh-slo-ms";
+const MAX_SLO_MS = 24 * 3600 * 1000;
+
+/** The SLO header's value in ms (undefined when absent); a 400 invalid_request for anything but a positive number of ms up to a day. */
+export function parseSloHeader(value: string | string[] | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const text = Array.isArray(value) ? value.join(",") : value;
+  const ms = /^\s*\d+(\.\d+)?\s*$/.test(text) ? Number(text) : Number.NaN;
+  if (!(ms > 0 && ms <= MAX_SLO_MS)) {
+    throw new LatentMeshError("invalid_request", `${SLO_HEADER}: expected a number of milliseconds in (0, ${MAX_SLO_MS}], got '${text.slice(0, 64)}'`, SLO_HEADER);
+  }
+  return ms;
+}
+
 export async function handleGenerate(ctx: RouterContext, flavor: Flavor, req: IncomingMessage, res: ServerResponse, raw: unknown, ids: { requestId: string; wireId: string }, log: Logger): Promise<void> {
   const t0 = performance.now();
   let status = "error";
@@ -80,6 +95,7 @@ export async function handleGenerate(ctx: RouterContext, flavor: Flavor, req: In
 
     const sessionId = req.headers["x-session-id"];
     const session = typeof sessionId === "string" && sessionId ? sessionId : undefined;
+    const sloMs = parseSloHeader(req.headers[SLO_HEADER]);
     const stops = body.stop === null || body.stop === undefined ? [] : typeof body.stop === "string" ? [body.stop] : body.stop;
     admitted = true;
     ctx.admit(+1);
@@ -97,7 +113,7 @@ export async function handleGenerate(ctx: RouterContext, flavor: Flavor, req: In
     const emit = (data: unknown) => (held ? held.push(data) : sse.send(data));
 
     const gen = new Generation(
-      { requestId: ids.wireId, model: ctx.model, promptTokens: parsed.promptTokens, maxTokens, stops, n, sampling: samplingFor(body), ignoreEos: body.ignore_eos === true, sessionWorkerId: session ? ctx.sessions.get(session) : undefined },
+      { requestId: ids.wireId, model: ctx.model, promptTokens: parsed.promptTokens, maxTokens, stops, n, sampling: samplingFor(body), ignoreEos: body.ignore_eos === true, sessionWorkerId: session ? ctx.sessions.get(session) : undefined, ...(sloMs !== undefined ? { sloMs, arrivedAt: t0 } : {}) },
       ctx.codec,
       ctx.dispatcher,
       {
@@ -128,7 +144,8 @@ export async function handleGenerate(ctx: RouterContext, flavor: Flavor, req: In
     }
     if (clientGone) gen.cancel();
     if (session) ctx.sessions.set(session, gen.workerId);
-    const headers = { "x-request-id": ids.requestId, "x-latentmesh-worker-id": gen.workerId };
+    const meetsSlo = gen.meetsSlo;
+    const headers = { "x-request-id": ids.requestId, "x-latentmesh-worker-id": gen.workerId, ...(meetsSlo !== undefined ? { "x-latentmesh-slo": meetsSlo ? "met" : "at-risk" } : {}) };
     if (stream) {
       sse.open(headers);
       for (let i = 0; i < n; i++) {

@@ -127,6 +127,19 @@ describe("serving API (router + 2 workers + nats-server)", () => {
     }
   });
 
+  it("x-latentmesh-slo-ms is placed against the prediction and reported in x-latentmesh-slo", async () => {
+    // a day is longer than any prediction for 8 tokens; 0.5 ms is below the router's 1 ms floor on a step
+    const roomy = await stack.client.chat.completions.create({ model: MODEL, messages: user("slo"), max_tokens: 8 }, { headers: { "x-latentmesh-slo-ms": "86400000" } }).withResponse();
+    assert.equal(roomy.response.headers.get("x-latentmesh-slo"), "met");
+    const tight = await stack.client.chat.completions.create({ model: MODEL, messages: user("slo"), max_tokens: 8, stream: true }, { headers: { "x-latentmesh-slo-ms": "0.5" } }).withResponse();
+    assert.equal(tight.response.headers.get("x-latentmesh-slo"), "at-risk");
+    let chunks = 0;
+    for await (const _c of tight.data) chunks++;
+    assert.ok(chunks > 0, "a request predicted to miss its SLO is still served");
+    const none = await stack.client.chat.completions.create({ model: MODEL, messages: user("slo"), max_tokens: 4 }).withResponse();
+    assert.equal(none.response.headers.get("x-latentmesh-slo"), null);
+  });
+
   it("a client abort cancels the sequence on its worker", async () => {
     const ac = new AbortController();
     const { data: stream, response } = await stack.client.chat.completions
@@ -147,7 +160,7 @@ describe("serving API (router + 2 workers + nats-server)", () => {
 
   describe("bad input is a 4xx with an OpenAI error body, and the router stays up", () => {
     const chat = (o: Record<string, unknown>) => ({ model: MODEL, messages: user("x"), ...o });
-    const cases: { name: string; path?: string; body: unknown; status: number; code: string; param?: string }[] = [
+    const cases: { name: string; path?: string; body: unknown; headers?: Record<string, string>; status: number; code: string; param?: string }[] = [
       { name: "a body that is not JSON", body: "{not json", status: 400, code: "invalid_request" },
       { name: "messages missing", body: { model: MODEL }, status: 400, code: "invalid_request", param: "messages" },
       { name: "an empty messages list", body: chat({ messages: [] }), status: 400, code: "invalid_request", param: "messages" },
@@ -161,10 +174,12 @@ describe("serving API (router + 2 workers + nats-server)", () => {
       { name: "a prompt beyond the context length", path: "/v1/completions", body: { model: MODEL, prompt: Array.from({ length: 5000 }, () => 5) }, status: 400, code: "context_length_exceeded" },
       { name: "a completion prompt of the wrong type", path: "/v1/completions", body: { model: MODEL, prompt: { text: "x" } }, status: 400, code: "invalid_request", param: "prompt" },
       { name: "an unknown route", path: "/v1/embeddings", body: {}, status: 404, code: "not_found" },
+      { name: "an SLO header that is not a number of ms", body: chat({}), headers: { "x-latentmesh-slo-ms": "soon" }, status: 400, code: "invalid_request", param: "x-latentmesh-slo-ms" },
+      { name: "an SLO header of zero", body: chat({}), headers: { "x-latentmesh-slo-ms": "0" }, status: 400, code: "invalid_request", param: "x-latentmesh-slo-ms" },
     ];
     for (const c of cases) {
       it(c.name, async () => {
-        const r = await post(stack, c.path ?? "/v1/chat/completions", c.body);
+        const r = await post(stack, c.path ?? "/v1/chat/completions", c.body, c.headers);
         assertOpenAIError(r, c.status, c.code);
         if (c.param) assert.equal((r.json.error as { param: string }).param, c.param);
       });
