@@ -24,8 +24,10 @@ export const REASONS = {
   upToDate: "UpToDate",
   /** A rank pod of a group failed; the group is restarted as a unit. */
   rankFailed: "RankFailed",
-  /** A group was restarted (every pod deleted) after a rank failure. */
+  /** A group was restarted (every pod deleted) after a rank failure, a drain or for a rollout. */
   groupRestarted: "GroupRestarted",
+  /** A group drained (evicted or scaled in, its ranks exited cleanly) and is restarting as a unit. */
+  groupDrained: "GroupDrained",
   /** Nothing is wrong. */
   healthy: "Healthy",
   /** The API server refused a write; the reconcile is retried with backoff. */
@@ -55,6 +57,7 @@ export const GroupStatus = z.object({
   readyPods: z.int().min(0),
   pods: z.int().min(0),
   restarts: z.int().min(0).default(0).describe("Times the group was restarted as a unit"),
+  lastRestartReason: z.enum(["RankFailed", "Drained", "Rollout"]).optional().describe("Why the group was last restarted as a unit; kept while it is Restarting"),
 });
 export type GroupStatus = z.infer<typeof GroupStatus>;
 

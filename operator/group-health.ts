@@ -16,6 +16,7 @@ export interface PodView {
     readonly containerStatuses?: readonly {
       readonly restartCount?: number;
       readonly state?: { readonly waiting?: { readonly reason?: string }; readonly terminated?: { readonly exitCode?: number } };
+      readonly lastState?: { readonly terminated?: { readonly exitCode?: number } };
     }[];
   };
 }
@@ -30,6 +31,18 @@ export function rankFailure(pod: PodView): string | undefined {
     const waiting = c.state?.waiting?.reason;
     if (waiting && FAILED_WAITING_REASONS.has(waiting)) return `pod ${pod.metadata.name}: ${waiting}`;
     if (c.state?.terminated && c.state.terminated.exitCode !== 0) return `pod ${pod.metadata.name} exited with ${c.state.terminated.exitCode}`;
+  }
+  return undefined;
+}
+
+/**
+ * A rank that left after a coordinated group drain (worker/group-drain.ts): its container ended with
+ * exit code 0 and was restarted by the kubelet, nothing failed. The group still has to restart as a
+ * unit (its ranks rendezvous together), but it did not fail.
+ */
+export function rankDrained(pod: PodView): string | undefined {
+  for (const c of pod.status?.containerStatuses ?? []) {
+    if ((c.restartCount ?? 0) > 0 && c.lastState?.terminated?.exitCode === 0) return `pod ${pod.metadata.name} exited 0 after a group drain`;
   }
   return undefined;
 }
@@ -50,12 +63,16 @@ export interface GroupObservation {
   readonly restarts: number;
   /** The previous status said Restarting: it stays so until the group is whole again. */
   readonly wasRestarting: boolean;
+  /** The previous status's reason for the last unit restart (kept while the group is Restarting). */
+  readonly lastRestartReason?: GroupStatus["lastRestartReason"];
 }
 
 export interface GroupHealth {
   readonly status: GroupStatus;
   /** A rank failed: restart the group. */
   readonly failure: string | undefined;
+  /** No rank failed but the group drained (a rank exited 0 and restarted): restart the group. */
+  readonly drained: string | undefined;
   /** Some pod runs an older template (a rollout is pending for this group). */
   readonly outdated: boolean;
   readonly ready: boolean;
@@ -64,18 +81,28 @@ export interface GroupHealth {
 export function assessGroup(g: GroupObservation): GroupHealth {
   const live = g.pods.filter((p) => !p.metadata.deletionTimestamp);
   const terminating = g.pods.length - live.length;
-  const failure = live.map(rankFailure).find((f) => f !== undefined);
+  // a clean exit after a drain shows as a restarted container: not a failure unless something else failed
+  const failure = live.map((p) => (rankDrained(p) && rankFailureBesidesDrain(p) === undefined ? undefined : rankFailure(p))).find((f) => f !== undefined);
+  const drained = failure ? undefined : live.map(rankDrained).find((f) => f !== undefined);
   const readyPods = live.filter(isReady).length;
   const outdated = g.templateHash !== undefined && live.some((p) => p.metadata.annotations?.[ANNOTATION.specHash] !== g.templateHash);
-  const ready = !failure && terminating === 0 && live.length === g.expectedPods && readyPods === g.expectedPods;
-  const phase: GroupStatus["phase"] = failure ? "Failed" : ready ? "Ready" : terminating > 0 || g.wasRestarting ? "Restarting" : "Pending";
-  return { status: { index: g.index, name: g.name, phase, readyPods, pods: live.length, restarts: g.restarts }, failure, outdated, ready };
+  const ready = !failure && !drained && terminating === 0 && live.length === g.expectedPods && readyPods === g.expectedPods;
+  const phase: GroupStatus["phase"] = failure ? "Failed" : ready ? "Ready" : drained || terminating > 0 || g.wasRestarting ? "Restarting" : "Pending";
+  const reason = drained ? "Drained" : phase === "Restarting" ? g.lastRestartReason : undefined;
+  return { status: { index: g.index, name: g.name, phase, readyPods, pods: live.length, restarts: g.restarts, ...(reason ? { lastRestartReason: reason } : {}) }, failure, drained, outdated, ready };
 }
 
-export type GroupAction = { readonly kind: "restart"; readonly index: number; readonly reason: "rank-failed" | "rollout"; readonly detail: string };
+/** rankFailure, not counting a restart that followed a clean exit. */
+function rankFailureBesidesDrain(pod: PodView): string | undefined {
+  if (pod.status?.phase === "Failed") return `pod ${pod.metadata.name} failed`;
+  const statuses = (pod.status?.containerStatuses ?? []).map((c) => (c.lastState?.terminated?.exitCode === 0 ? { ...c, restartCount: 0 } : c));
+  return rankFailure({ ...pod, status: { ...pod.status, containerStatuses: statuses } });
+}
+
+export type GroupAction = { readonly kind: "restart"; readonly index: number; readonly reason: "rank-failed" | "drained" | "rollout"; readonly detail: string };
 
 /**
- * Which groups to restart now: every failed group (it serves nothing anyway), and outdated groups
+ * Which groups to restart now: every failed or drained group (it serves nothing anyway), and outdated groups
  * while fewer than `maxUnavailable` groups are down. Groups being restarted count as down.
  */
 export function planGroupActions(groups: readonly GroupHealth[], maxUnavailable: number): GroupAction[] {
@@ -83,9 +110,10 @@ export function planGroupActions(groups: readonly GroupHealth[], maxUnavailable:
   let down = groups.filter((g) => !g.ready).length;
   for (const g of groups) {
     if (g.failure) actions.push({ kind: "restart", index: g.status.index, reason: "rank-failed", detail: g.failure });
+    else if (g.drained) actions.push({ kind: "restart", index: g.status.index, reason: "drained", detail: g.drained });
   }
   for (const g of groups) {
-    if (g.failure || !g.outdated || g.status.phase === "Restarting") continue;
+    if (g.failure || g.drained || !g.outdated || g.status.phase === "Restarting") continue;
     if (!g.ready) {
       // already down: rolling it costs nothing more
       actions.push({ kind: "restart", index: g.status.index, reason: "rollout", detail: `${g.status.name} runs an outdated template` });

@@ -117,10 +117,11 @@ export async function reconcile(ctx: ReconcileContext, namespace: string, name: 
     for (const pod of pods.filter((p) => p.metadata.labels?.[LABEL.group] === String(action.index) && !p.metadata.deletionTimestamp)) {
       await kube.delete({ apiVersion: "v1", kind: "Pod", metadata: { name: pod.metadata.name, namespace } });
     }
-    if (group && action.reason === "rank-failed") {
+    if (group && action.reason !== "rollout") {
       (group.status as { restarts: number }).restarts += 1;
       (group.status as { phase: string }).phase = "Restarting";
     }
+    if (group) (group.status as { lastRestartReason?: string }).lastRestartReason = RESTART_REASON[action.reason];
     const message = `restarted worker group ${group?.status.name ?? action.index} as a unit: ${action.detail}`;
     log.warn({ deployment: `${namespace}/${name}`, group: action.index, reason: action.reason }, message);
     await ctx.events.record(target, action.reason === "rank-failed" ? "Warning" : "Normal", REASONS.groupRestarted, message);
@@ -141,6 +142,8 @@ export async function reconcile(ctx: ReconcileContext, namespace: string, name: 
   return requeueAfterMs === undefined ? {} : { requeueAfterMs };
 }
 
+const RESTART_REASON = { "rank-failed": "RankFailed", drained: "Drained", rollout: "Rollout" } as const;
+
 function observeGroups(md: ValidDeployment, desired: readonly DesiredObject[], pods: readonly KubeObject[], previous: ModelDeploymentStatus | undefined): GroupHealth[] {
   const sets = desired.filter((o) => o.kind === "StatefulSet");
   return sets.map((set) => {
@@ -154,6 +157,7 @@ function observeGroups(md: ValidDeployment, desired: readonly DesiredObject[], p
       pods: pods.filter((p) => p.metadata.labels?.[LABEL.group] === String(index)) as unknown as PodView[],
       restarts: previous?.groupStatuses?.find((g) => g.index === index)?.restarts ?? 0,
       wasRestarting: previous?.groupStatuses?.find((g) => g.index === index)?.phase === "Restarting",
+      lastRestartReason: previous?.groupStatuses?.find((g) => g.index === index)?.lastRestartReason,
     });
   });
 }

@@ -37,9 +37,18 @@ export interface Observed {
   readonly error?: string;
 }
 
+/** Degraded while groups restart as units: RankFailed unless every one of them drained cleanly. */
+function brokenCondition(broken: readonly GroupStatus[]): ConditionInput {
+  const drained = broken.filter((g) => g.phase !== "Failed" && g.lastRestartReason === "Drained");
+  if (drained.length === broken.length) return { type: "Degraded", status: "True", reason: REASONS.groupDrained, message: `groups restarting as units after a drain: ${broken.map((g) => g.name).join(", ")}` };
+  const failed = broken.filter((g) => !drained.includes(g));
+  return { type: "Degraded", status: "True", reason: REASONS.rankFailed, message: `groups restarting after a rank failure: ${failed.map((g) => g.name).join(", ")}${drained.length ? `; after a drain: ${drained.map((g) => g.name).join(", ")}` : ""}` };
+}
+
 export function computeStatus(previous: ModelDeploymentStatus | undefined, o: Observed, now: string): ModelDeploymentStatus {
   const ready = o.groups.filter((g) => g.phase === "Ready").length;
-  const broken = o.groups.filter((g) => g.phase === "Failed" || g.phase === "Restarting");
+  // a group restarting for a rollout is progress, not degradation
+  const broken = o.groups.filter((g) => g.phase === "Failed" || (g.phase === "Restarting" && g.lastRestartReason !== "Rollout"));
   const routerReady = o.router.replicas === 0 || o.router.readyReplicas > 0;
   const allReady = !o.invalid && ready === o.desiredGroups && o.existingGroups === o.desiredGroups && o.router.readyReplicas >= o.router.replicas && !o.rollingOut;
   let conditions: ConditionInput[];
@@ -67,7 +76,7 @@ export function computeStatus(previous: ModelDeploymentStatus | undefined, o: Ob
       o.error
         ? { type: "Degraded", status: "True", reason: REASONS.reconcileError, message: o.error }
         : broken.length > 0
-          ? { type: "Degraded", status: "True", reason: REASONS.rankFailed, message: `groups restarting after a rank failure: ${broken.map((g) => g.name).join(", ")}` }
+          ? brokenCondition(broken)
           : { type: "Degraded", status: "False", reason: REASONS.healthy, message: "" },
     ];
     phase = o.error || broken.length > 0 ? "Degraded" : allReady ? "Ready" : o.existingGroups > 0 || o.router.replicas > 0 ? "Progressing" : "Pending";

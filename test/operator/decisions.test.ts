@@ -5,7 +5,8 @@ import { decideGroups, type DeploymentLoad } from "../../operator/autoscale/deci
 import { estimateTtftSeconds } from "../../operator/autoscale/load-board.js";
 import { assessGroup, planGroupActions, type GroupHealth, type PodView } from "../../operator/group-health.js";
 import { WorkQueue } from "../../operator/queue.js";
-import { mergeConditions } from "../../operator/status.js";
+import { computeStatus, mergeConditions } from "../../operator/status.js";
+import type { GroupStatus } from "../../contracts/model-deployment-status.js";
 
 const policy = AutoscalingSpec.parse({ enabled: true, minGroups: 1, maxGroups: 4, scaleUpStabilizationSeconds: 0, scaleDownStabilizationSeconds: 60 });
 const load = (waiting: number, ttftSeconds = 0.5): DeploymentLoad => ({ waiting, ttftSeconds, ranks: 8 });
@@ -39,23 +40,26 @@ describe("autoscaling decision", () => {
   });
 });
 
-const pod = (name: string, opts: { ready?: boolean; restarts?: number; phase?: string; hash?: string; deleting?: boolean } = {}): PodView => ({
+const pod = (name: string, opts: { ready?: boolean; restarts?: number; lastExit?: number; phase?: string; hash?: string; deleting?: boolean } = {}): PodView => ({
   metadata: { name, annotations: { "latentmesh.dev/spec-hash": opts.hash ?? "h1" }, ...(opts.deleting ? { deletionTimestamp: "2026-01-01T00:00:00Z" } : {}) },
   status: {
     phase: opts.phase ?? "Running",
     conditions: [{ type: "Ready", status: opts.ready === false ? "False" : "True" }],
-    containerStatuses: [{ restartCount: opts.restarts ?? 0 }],
+    containerStatuses: [{ restartCount: opts.restarts ?? 0, ...(opts.lastExit !== undefined ? { lastState: { terminated: { exitCode: opts.lastExit } } } : {}) }],
   },
 });
 
-const group = (index: number, pods: PodView[], wasRestarting = false): GroupHealth =>
-  assessGroup({ index, name: `g${index}`, expectedPods: 2, templateHash: "h1", pods, restarts: 0, wasRestarting });
+const group = (index: number, pods: PodView[], wasRestarting = false, lastRestartReason?: GroupStatus["lastRestartReason"]): GroupHealth =>
+  assessGroup({ index, name: `g${index}`, expectedPods: 2, templateHash: "h1", pods, restarts: 0, wasRestarting, lastRestartReason });
 
 describe("worker group health", () => {
   const cases: [string, GroupHealth, string, boolean][] = [
     ["all ranks ready", group(0, [pod("a"), pod("b")]), "Ready", false],
     ["a rank pod missing", group(0, [pod("a")]), "Pending", false],
     ["a rank container restarted", group(0, [pod("a"), pod("b", { restarts: 1 })]), "Failed", true],
+    ["a rank container restarted after exiting 1", group(0, [pod("a"), pod("b", { restarts: 1, lastExit: 1 })]), "Failed", true],
+    ["ranks restarted after exiting 0 (a group drain)", group(0, [pod("a", { restarts: 1, lastExit: 0 }), pod("b", { deleting: true })]), "Restarting", false],
+    ["one rank drained, the other crashed", group(0, [pod("a", { restarts: 1, lastExit: 0 }), pod("b", { phase: "Failed" })]), "Failed", true],
     ["a rank pod failed", group(0, [pod("a"), pod("b", { phase: "Failed" })]), "Failed", true],
     ["pods terminating after a restart", group(0, [pod("a", { deleting: true })]), "Restarting", false],
     ["restarted and not whole yet", group(0, [pod("a", { ready: false })], true), "Restarting", false],
@@ -66,6 +70,29 @@ describe("worker group health", () => {
       assert.equal(health.failure !== undefined, failed);
     });
   }
+
+  it("restarts a drained group as a unit, saying it drained", () => {
+    const drained = group(1, [pod("a", { restarts: 1, lastExit: 0 }), pod("b", { restarts: 1, lastExit: 0 })]);
+    assert.equal(drained.ready, false);
+    assert.equal(drained.status.lastRestartReason, "Drained");
+    assert.deepEqual(planGroupActions([drained], 1).map((a) => `${a.reason} ${a.index}`), ["drained 1"]);
+  });
+
+  it("keeps the restart reason while the group restarts, and drops it once it is whole", () => {
+    assert.equal(group(0, [pod("a", { ready: false })], true, "Drained").status.lastRestartReason, "Drained");
+    assert.equal(group(0, [pod("a"), pod("b")], true, "Drained").status.lastRestartReason, undefined);
+  });
+
+  it("reports Degraded GroupDrained for drained groups, RankFailed when one failed, and nothing for a rollout", () => {
+    const status = (groups: GroupStatus[]) =>
+      computeStatus(undefined, { generation: 1, desiredGroups: 2, selector: "s", existingGroups: 2, groups, router: { replicas: 1, readyReplicas: 1 }, rollingOut: false }, "t").conditions?.find((c) => c.type === "Degraded");
+    const g = (name: string, phase: GroupStatus["phase"], lastRestartReason?: GroupStatus["lastRestartReason"]): GroupStatus => ({ index: 0, name, phase, readyPods: 0, pods: 2, restarts: 1, ...(lastRestartReason ? { lastRestartReason } : {}) });
+    assert.equal(status([g("g0", "Restarting", "Drained"), g("g1", "Ready")])?.reason, "GroupDrained");
+    const mixed = status([g("g0", "Restarting", "Drained"), g("g1", "Restarting", "RankFailed")]);
+    assert.equal(mixed?.reason, "RankFailed");
+    assert.match(mixed?.message ?? "", /rank failure: g1; after a drain: g0/);
+    assert.equal(status([g("g0", "Restarting", "Rollout"), g("g1", "Ready")])?.status, "False");
+  });
 
   it("restarts every failed group, and rolls outdated ready groups one at a time", () => {
     const old = (i: number) => group(i, [pod("a", { hash: "h0" }), pod("b", { hash: "h0" })]);
