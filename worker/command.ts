@@ -1,7 +1,7 @@
 /** `latentmesh worker`: one process per GPU rank, driving the engine (or a pod's supervisor of its ranks). */
 import { defineCommand } from "../core/flags.js";
 import { isPodSupervisor, WORKER_FLAGS, type WorkerConfig } from "./config.js";
-import { runPodSupervisor } from "./group-pod.js";
+import { runPodSupervisor, supervisorLifeline } from "./group-pod.js";
 import { runWorker } from "./main.js";
 
 export const workerCommand = defineCommand({
@@ -20,6 +20,12 @@ fails as a whole when one of them dies.`,
     const cfg = flags as WorkerConfig;
     // the ranks inherit this process's environment (PATH, CUDA, NCCL and NATS settings)
     if (isPodSupervisor(cfg)) return runPodSupervisor(cfg, ctx.signal, process.env);
-    return runWorker(cfg, ctx.signal);
+    // a rank of a supervised pod also stops (drains) when its supervisor dies, however it died
+    const lifeline = supervisorLifeline(ctx.signal, process.env);
+    try {
+      return await runWorker(cfg, lifeline.signal);
+    } finally {
+      lifeline.release();
+    }
   },
 });

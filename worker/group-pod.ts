@@ -9,7 +9,9 @@
  *
  * SIGTERM (or SIGINT) is forwarded to every rank as one SIGTERM (each starts the group drain; see
  * group-drain.ts) and the pod exits 0 when they all did. Ranks run in their own process group, so
- * only the supervisor gets a terminal's signals; if it exits they are killed. A rank that exits while the pod is running fails the pod fast: a group
+ * only the supervisor gets a terminal's signals; if it exits they are killed, and if it is killed
+ * outright (SIGKILL: no exit handler runs) each rank sees its stdin pipe from the supervisor close and
+ * drains as on SIGTERM (`supervisorLifeline`), so no rank outlives its supervisor. A rank that exits while the pod is running fails the pod fast: a group
  * cannot run with a rank missing, so the others are stopped (SIGTERM, SIGKILL after a grace period)
  * and the pod exits 1 with one line naming the rank and its exit status. A rank exiting 0 on its own
  * means its group drained (a peer got SIGTERM): the other ranks finish at the same step, and the pod
@@ -23,6 +25,42 @@ import { COMMON_FLAGS } from "../core/flags.js";
 import { createLogger, type Logger } from "../core/log.js";
 import { repoRoot } from "../core/paths.js";
 import { WORKER_FLAGS, type WorkerConfig } from "./config.js";
+
+/** Set in a rank's environment by its supervisor: the rank's stdin is a pipe the supervisor holds open. */
+export const LIFELINE_ENV = "LATENTMESH_SUPERVISOR_LIFELINE";
+
+/**
+ * For a rank started by a pod supervisor: a signal that aborts like `signal`, and also when the
+ * supervisor is gone (its end of the stdin pipe closed: the kernel closes it even after SIGKILL).
+ * `release()` stops watching stdin, so the process can exit once its work is done.
+ */
+export function supervisorLifeline(signal: AbortSignal, env: Readonly<Record<string, string | undefined>>, stdin: NodeJS.ReadableStream & { destroy?(): void } = process.stdin): { signal: AbortSignal; release(): void } {
+  if (env[LIFELINE_ENV] !== "stdin") return { signal, release: () => undefined };
+  const lifeline = new AbortController();
+  const onAbort = () => lifeline.abort(signal.reason);
+  if (signal.aborted) onAbort();
+  else signal.addEventListener("abort", onAbort, { once: true });
+  const gone = () => {
+    if (lifeline.signal.aborted) return;
+    process.stderr.write("latentmesh worker: the pod supervisor is gone (its pipe closed); draining\n");
+    lifeline.abort("supervisor gone");
+  };
+  stdin.on("end", gone);
+  stdin.on("close", gone);
+  stdin.on("error", gone);
+  stdin.on("data", () => undefined); // nothing is ever written; reading is what notices the end
+  stdin.resume();
+  return {
+    signal: lifeline.signal,
+    release() {
+      signal.removeEventListener("abort", onAbort);
+      stdin.off("end", gone);
+      stdin.off("close", gone);
+      stdin.off("error", gone);
+      stdin.destroy?.();
+    },
+  };
+}
 
 /** After a failure (or a sibling's orderly exit), how long the other ranks get before SIGKILL. */
 const STOP_GRACE_MS = 5000;
@@ -182,9 +220,12 @@ export async function runPodSupervisor(cfg: WorkerConfig, signal: AbortSignal, e
 function startRank(cli: string, plan: PodRank, parentEnv: Readonly<Record<string, string | undefined>>, log: Logger): Child {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries({ ...parentEnv, ...plan.env })) if (v !== undefined) env[k] = v;
+  env[LIFELINE_ENV] = "stdin";
   // its own process group: a terminal's Ctrl-C reaches only the supervisor, which forwards one SIGTERM
-  // (a rank that got both would take the second signal as "exit now" and skip the drain)
-  const proc = spawn(process.execPath, [cli, "worker"], { env, stdio: ["ignore", "inherit", "inherit"], detached: true });
+  // (a rank that got both would take the second signal as "exit now" and skip the drain); stdin is the
+  // lifeline: a pipe this process holds open until it dies
+  const proc = spawn(process.execPath, [cli, "worker"], { env, stdio: ["pipe", "inherit", "inherit"], detached: true });
+  proc.stdin?.on("error", () => undefined); // EPIPE once the rank has exited
   const child: Child = {
     plan,
     proc,

@@ -3,7 +3,8 @@
  * rank process per GPU. Two such pods form a 4-rank expert-parallel group on a real nats-server;
  * each rank process has its own GPU, global rank and ops ports, serves a lone worker's greedy
  * tokens, SIGTERM to one pod drains the whole group (both pods exit 0), and a rank that dies fails
- * its pod fast (exit 1 with a line naming the rank) and with it the group.
+ * its pod fast (exit 1 with a line naming the rank) and with it the group; a supervisor killed
+ * outright (SIGKILL) leaves no rank behind: they finish their accepted work and exit.
  */
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
@@ -151,5 +152,33 @@ describe("worker pods with several ranks", () => {
     const other = (pods[0] as CliProcess).lines.find((l) => l.level === 60 && l.name === "worker-pod");
     assert.match(other?.msg ?? "", /^rank [01] \(local rank [01]\) exited with status 1; stopping the pod/);
     for (const r of infos.flat()) assert.throws(() => process.kill(r.pid, 0), `rank ${r.rank} (pid ${r.pid}) is still running`);
+  });
+
+  it("a supervisor killed with SIGKILL leaves no rank behind: its ranks see the pipe close, finish accepted work and exit", async () => {
+    const leader = `127.0.0.1:${await freePort()}`;
+    const pod = startWorker("k pod 0", nats, ["--group", "k", "--ranks-per-pod", "2", "--pod-index", "0", "--world-size", "2", "--leader-address", leader, "--collective-timeout-ms", "3000"]);
+    procs.push(pod);
+    const ranks = await podReady(pod);
+    const running = await Promise.all([0, 1].map((r) => place(nc, `k-${r}`, `k-run-${r}`, PROMPT, 200)));
+    await Promise.all(running.map((p) => p.firstToken));
+    pod.proc.kill("SIGKILL");
+    const ends = await withTimeout(Promise.all(running.map((p) => p.done)), 30_000, "accepted requests lost");
+    for (const e of ends) assert.equal(e.tokens.length, 200, JSON.stringify(e.final));
+    const alive = (pid: number) => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    await withTimeout(
+      (async () => {
+        while (ranks.some((r) => alive(r.pid))) await new Promise((r) => setTimeout(r, 100));
+      })(),
+      30_000,
+      `ranks ${ranks.filter((r) => alive(r.pid)).map((r) => r.pid).join(", ")} still running`,
+    );
+    assert.ok(pod.rawErr.join("\n").includes("the pod supervisor is gone"), pod.rawErr.join("\n"));
   });
 });
