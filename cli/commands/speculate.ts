@@ -92,7 +92,11 @@ export class OneSequenceDecoder {
     const emitted = [...this.drafts.slice(0, a), r.tokens[0] ?? 0];
     const logits: Float32Array[] = [];
     if (wantLogits) for (let j = 0; j <= a; j++) logits.push(r.logits.subarray(j * this.vocabSize, (j + 1) * this.vocabSize));
-    this.policy.observe(1, k, ms, k > 0 ? [[k, a]] : []);
+    // time depth k only in steady state (as the worker does): a step that switches depth drafts
+    // without verifying, or the reverse, costs neither depth
+    const verified: [number, number][] = k > 0 ? [[k, a]] : [];
+    if (k === nextK) this.policy.observe(1, k, ms, verified);
+    else this.policy.record(verified);
     this.position += 1 + a;
     this.last = emitted[emitted.length - 1] as number;
     this.drafts = Array.from(r.drafts ?? []);

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import type { NativeStepResult, NativeStepSequence } from "../../worker/native.js";
 import { AcceptanceStats, batchBucket, chooseDraftTokens, parseSpeculativeTokens, SpeculationPolicy, StepCostModel } from "../../worker/speculation.js";
 
 function acceptance(rate: number, steps = 1000, k = 4): AcceptanceStats {
@@ -81,5 +82,32 @@ describe("speculation - choosing k", () => {
     assert.deepEqual(parseSpeculativeTokens("auto"), { mode: "auto", max: 4 });
     assert.throws(() => parseSpeculativeTokens("17"));
     assert.throws(() => parseSpeculativeTokens("x"));
+  });
+});
+
+describe("speculation - the one-sequence decoder (generate/logits --speculative-tokens)", () => {
+  it("times a depth only on steady steps: a step that switches depth never enters the cost model", async () => {
+    const { OneSequenceDecoder } = await import("../../cli/commands/speculate.js");
+    // a stepper whose steps take 10 + 4k ms at steady depth k and 500 ms when switching depth; every draft is accepted
+    let clock = 0;
+    let steps = 0;
+    const stepper = {
+      async step(seqs: NativeStepSequence[]): Promise<NativeStepResult> {
+        const s = seqs[0] as NativeStepSequence;
+        const verified = s.numDrafts ?? 0, next = s.draftTokens ?? 0;
+        clock += verified === next ? 10 + 4 * next : 500;
+        steps++;
+        return { tokens: Int32Array.of(7), logits: new Float32Array(0), numAccepted: Int32Array.of(verified), drafts: new Int32Array(next).fill(3), mtpLogits: new Float32Array(0), groupTokens: s.tokens.length };
+      },
+    };
+    const dec = new OneSequenceDecoder(stepper, new Int32Array(64), { temperature: 0, topK: 0, topP: 1, seed: 0 }, 16, { mode: "auto", max: 3 }, () => clock);
+    await dec.prefill([1, 2, 3], "none");
+    for (let i = 0; i < 400; i++) await dec.next(false);
+    assert.equal(steps, 401);
+    for (let k = 0; k <= 3; k++) {
+      const ms = dec.policy.cost.predict(1, k);
+      if (ms !== undefined) assert.ok(ms < 10 + 4 * k + 1, `depth ${k}: ${ms} ms includes switching steps`);
+    }
+    assert.ok(dec.policy.cost.measured(1, 0) && dec.policy.cost.measured(1, 3), "plain and the deepest depth were both timed");
   });
 });
