@@ -69,7 +69,10 @@ export const EngineSpec = z.object({
   image: z.string().min(1).default("ghcr.io/latentmesh/worker:0.1.0").describe("Worker image"),
   imagePullPolicy: z.enum(["Always", "IfNotPresent", "Never"]).default("IfNotPresent"),
   backend: z.enum(["cuda", "cpu"]).default("cuda"),
-  dtype: z.enum(["bfloat16", "float16", "float32", "fp8"]).default("bfloat16"),
+  dtype: z
+    .enum(["bfloat16"])
+    .default("bfloat16")
+    .describe("Compute dtype of the CUDA engine: bfloat16 (F32/F16 checkpoint tensors are converted on load; the CPU backend computes in float32). FP8 is not implemented yet"),
   maxSequences: z.int().min(1).max(65536).default(256).describe("Sequences a rank batches at once"),
   extraArgs: z.array(z.string()).default([]).describe("Extra arguments for `latentmesh worker`"),
 });

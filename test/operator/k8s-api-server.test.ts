@@ -47,6 +47,11 @@ describe("test API server, through @kubernetes/client-node", () => {
     await assert.rejects(kube.create(bad), (e: unknown) => e instanceof KubeError && e.status === 422 && /spec\.workers\.groups/.test(e.message));
   });
 
+  it("refuses an engine dtype the engine does not implement (fp8) with 422 naming the field", async () => {
+    const bad = exampleDeployment("fp8", "t", { engine: { dtype: "fp8" } }) as unknown as KubeObject;
+    await assert.rejects(kube.create(bad), (e: unknown) => e instanceof KubeError && e.status === 422 && /spec\.engine\.dtype/.test(e.message));
+  });
+
   it("enforces the CRD's CEL rules (expertParallel a multiple of gpusPerPod)", async () => {
     const bad = exampleDeployment("cel", "t", { workers: { expertParallel: 3, gpusPerPod: 2 } }) as unknown as KubeObject;
     await assert.rejects(kube.create(bad), (e: unknown) => e instanceof KubeError && e.status === 422 && /multiple of workers.gpusPerPod/.test(e.message));
