@@ -17,6 +17,13 @@
 // scratch buffers), then captures; a scratch reallocation re-captures. EngineOptions::cuda_graphs
 // "off" turns this off (every step eager and unpadded); "padded" runs the padded decode eagerly
 // without capture (the bitwise reference for replay).
+//
+// Steps of at most MOE_DECODE_MAX_ROWS rows (decode, MTP verify) take the small-batch MoE path
+// (moe_decode.cu: router + shared up, routed up, routed + shared down with the combine: three
+// launches), one launch for the conv and its state shift, and one for attention's q, k and v; the
+// decode kernels use programmatic dependent launch (launch.cuh). Two developer switches, read once
+// per engine for A/B timing: LM_CUDA_PDL=0 (plain launches) and LM_CUDA_MOE_DECODE=0 (the MoE
+// through moe_plan and the grouped GEMM at every batch size).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -45,6 +52,12 @@ using cuda::bf16;
  * outgrows the free memory fails with the scratch allocation's error).
  */
 constexpr uint64_t MEMORY_RESERVE_BYTES = 1ull << 30;
+
+/** A developer switch: on unless the variable is set to "0". */
+bool env_switch(const char* name) {
+  const char* v = std::getenv(name);
+  return !(v && std::strcmp(v, "0") == 0);
+}
 
 /** Appends v to *packed and returns where it starts (batch descriptions go up as one int32 array). */
 size_t append(std::vector<int32_t>* packed, const std::vector<int32_t>& v) {
@@ -234,6 +247,8 @@ class CudaEngine final : public Engine {
     const std::string& g = o.cuda_graphs;
     if (g != "replay" && g != "padded" && g != "off") throw Error("cuda_graphs must be replay, padded or off (got '" + g + "')");
     prof_.on = o.profile;
+    cuda::set_programmatic_launch(env_switch("LM_CUDA_PDL"));
+    moe_decode_ = env_switch("LM_CUDA_MOE_DECODE");
     graph_mode_ = o.profile || g == "off" ? GraphMode::Off : g == "padded" ? GraphMode::PaddedEager : GraphMode::Replay;
     LM_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     for (const auto& r : o.tensors) refs_[r.name] = r;
@@ -320,6 +335,8 @@ class CudaEngine final : public Engine {
   char* h_decode_ = nullptr;
   char* d_decode_ = nullptr;
   int32_t* d_sampled_ = nullptr;  // (max bucket) sampled token of each padded row
+  bool moe_decode_ = true;         // small steps' MoE through moe_decode.cu
+  unsigned* moe_counters_ = nullptr;  // moe_decode's arrival counters (zeroed once, left zero by every launch)
   int32_t* h_sampled_ = nullptr;  // pinned
   int decode_table_capacity_ = 0;  // int32 entries of the block-table region
 
@@ -588,6 +605,9 @@ class CudaEngine final : public Engine {
     if (opts_.mtp) mtp_hidden_ = arena_.alloc_n<bf16>(int64_t(state_slots()) * spec_.hidden_size, "MTP hidden rows");
     LM_CUDA_CHECK(cudaMemsetAsync(conv_state_, 0, sizeof(float) * int64_t(n_mamba_) * state_slots() * conv_state_size(), stream_));
     LM_CUDA_CHECK(cudaMemsetAsync(ssm_state_, 0, sizeof(float) * int64_t(n_mamba_) * state_slots() * ssm_state_size(), stream_));
+    const int counters = cuda::moe_decode_counters(std::max(spec_.hidden_size, spec_.moe_input_size()));
+    moe_counters_ = arena_.alloc_n<unsigned>(counters, "MoE decode counters");
+    LM_CUDA_CHECK(cudaMemsetAsync(moe_counters_, 0, counters * sizeof(unsigned), stream_));
   }
 
   void allocate_decode_batch() {
@@ -636,19 +656,89 @@ class CudaEngine final : public Engine {
   void mlp(const Mlp& W, int64_t in, int64_t inter, const bf16* u, int R, float* h) {
     float* a = scratch_.get<float>("mlp-act", int64_t(R) * inter);
     bf16* a16 = scratch_.get<bf16>("mlp-act16", int64_t(R) * inter);
-    gemm_.run(u, R, in, W.up, inter, a, 0.f, stream_);
-    cuda::add_bias(a, W.up_b, R, static_cast<int>(inter), stream_);
-    cuda::relu2_bf16(a, int64_t(R) * inter, a16, stream_);
+    if (!W.up_b) {  // relu² in the projection's epilogue where the skinny kernel runs it
+      const cuda::SkinnyOut up{W.up, static_cast<int>(inter), nullptr, a16};
+      gemm_.run_multi(u, R, in, &up, 1, a, stream_);
+    } else {
+      gemm_.run(u, R, in, W.up, inter, a, 0.f, stream_);
+      cuda::add_bias(a, W.up_b, R, static_cast<int>(inter), stream_);
+      cuda::relu2_bf16(a, int64_t(R) * inter, a16, stream_);
+    }
     gemm_.run(a16, R, inter, W.down, in, h, 1.f, stream_);
     cuda::add_bias(h, W.down_b, R, static_cast<int>(in), stream_);
   }
 
   void moe(const Moe& E, const bf16* u, int R, float* h);
+  /** The small-batch MoE path (moe_decode.cu); false (nothing enqueued) where its shapes do not fit. */
+  bool moe_small(const Moe& E, const bf16* u, int R, float* h);
 };
+
+bool CudaEngine::moe_small(const Moe& E, const bf16* u, int R, float* h) {
+  if (!moe_decode_ || R > cuda::MOE_DECODE_MAX_ROWS || spec_.mlp_bias) return false;
+  const int H = spec_.hidden_size, nE = spec_.n_routed_experts, k = spec_.num_experts_per_tok, Din = spec_.moe_input_size();
+  const int inter = spec_.moe_intermediate_size, S = spec_.moe_shared_expert_intermediate_size;
+  const bool latent = spec_.moe_latent_size > 0;
+  cuda::MoeDecodeParams p{};
+  p.R = R;
+  p.x = u;
+  p.H = H;
+  p.gate = E.gate;
+  p.correction_bias = E.bias;
+  p.E = nE;
+  p.n_group = spec_.n_group;
+  p.topk_group = spec_.topk_group;
+  p.k = k;
+  p.norm_topk = spec_.norm_topk_prob;
+  p.scaling = spec_.routed_scaling_factor;
+  bf16* lat16 = latent ? scratch_.get<bf16>("moe-latent16", int64_t(R) * Din) : nullptr;
+  p.v = latent ? lat16 : u;
+  p.Din = Din;
+  p.up = E.up_table;
+  p.down = E.down_table;
+  p.inter = inter;
+  p.shared_up = latent ? nullptr : E.shared.up;  // a latent layer's shared expert writes H, not Din, columns: mlp() runs it
+  p.shared_down = latent ? nullptr : E.shared.down;
+  p.S = S;
+  p.out = latent ? scratch_.get<float>("moe-routed", int64_t(R) * Din) : h;
+  p.accumulate = !latent;
+  p.logits = scratch_.get<float>("moe-logits", int64_t(R) * nE);
+  p.ids = scratch_.get<int32_t>("moe-ids", int64_t(R) * k);
+  p.weights = scratch_.get<float>("moe-weights", int64_t(R) * k);
+  p.act = scratch_.get<bf16>("moe-act16", int64_t(R) * k * inter);
+  p.shared_act = latent ? nullptr : scratch_.get<bf16>("mlp-act16", int64_t(R) * S);
+  p.expert_out = scratch_.get<float>("moe-out", int64_t(R) * k * Din);
+  p.shared_out = latent ? nullptr : scratch_.get<float>("moe-shared-out", int64_t(R) * Din);
+  p.counters = moe_counters_;
+  if (!cuda::moe_decode_supported(p)) return false;
+  prof_.mark(latent ? "moe.router" : "moe.router+shared_up", stream_);
+  cuda::moe_decode_route(p, stream_);
+  if (latent) {
+    float* lat = scratch_.get<float>("moe-latent", int64_t(R) * Din);
+    prof_.mark("moe.latent_proj", stream_);
+    gemm_.run(u, R, H, E.fc1, Din, lat, 0.f, stream_);
+    cuda::add_bias(lat, E.fc1_b, R, Din, stream_);
+    cuda::f32_to_bf16(lat, int64_t(R) * Din, lat16, stream_);
+  }
+  prof_.mark("moe.experts_up", stream_);
+  cuda::moe_decode_up(p, stream_);
+  prof_.mark(latent ? "moe.experts_down" : "moe.experts_down+shared_down", stream_);
+  cuda::moe_decode_down(p, stream_);
+  if (latent) {
+    bf16* routed16 = scratch_.get<bf16>("moe-routed16", int64_t(R) * Din);
+    prof_.mark("moe.combine", stream_);
+    cuda::f32_to_bf16(p.out, int64_t(R) * Din, routed16, stream_);
+    gemm_.run(routed16, R, Din, E.fc2, H, h, 1.f, stream_);
+    cuda::add_bias(h, E.fc2_b, R, H, stream_);
+    prof_.mark("moe.shared_expert", stream_);
+    mlp(E.shared, H, S, u, R, h);
+  }
+  return true;
+}
 
 void CudaEngine::moe(const Moe& E, const bf16* u, int R, float* h) {
   const int H = spec_.hidden_size, nE = spec_.n_routed_experts, k = spec_.num_experts_per_tok, Din = spec_.moe_input_size();
   const int inter = spec_.moe_intermediate_size;
+  if (moe_small(E, u, R, h)) return;
   float* logits = scratch_.get<float>("moe-logits", int64_t(R) * nE);
   prof_.mark("moe.router", stream_);
   gemm_.run(u, R, H, E.gate, nE, logits, 0.f, stream_);
@@ -712,8 +802,12 @@ void CudaEngine::run_block(const Layer& L, const cuda::BatchView& b, float* h, b
       cuda::add_bias(zx, M.in_b, R, proj, stream_);
       prof_.mark("mamba.conv1d", stream_);
       float* cstate = conv_state_ + int64_t(M.index) * state_slots() * conv_state_size();
-      cuda::conv1d_silu(b, zx + I, proj, CD, K, M.conv_w, M.conv_b, cstate, xbc, stream_);
-      cuda::conv_state_update(b, zx + I, proj, CD, K, cstate, stream_);
+      if (b.rows == b.nseq) {  // one row per sequence: conv and state shift in one launch
+        cuda::conv1d_silu_step(b, zx + I, proj, CD, K, M.conv_w, M.conv_b, cstate, xbc, stream_);
+      } else {
+        cuda::conv1d_silu(b, zx + I, proj, CD, K, M.conv_w, M.conv_b, cstate, xbc, stream_);
+        cuda::conv_state_update(b, zx + I, proj, CD, K, cstate, stream_);
+      }
       if (stash_.n > 0) {
         cuda::gather_rows_f32(zx, proj, stash_.rows, stash_.n, proj, stash_.zx + int64_t(M.index) * stash_.n * proj, stream_);
         cuda::gather_rows_f32(xbc, CD, stash_.rows, stash_.n, CD, stash_.xbc + int64_t(M.index) * stash_.n * CD, stream_);
@@ -743,9 +837,8 @@ void CudaEngine::run_block(const Layer& L, const cuda::BatchView& b, float* h, b
       float* v = scratch_.get<float>("attn-v", int64_t(R) * nkv * hd);
       bf16* o = scratch_.get<bf16>("attn-o", int64_t(R) * nq * hd);
       prof_.mark("attn.qkv_proj", stream_);
-      gemm_.run(u, R, H, A.q, nq * hd, q, 0.f, stream_);
-      gemm_.run(u, R, H, A.k, nkv * hd, k, 0.f, stream_);
-      gemm_.run(u, R, H, A.v, nkv * hd, v, 0.f, stream_);
+      const cuda::SkinnyOut qkv[3] = {{A.q, nq * hd, q, nullptr}, {A.k, nkv * hd, k, nullptr}, {A.v, nkv * hd, v, nullptr}};
+      gemm_.run_multi(u, R, H, qkv, 3, nullptr, stream_);
       bf16* kc = k_cache_ + A.index * kv_layer_size();
       bf16* vc = v_cache_ + A.index * kv_layer_size();
       prof_.mark("attn.core", stream_);

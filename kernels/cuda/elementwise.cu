@@ -3,6 +3,7 @@
 #include <cuda_fp16.h>
 
 #include "cuda/common.cuh"
+#include "cuda/launch.cuh"
 #include "cuda/ops.h"
 
 namespace lm::cuda {
@@ -13,12 +14,18 @@ int blocks_for(int64_t n) { return static_cast<int>(std::min<int64_t>((n + THREA
 }
 
 __global__ void relu2_kernel(const float* in, int64_t n, bf16* out) {
+  pdl_wait();
+  pdl_trigger();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) out[i] = __float2bfloat16(relu2(in[i]));
 }
 __global__ void to_bf16_kernel(const float* in, int64_t n, bf16* out) {
+  pdl_wait();
+  pdl_trigger();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) out[i] = __float2bfloat16(in[i]);
 }
 __global__ void add_kernel(float* h, const float* x, int64_t n) {
+  pdl_wait();
+  pdl_trigger();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) h[i] += x[i];
 }
 
@@ -58,20 +65,19 @@ __global__ void fill_f32_kernel(float* p, int64_t n, uint64_t seed, float lo, fl
   }
 }
 
+void set_programmatic_launch(bool on) { programmatic_launch_flag() = on; }
+
 void relu2_bf16(const float* in, int64_t n, bf16* out, cudaStream_t s) {
   if (n == 0) return;
-  relu2_kernel<<<blocks_for(n), THREADS, 0, s>>>(in, n, out);
-  LM_LAUNCH_CHECK("relu2_bf16");
+  launch("relu2_bf16", relu2_kernel, dim3(blocks_for(n)), dim3(THREADS), 0, s, in, n, out);
 }
 void f32_to_bf16(const float* in, int64_t n, bf16* out, cudaStream_t s) {
   if (n == 0) return;
-  to_bf16_kernel<<<blocks_for(n), THREADS, 0, s>>>(in, n, out);
-  LM_LAUNCH_CHECK("f32_to_bf16");
+  launch("f32_to_bf16", to_bf16_kernel, dim3(blocks_for(n)), dim3(THREADS), 0, s, in, n, out);
 }
 void add_inplace(float* h, const float* x, int64_t n, cudaStream_t s) {
   if (n == 0) return;
-  add_kernel<<<blocks_for(n), THREADS, 0, s>>>(h, x, n);
-  LM_LAUNCH_CHECK("add_inplace");
+  launch("add_inplace", add_kernel, dim3(blocks_for(n)), dim3(THREADS), 0, s, h, x, n);
 }
 void convert_to_bf16(const void* raw, int dtype, int64_t n, bf16* out, cudaStream_t s) {
   convert_bf16_kernel<<<blocks_for(n), THREADS, 0, s>>>(raw, dtype, n, out);
@@ -95,6 +101,8 @@ void fill_dummy_f32(float* p, int64_t n, uint64_t seed, float lo, float hi, int 
 namespace lm::cuda {
 
 __global__ void add_bias_kernel(float* y, const float* bias, int64_t n, int N) {
+  pdl_wait();
+  pdl_trigger();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) y[i] += bias[i % N];
 }
 __global__ void neg_exp_kernel(float* p, int64_t n) {
@@ -104,8 +112,7 @@ __global__ void neg_exp_kernel(float* p, int64_t n) {
 void add_bias(float* y, const float* bias, int R, int N, cudaStream_t s) {
   const int64_t n = static_cast<int64_t>(R) * N;
   if (n == 0 || !bias) return;
-  add_bias_kernel<<<blocks_for(n), THREADS, 0, s>>>(y, bias, n, N);
-  LM_LAUNCH_CHECK("add_bias");
+  launch("add_bias", add_bias_kernel, dim3(blocks_for(n)), dim3(THREADS), 0, s, y, bias, n, N);
 }
 void neg_exp(float* p, int64_t n, cudaStream_t s) {
   neg_exp_kernel<<<blocks_for(n), THREADS, 0, s>>>(p, n);

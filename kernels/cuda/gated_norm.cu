@@ -1,12 +1,15 @@
 // Gated group RMSNorm (Mamba-2 output): v = y · silu(z); per group of `group` channels
 // v / sqrt(mean(v²) + eps), times w; gate before norm as in transformers. One block per (row, group).
 #include "cuda/common.cuh"
+#include "cuda/launch.cuh"
 #include "cuda/ops.h"
 
 namespace lm::cuda {
 
 __global__ void gated_rmsnorm_kernel(const float* y, const float* z, int64_t z_stride, const float* w, int I, int group, float eps, bf16* out) {
   __shared__ float scratch[32];
+  pdl_wait();
+  pdl_trigger();
   const int64_t r = blockIdx.x;
   const int g0 = blockIdx.y * group;
   float ss = 0.f;
@@ -24,9 +27,8 @@ __global__ void gated_rmsnorm_kernel(const float* y, const float* z, int64_t z_s
 
 void gated_rmsnorm(const float* y, const float* z, int64_t z_stride, const float* w, int R, int I, int group, float eps, bf16* out, cudaStream_t s) {
   if (R == 0) return;
-  dim3 grid(R, I / group);
-  gated_rmsnorm_kernel<<<grid, R < 128 ? 512 : 256, 0, s>>>(y, z, z_stride, w, I, group, eps, out);  // more threads for decode rows
-  LM_LAUNCH_CHECK("gated_rmsnorm");
+  // more threads for decode rows
+  launch("gated_rmsnorm", gated_rmsnorm_kernel, dim3(R, I / group), dim3(R < 128 ? 512 : 256), 0, s, y, z, z_stride, w, I, group, eps, out);
 }
 
 }  // namespace lm::cuda

@@ -78,6 +78,28 @@ Gemm::~Gemm() {
   cublasLtDestroy(impl_->handle);
 }
 
+bool Gemm::skinny(int64_t M, int64_t K, const void* x, const void* W) const {
+  return M >= 1 && M <= std::min<int64_t>(skinny_max_m, SKINNY_MAX_M) && skinny_gemm_supported(M, K, x, W);
+}
+
+void Gemm::run_multi(const __nv_bfloat16* x, int64_t M, int64_t K, const SkinnyOut* outs, int n, float* tmp, cudaStream_t s) {
+  if (M == 0) return;
+  bool one_launch = n <= SKINNY_MAX_OUTS;
+  for (int i = 0; i < n; ++i) one_launch = one_launch && skinny(M, K, x, outs[i].W);
+  if (one_launch) {
+    skinny_gemm_multi(x, static_cast<int>(M), static_cast<int>(K), outs, n, 0.f, s);
+    return;
+  }
+  for (int i = 0; i < n; ++i) {
+    if (outs[i].y) {
+      run(x, M, K, outs[i].W, outs[i].N, outs[i].y, 0.f, s);
+    } else {
+      run(x, M, K, outs[i].W, outs[i].N, tmp, 0.f, s);
+      relu2_bf16(tmp, M * outs[i].N, outs[i].y16, s);
+    }
+  }
+}
+
 void Gemm::run(const __nv_bfloat16* x, int64_t M, int64_t K, const __nv_bfloat16* W, int64_t N, float* y, float beta, cudaStream_t s) {
   if (M == 0 || N == 0) return;
   if (M <= skinny_max_m && skinny_gemm_supported(std::min<int64_t>(M, SKINNY_MAX_M), K, x, W)) {

@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <memory>
 
+#include "cuda/ops.h"
+
 namespace lm::cuda {
 
 class Gemm {
@@ -18,6 +20,14 @@ class Gemm {
   Gemm& operator=(const Gemm&) = delete;
   /** beta 0 overwrites y, beta 1 accumulates into it (the residual add). */
   void run(const __nv_bfloat16* x, int64_t M, int64_t K, const __nv_bfloat16* W, int64_t N, float* y, float beta, cudaStream_t s);
+  /** Whether run() would take the skinny kernel for this shape (one launch, every output as skinny_gemm's). */
+  bool skinny(int64_t M, int64_t K, const void* x, const void* W) const;
+  /**
+   * Up to SKINNY_MAX_OUTS projections of the same x (attention's q, k, v; an MLP's relu² up
+   * projection): one skinny_gemm_multi launch where skinny() holds for every W, else one run()
+   * per projection (a y16 output then goes through `tmp`, (M, N) floats, and relu2_bf16).
+   */
+  void run_multi(const __nv_bfloat16* x, int64_t M, int64_t K, const SkinnyOut* outs, int n, float* tmp, cudaStream_t s);
   /**
    * Row counts up to this run as skinny_gemm launches of at most SKINNY_MAX_M rows each (the
    * weights streamed once per launch) instead of cuBLASLt, whose N tiling leaves most SMs idle at

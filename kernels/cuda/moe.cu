@@ -1,83 +1,30 @@
-// MoE on the device: the router (sigmoid scores in fp32, correction bias for the choice only, group
-// top-k by top-2 sums, top-k experts, normalise + scale; ties to the lower index, as cpu::moe_route),
+// MoE on the device: the router (moe_route.cuh, one warp per token row: sigmoid scores in fp32,
+// correction bias for the choice only, group top-k by top-2 sums, top-k experts, normalise + scale;
+// ties to the lower index, as cpu::moe_route),
 // the device-side plan that lays the (token, k) choices out expert by expert (histogram, exclusive
 // scan, tile table, scatter; one block whose size does not depend on the routing), the row gather,
 // and the weighted combine back to token order (fixed j order per token: deterministic).
 #include <algorithm>
 
 #include "cuda/common.cuh"
+#include "cuda/launch.cuh"
+#include "cuda/moe_route.cuh"
 #include "cuda/ops.h"
 
 namespace lm::cuda {
 
-__global__ void moe_route_kernel(const float* logits, const float* bias, int E, int n_group, int topk_group, int k, bool norm_topk, float scaling, int32_t* ids, float* weights) {
-  extern __shared__ float smem[];
-  float* s = smem;          // (E) sigmoid scores
-  float* choice = s + E;    // (E) biased scores, masked
-  __shared__ float best_v[32];
-  __shared__ int best_i[32];
-  __shared__ int keep_group[64];
-  const int64_t r = blockIdx.x;
-  for (int e = threadIdx.x; e < E; e += blockDim.x) {
-    const float v = 1.f / (1.f + __expf(-logits[r * E + e]));
-    s[e] = v;
-    choice[e] = v + (bias ? bias[e] : 0.f);
-  }
-  __syncthreads();
-  if (n_group > 1) {
-    if (threadIdx.x == 0) {
-      const int per = E / n_group;
-      float gscore[64];
-      for (int g = 0; g < n_group; ++g) {
-        float b1 = -INFINITY, b2 = -INFINITY;
-        for (int e = g * per; e < (g + 1) * per; ++e) {
-          if (choice[e] > b1) { b2 = b1; b1 = choice[e]; }
-          else if (choice[e] > b2) b2 = choice[e];
-        }
-        gscore[g] = b1 + b2;
-        keep_group[g] = 0;
-      }
-      for (int i = 0; i < topk_group; ++i) {
-        int bi = -1;
-        for (int g = 0; g < n_group; ++g)
-          if (!keep_group[g] && (bi < 0 || gscore[g] > gscore[bi])) bi = g;
-        keep_group[bi] = 1;
-      }
-    }
-    __syncthreads();
-    const int per = E / n_group;
-    for (int e = threadIdx.x; e < E; e += blockDim.x)
-      if (!keep_group[e / per]) choice[e] = -INFINITY;
-    __syncthreads();
-  }
-  float sum = 0.f;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-  for (int j = 0; j < k; ++j) {
-    float bv = -INFINITY;
-    int bi = 0x7fffffff;
-    for (int e = threadIdx.x; e < E; e += blockDim.x)
-      if (choice[e] > bv || (choice[e] == bv && e < bi)) { bv = choice[e]; bi = e; }
-    for (int o = 16; o > 0; o >>= 1) {
-      const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-      const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-      if (ov > bv || (ov == bv && oi < bi)) { bv = ov; bi = oi; }
-    }
-    if (lane == 0) { best_v[warp] = bv; best_i[warp] = bi; }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      float v = best_v[0];
-      int i = best_i[0];
-      for (int w = 1; w < nwarps; ++w)
-        if (best_v[w] > v || (best_v[w] == v && best_i[w] < i)) { v = best_v[w]; i = best_i[w]; }
-      ids[r * k + j] = i;
-      weights[r * k + j] = s[i];
-      sum += s[i];
-      choice[i] = -INFINITY;
-    }
-    __syncthreads();
-  }
-  if (threadIdx.x == 0)
-    for (int j = 0; j < k; ++j) weights[r * k + j] = (norm_topk ? weights[r * k + j] / (sum + 1e-20f) : weights[r * k + j]) * scaling;
+constexpr int ROUTE_WARPS = 4;  // rows per block of moe_route
+
+__global__ void __launch_bounds__(ROUTE_WARPS * 32) moe_route_kernel(const float* logits, const float* bias, int R, int E, int n_group, int topk_group, int k, bool norm_topk, float scaling, int32_t* ids,
+                                                                       float* weights) {
+  extern __shared__ float smem[];  // (warps, 2, E): scores and choices of each warp's row
+  pdl_wait();
+  pdl_trigger();
+  const int warp = threadIdx.x >> 5;
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * ROUTE_WARPS + warp;
+  if (r >= R) return;
+  float* s = smem + static_cast<int64_t>(warp) * 2 * E;
+  route_row_warp(logits + r * E, bias, E, n_group, topk_group, k, norm_topk, scaling, s, s + E, ids + r * k, weights + r * k);
 }
 
 /** Inclusive scan of v over the block (blockDim.x ≤ 1024, a multiple of 32); total gets the block's sum. */
@@ -105,6 +52,8 @@ __device__ __forceinline__ int block_inclusive_scan(int v, int* warp_sums /* 32 
 
 __global__ void moe_plan_kernel(const int32_t* ids, int M, int k, int E, int tile_rows, MoePlan plan) {
   extern __shared__ int sh[];
+  pdl_wait();
+  pdl_trigger();
   int* count = sh;     // (E)
   int* fill = sh + E;  // (E) next free position of each expert
   __shared__ int warp_sums[32];
@@ -137,11 +86,15 @@ __global__ void moe_plan_kernel(const int32_t* ids, int M, int k, int E, int til
 }
 
 __global__ void gather_rows_kernel(const bf16* src, const int32_t* idx, int D, bf16* dst) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t i = blockIdx.x, from = idx[i];
   for (int d = threadIdx.x; d < D; d += blockDim.x) dst[i * D + d] = src[from * D + d];
 }
 
 __global__ void moe_combine_kernel(const float* expert_out, const int32_t* slot_of, const float* weights, int k, int D, float* out, bool accumulate) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t r = blockIdx.x;
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
     float acc = accumulate ? out[r * D + d] : 0.f;
@@ -153,8 +106,9 @@ __global__ void moe_combine_kernel(const float* expert_out, const int32_t* slot_
 void moe_route(const float* logits, const float* correction_bias, int R, int E, int n_group, int topk_group, int k, bool norm_topk, float scaling, int32_t* ids, float* weights, cudaStream_t s) {
   if (R == 0) return;
   if (n_group > 64) throw Error("moe_route: n_group > 64 is not supported");
-  moe_route_kernel<<<R, 256, 2 * E * sizeof(float), s>>>(logits, correction_bias, E, n_group, topk_group, k, norm_topk, scaling, ids, weights);
-  LM_LAUNCH_CHECK("moe_route");
+  if (E < 1 || E > 1024) throw Error("moe_route: E must be in [1, 1024], got " + std::to_string(E));
+  launch("moe_route", moe_route_kernel, dim3(ceil_div(R, ROUTE_WARPS)), dim3(ROUTE_WARPS * 32), ROUTE_WARPS * 2 * E * sizeof(float), s, logits, correction_bias, R, E, n_group, topk_group, k, norm_topk,
+         scaling, ids, weights);
 }
 
 void moe_plan(const int32_t* ids, int R, int k, int E, int tile_rows, const MoePlan& plan, cudaStream_t s) {
@@ -163,20 +117,17 @@ void moe_plan(const int32_t* ids, int R, int k, int E, int tile_rows, const MoeP
   if (R == 0) return;
   // Enough threads for every expert in the scan, more for long steps (the scatter's loop).
   const int threads = std::max({128, ceil_div(E, 32) * 32, std::min(1024, ceil_div(int64_t(R) * k, 32) * 32)});
-  moe_plan_kernel<<<1, threads, 2 * E * sizeof(int), s>>>(ids, R * k, k, E, tile_rows, plan);
-  LM_LAUNCH_CHECK("moe_plan");
+  launch("moe_plan", moe_plan_kernel, dim3(1), dim3(threads), 2 * E * sizeof(int), s, ids, R * k, k, E, tile_rows, plan);
 }
 
 void gather_rows(const bf16* src, const int32_t* idx, int M, int D, bf16* dst, cudaStream_t s) {
   if (M == 0) return;
-  gather_rows_kernel<<<M, 256, 0, s>>>(src, idx, D, dst);
-  LM_LAUNCH_CHECK("gather_rows");
+  launch("gather_rows", gather_rows_kernel, dim3(M), dim3(256), 0, s, src, idx, D, dst);
 }
 
 void moe_combine(const float* expert_out, const int32_t* slot_of, const float* weights, int R, int k, int D, float* out, bool accumulate, cudaStream_t s) {
   if (R == 0) return;
-  moe_combine_kernel<<<R, 256, 0, s>>>(expert_out, slot_of, weights, k, D, out, accumulate);
-  LM_LAUNCH_CHECK("moe_combine");
+  launch("moe_combine", moe_combine_kernel, dim3(R), dim3(256), 0, s, expert_out, slot_of, weights, k, D, out, accumulate);
 }
 
 }  // namespace lm::cuda

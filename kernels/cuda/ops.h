@@ -28,6 +28,12 @@ struct BatchView {
 /** h (R, H) fp32 = table[tokens] (bf16 rows). */
 void embedding_gather(const int32_t* tokens, int R, const bf16* table, int H, float* h, cudaStream_t s);
 
+/**
+ * Programmatic dependent launch (launch.cuh) for the kernels of the decode path: on (the default),
+ * a kernel may launch while its predecessor in the stream finishes; off, every launch is plain.
+ */
+void set_programmatic_launch(bool on);
+
 /** out (R, H) bf16 = rmsnorm(h[rows[i]]) * w; rows == nullptr means row i. */
 void rmsnorm_bf16(const float* h, const int32_t* rows, int R, int H, const float* w, float eps, bf16* out, cudaStream_t s);
 
@@ -35,6 +41,12 @@ void rmsnorm_bf16(const float* h, const int32_t* rows, int R, int H, const float
 void conv1d_silu(const BatchView& b, const float* x, int64_t x_stride, int C, int K, const float* w, const float* bias, const float* conv_state, float* out, cudaStream_t s);
 /** After conv1d_silu: the slot's conv state becomes its last K-1 inputs (state rows then x rows). */
 void conv_state_update(const BatchView& b, const float* x, int64_t x_stride, int C, int K, float* conv_state, cudaStream_t s);
+/**
+ * conv1d_silu then conv_state_update in one launch, for steps where every sequence feeds exactly
+ * one row (b.rows == b.nseq, decode): the same values, each thread reading its channel's state
+ * before shifting it.
+ */
+void conv1d_silu_step(const BatchView& b, const float* x, int64_t x_stride, int C, int K, const float* w, const float* bias, float* conv_state, float* out, cudaStream_t s);
 
 struct SsmParams {
   int nheads, head_dim, ngroups, dstate;
@@ -132,6 +144,51 @@ void grouped_gemm(const GroupedGemmParams& p, cudaStream_t s);
 /** out (R, D) fp32 (+)= Σ_j weight[r, j] · expert_out[slot_of[r, j]]. */
 void moe_combine(const float* expert_out, const int32_t* slot_of, const float* weights, int R, int k, int D, float* out, bool accumulate, cudaStream_t s);
 
+/** Token rows up to this take the small-batch MoE path (moe_decode.cu). */
+constexpr int MOE_DECODE_MAX_ROWS = 8;
+/**
+ * The MoE layer of a step of at most MOE_DECODE_MAX_ROWS rows in three launches, without moe_plan
+ * (moe_decode.cu): moe_decode_route (router logits, routing by the last gate block; the shared
+ * expert's up projection beside it), moe_decode_up (each distinct chosen expert once, for every row
+ * that chose it, relu² in bf16), moe_decode_down (each distinct expert's and the shared expert's
+ * down projection; per slice of output columns the last block sums them per token into out).
+ */
+struct MoeDecodeParams {
+  int R;                         // token rows, 1 ≤ R ≤ MOE_DECODE_MAX_ROWS
+  const bf16* x;                 // (R, H) normed input of the router and the shared expert
+  int H;
+  const bf16* gate;              // (E, H)
+  const float* correction_bias;  // (E) or nullptr
+  int E, n_group, topk_group, k;
+  bool norm_topk;
+  float scaling;
+  const bf16* v;                 // (R, Din) the routed experts' input: x, or its latent projection
+  int Din;
+  const bf16* const* up;         // (E) device array of device pointers to (inter, Din)
+  const bf16* const* down;       // (E) likewise to (Din, inter)
+  int inter;
+  const bf16* shared_up;         // (S, H), or nullptr: the shared expert runs elsewhere
+  const bf16* shared_down;       // (Din, S), Din == H
+  int S;
+  float* out;                    // (R, Din): out (+)= Σ_j w_j · expert_j(v) (+ shared(x))
+  bool accumulate;
+  float* logits;                 // scratch (R, E)
+  int32_t* ids;                  // (R, k) chosen experts (written by moe_decode_route)
+  float* weights;                // (R, k) their weights
+  bf16* act;                     // scratch (R·k, inter)
+  bf16* shared_act;              // scratch (R, S)
+  float* expert_out;             // scratch (R·k, Din)
+  float* shared_out;             // scratch (R, Din)
+  unsigned* counters;            // (moe_decode_counters(Din)) zeroed once; every launch leaves them zero
+};
+/** Counters MoeDecodeParams::counters needs for Din output columns. */
+int moe_decode_counters(int Din);
+/** Whether the path takes these shapes: R ≤ 8, E ≤ 1024, k ≤ 32, group routing as moe_route, H, Din, inter, S multiples of 8, 16-byte aligned rows. */
+bool moe_decode_supported(const MoeDecodeParams& p);
+void moe_decode_route(const MoeDecodeParams& p, cudaStream_t s);
+void moe_decode_up(const MoeDecodeParams& p, cudaStream_t s);
+void moe_decode_down(const MoeDecodeParams& p, cudaStream_t s);
+
 /** One row to sample: its logits row and its sampling parameters (see engine.h Sampling). */
 struct SampleRow {
   int row;              // row of the logits matrix
@@ -150,6 +207,16 @@ constexpr int SKINNY_MAX_M = 16;
 bool skinny_gemm_supported(int64_t M, int64_t K, const void* x, const void* W);
 /** y (M, N) fp32 = x (M, K) bf16 · W (N, K)ᵀ (+ beta · y): the weight-streaming kernel for decode-sized M. */
 void skinny_gemm(const bf16* x, int M, int K, const bf16* W, int N, float* y, float beta, cudaStream_t s);
+/** One projection of a skinny_gemm_multi launch: W (N, K) 16-byte aligned; exactly one of y (fp32, + beta · y) and y16 (relu(·)², bf16). */
+struct SkinnyOut {
+  const bf16* W;
+  int N;
+  float* y;
+  bf16* y16;
+};
+constexpr int SKINNY_MAX_OUTS = 3;
+/** Up to SKINNY_MAX_OUTS projections of the same x (M, K) in one launch (attention's q, k, v), each output as skinny_gemm's. */
+void skinny_gemm_multi(const bf16* x, int M, int K, const SkinnyOut* outs, int n, float beta, cudaStream_t s);
 
 /** MTP (mtp.cu): out (R, 2H) bf16 = [rmsnorm(embed[tokens[r]]) · enorm ; rmsnorm(hidden[r]) · hnorm]. */
 void mtp_input(const int32_t* tokens, const bf16* hidden, int R, const bf16* embed, const float* enorm, const float* hnorm, int H, float eps, bf16* out, cudaStream_t s);

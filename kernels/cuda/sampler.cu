@@ -13,6 +13,7 @@
 #include <climits>
 
 #include "cuda/common.cuh"
+#include "cuda/launch.cuh"
 #include "cuda/ops.h"
 
 namespace lm::cuda {
@@ -220,6 +221,8 @@ __device__ bool block_select(const Ctx& c, Cut member, bool by_mass, double targ
 
 __global__ void __launch_bounds__(SAMPLE_THREADS) sample_kernel(const float* logits, int V, const SampleRow* rows, int32_t* out) {
   __shared__ Shared sh;
+  pdl_wait();
+  pdl_trigger();
   const SampleRow r = rows[blockIdx.x];
   const float* x = logits + static_cast<int64_t>(r.row) * V;
   const int best = block_argmax(x, V, sh);
@@ -257,8 +260,7 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) sample_kernel(const float* log
 void sample_tokens(const float* logits, int vocab, const SampleRow* rows, int n, int32_t* tokens, cudaStream_t s) {
   if (n == 0) return;
   if (vocab < 1) throw Error("sample_tokens: vocab must be >= 1");
-  sample_kernel<<<n, SAMPLE_THREADS, 0, s>>>(logits, vocab, rows, tokens);
-  LM_LAUNCH_CHECK("sample_tokens");
+  launch("sample_tokens", sample_kernel, dim3(n), dim3(SAMPLE_THREADS), 0, s, logits, vocab, rows, tokens);
 }
 
 }  // namespace lm::cuda
