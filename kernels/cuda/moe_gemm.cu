@@ -2,26 +2,27 @@
 //   out[p, n] = Σ_k A[row(p), k] · W_e[n, k]      for every expert-major position p of expert e,
 // with row(p) = a_rows[p] (the up projection gathers token rows through the plan) or p itself (the
 // down projection reads the expert-major activations), W_e (N, K) bf16 row-major as in checkpoints,
-// bf16 operands and fp32 accumulation on the tensor cores (16×16×16 wmma). The up projection's
-// epilogue applies relu(x)² and writes bf16; the down projection writes fp32 rows that moe_combine
-// sums per token in a fixed order.
+// bf16 operands and fp32 accumulation on the tensor cores. The up projection's epilogue applies
+// relu(x)² and writes bf16; the down projection writes fp32 rows that moe_combine sums per token in
+// a fixed order.
 //
-// Work division: a block owns one row tile of one expert (moe_plan's tile table, read on the device:
-// the grid is sized for the worst case ceil(M/BM) + min(E, M) row tiles, blocks past the plan's
-// count exit) and one BN-wide column tile. K is walked in BK steps through a STAGES-deep cp.async
-// ring of shared-memory tiles (16-byte copies, zero-filled past the matrix edges); shapes whose K
-// or lda is not a multiple of 8 take a plain-load path. Each output element's sum runs over k in the
-// same order wherever its row sits in a tile, so results do not depend on the order of rows within
-// an expert.
-//
-// Two tile shapes: BM 16 × BN 64 (4 warps, 16×16 each) for decode-like steps with few rows per expert,
-// where the kernel streams expert weights and needs many blocks in flight; BM 64 × BN 128 (8 warps,
-// 32×32 each) when experts hold enough rows for the weight tile to be reused.
+// Row tiles come from moe_plan's tile table, read on the device: the grid is sized for the worst case
+// ceil(M/BM) + min(E, M) row tiles and blocks past the plan's count exit. Three paths:
+// - prefill-sized steps (64-row plan tiles, 16-byte rows): Hopper wgmma with a producer warpgroup,
+//   128-row × 256-column blocks, moe_gemm_wgmma.cu;
+// - decode-like steps (16-row plan tiles): BM 16 × BN 64 on 16×16×16 wmma, 4 warps, where the kernel
+//   streams expert weights and needs many blocks in flight;
+// - 64-row tiles whose K or lda is not a multiple of 8: BM 64 × BN 128 wmma with plain loads.
+// The wmma kernels walk K in BK steps through a STAGES-deep cp.async ring of shared-memory tiles
+// (16-byte copies, zero-filled past the matrix edges; plain loads where rows are not 16-byte
+// aligned). Each output element's sum runs over k in the same order wherever its row sits in a tile,
+// so results do not depend on the order of rows within an expert.
 #include <mma.h>
 
 #include <algorithm>
 
 #include "cuda/common.cuh"
+#include "cuda/moe_gemm_wgmma.cuh"
 #include "cuda/ops.h"
 
 namespace lm::cuda {
@@ -161,13 +162,10 @@ void launch(const GroupedGemmParams& p, cudaStream_t s) {
   LM_LAUNCH_CHECK("grouped_gemm");
 }
 
-template <class S>
-void dispatch(const GroupedGemmParams& p, bool vec, cudaStream_t s) {
-  const bool relu2 = p.out_relu2 != nullptr;
-  if (vec && relu2) launch<S, true, true>(p, s);
-  else if (vec) launch<S, true, false>(p, s);
-  else if (relu2) launch<S, false, true>(p, s);
-  else launch<S, false, false>(p, s);
+template <class S, bool VEC>
+void dispatch(const GroupedGemmParams& p, cudaStream_t s) {
+  if (p.out_relu2 != nullptr) launch<S, VEC, true>(p, s);
+  else launch<S, VEC, false>(p, s);
 }
 
 }  // namespace
@@ -181,11 +179,18 @@ void grouped_gemm(const GroupedGemmParams& p, cudaStream_t s) {
   if (p.K <= 0) throw Error("grouped_gemm: K must be positive");
   if ((p.out_relu2 == nullptr) == (p.out == nullptr)) throw Error("grouped_gemm: exactly one of out_relu2 and out must be set");
   if (!p.a || !p.w || !p.tiles || !p.num_tiles) throw Error("grouped_gemm: a, w, tiles and num_tiles must be set");
+  static_assert(LargeTiles::BM == moe_wgmma::TILE_ROWS, "both 64-row paths take the same plan tiles");
   // 16-byte copies need 16-byte rows and bases; every expert matrix is its own cudaMalloc (256-byte aligned).
   const bool vec = p.K % 8 == 0 && p.lda % 8 == 0 && reinterpret_cast<uintptr_t>(p.a) % 16 == 0;
-  if (p.tile_rows == SmallTiles::BM) dispatch<SmallTiles>(p, vec, s);
-  else if (p.tile_rows == LargeTiles::BM) dispatch<LargeTiles>(p, vec, s);
-  else throw Error("grouped_gemm: tile_rows must come from moe_tile_rows (16 or 64), got " + std::to_string(p.tile_rows));
+  if (p.tile_rows == SmallTiles::BM) {
+    if (vec) dispatch<SmallTiles, true>(p, s);
+    else dispatch<SmallTiles, false>(p, s);
+  } else if (p.tile_rows == LargeTiles::BM) {
+    if (moe_wgmma::supported(p)) moe_wgmma::grouped_gemm_wgmma(p, s);
+    else dispatch<LargeTiles, false>(p, s);
+  } else {
+    throw Error("grouped_gemm: tile_rows must come from moe_tile_rows (16 or 64), got " + std::to_string(p.tile_rows));
+  }
 }
 
 }  // namespace lm::cuda

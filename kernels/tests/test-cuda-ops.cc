@@ -694,6 +694,8 @@ int main() {
     test_moe_experts(g, {23, 7, 2, 37, 29, false, false});     // K not a multiple of 8 (plain loads), latent combine
     test_moe_experts(g, {300, 33, 4, 93, 48, true, false});    // Zipf routing: one expert holds many tiles; BM 64 plain loads
     test_moe_experts(g, {50, 300, 8, 40, 24, false, true});    // many experts, most empty
+    test_moe_experts(g, {700, 16, 4, 136, 264, true, false});  // wgmma: Zipf (pairs, odd tile counts), partial k-steps, BN 192
+    test_moe_experts(g, {400, 32, 8, 512, 1040, false, true}); // wgmma: 128-row pairs, the ring wraps (8 and 17 k-steps), BN 224 / 256
     test_ssd_chunked(g, {4, 24, 2, 20, 24, {37, 1, 100, 5, 2}});   // padded P, N and chunk; PT 32
     test_ssd_chunked(g, {6, 16, 3, 16, 8, {13, 1, 29}});            // fixture-like; PT 16
     test_ssd_chunked(g, {64, 64, 8, 128, 128, {520, 1, 129}});      // Nano heads
