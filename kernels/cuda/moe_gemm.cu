@@ -6,17 +6,18 @@
 // relu(x)² and writes bf16; the down projection writes fp32 rows that moe_combine sums per token in
 // a fixed order.
 //
-// Row tiles come from moe_plan's tile table, read on the device: the grid is sized for the worst case
-// ceil(M/BM) + min(E, M) row tiles and blocks past the plan's count exit. Three paths:
-// - prefill-sized steps (64-row plan tiles, 16-byte rows): Hopper wgmma with a producer warpgroup,
-//   128-row × 256-column blocks, moe_gemm_wgmma.cu;
+// Row tiles come from moe_plan's tile table, read on the device. Three paths:
+// - prefill-sized steps (64-row plan tiles, 16-byte rows): Hopper wgmma, a producer warpgroup feeding
+//   two MMA warpgroups, items of up to 128 rows × up to 256 columns on a persistent grid
+//   (moe_gemm_wgmma.cu);
 // - decode-like steps (16-row plan tiles): BM 16 × BN 64 on 16×16×16 wmma, 4 warps, where the kernel
 //   streams expert weights and needs many blocks in flight;
 // - 64-row tiles whose K or lda is not a multiple of 8: BM 64 × BN 128 wmma with plain loads.
-// The wmma kernels walk K in BK steps through a STAGES-deep cp.async ring of shared-memory tiles
-// (16-byte copies, zero-filled past the matrix edges; plain loads where rows are not 16-byte
-// aligned). Each output element's sum runs over k in the same order wherever its row sits in a tile,
-// so results do not depend on the order of rows within an expert.
+// The wmma kernels take one block per row tile and column tile (the grid sized for the worst case
+// ceil(M/BM) + min(E, M) row tiles, blocks past the plan's count exit) and walk K in BK steps
+// through a STAGES-deep ring of shared-memory tiles (16-byte cp.async zero-filled past the matrix
+// edges, or plain loads). Each output element's sum runs over k in the same order wherever its row
+// sits in a tile, so results do not depend on the order of rows within an expert.
 #include <mma.h>
 
 #include <algorithm>
