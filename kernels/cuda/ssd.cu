@@ -57,55 +57,77 @@ __global__ void ssm_scan_kernel(BatchView b, SsmParams p, bool short_only) {
   for (int i = threadIdx.x; i < P * N; i += blockDim.x) gstate[i] = S[i];
 }
 
-// The selective state update for short sequences (decode, MTP verify and its replay): one warp per
-// (sequence, head, state row p), the row's N state values in registers across the sequence's tokens
-// (4 per lane per 128), read once and written once with 16-byte accesses — a streaming kernel with
-// nseq · nheads · head_dim warps, where the block-per-head kernel above is bound by the latency of
-// loading a whole head's state through shared memory. The state update is the same elementwise
-// arithmetic; y sums its N products in another order (lanes own 4 consecutive n).
+// The selective state update for short sequences (decode, MTP verify and its replay): each warp
+// owns ROWS consecutive state rows p of one (sequence, head), each row's N values in registers
+// across the sequence's tokens (lane-strided float4s, CHUNKS per lane per row). All of a warp's
+// state loads are issued before the first use, so each thread keeps ROWS·CHUNKS 16-byte loads in
+// flight: a streaming kernel that reads and writes the state once (evict-first, it is not reread
+// this step) and whose x/B/C/dt loads are shared by the warp's rows. The state update is the same
+// elementwise arithmetic as above; y sums its N products in another order (lanes own 4
+// consecutive n).
 constexpr int UPDATE_WARPS = 4;
+constexpr int UPDATE_ROWS = 4;        // state rows per warp (2 and 8 measured slower or less stable at batch 32)
 constexpr int UPDATE_MAX_CHUNKS = 4;  // N ≤ 512
 
+template <int CHUNKS, int ROWS>
 __global__ void __launch_bounds__(UPDATE_WARPS * 32) ssm_update_kernel(BatchView b, SsmParams p, int max_len) {
   const int seq = blockIdx.x, h = blockIdx.y;
-  const int lane = threadIdx.x & 31, pp = blockIdx.z * UPDATE_WARPS + (threadIdx.x >> 5);
-  const int P = p.head_dim, N = p.dstate;
-  if (pp >= P) return;
+  const int lane = threadIdx.x & 31, p0 = (blockIdx.z * UPDATE_WARPS + (threadIdx.x >> 5)) * ROWS;
+  const int P = p.head_dim, N = p.dstate, N4 = N / 4;
+  if (p0 >= P) return;
   const int len = b.seq_len[seq];
   if (len > max_len || len == 0) return;
   const int g = h / (p.nheads / p.ngroups), row0 = b.seq_row0[seq], I = p.nheads * P;
-  float4* st = reinterpret_cast<float4*>(p.state + ((static_cast<int64_t>(b.seq_slot[seq]) * p.nheads + h) * P + pp) * N);
-  const int chunks = N / 128 + (N % 128 ? 1 : 0);
-  float4 S[UPDATE_MAX_CHUNKS];
+  float4* st = reinterpret_cast<float4*>(p.state + ((static_cast<int64_t>(b.seq_slot[seq]) * p.nheads + h) * P + p0) * N);
+  float4 S[ROWS][CHUNKS];
 #pragma unroll
-  for (int c = 0; c < UPDATE_MAX_CHUNKS; ++c)
-    if (c < chunks && (c * 32 + lane) * 4 < N) S[c] = st[c * 32 + lane];
+  for (int r = 0; r < ROWS; ++r)
+#pragma unroll
+    for (int c = 0; c < CHUNKS; ++c)
+      if (p0 + r < P && c * 32 + lane < N4) S[r][c] = __ldcs(st + r * N4 + c * 32 + lane);
   const float A = p.A[h], Dh = p.D[h], bias = p.dt_bias[h];
   for (int t = 0; t < len; ++t) {
     const int64_t r = row0 + t;
     const float* row = p.xbc + r * p.xbc_stride;
     const float dt = fminf(fmaxf(softplus(p.dt_raw[r * p.dt_stride + h] + bias), p.dt_min), p.dt_max);
-    const float decay = __expf(dt * A), x = row[h * P + pp], dx = dt * x;
+    const float decay = __expf(dt * A);
     const float4* B4 = reinterpret_cast<const float4*>(row + I + g * N);
     const float4* C4 = reinterpret_cast<const float4*>(row + I + p.ngroups * N + g * N);
-    float acc = 0.f;
+    float4 Bv[CHUNKS], Cv[CHUNKS];
 #pragma unroll
-    for (int c = 0; c < UPDATE_MAX_CHUNKS; ++c) {
-      if (c >= chunks || (c * 32 + lane) * 4 >= N) continue;
-      const float4 Bv = B4[c * 32 + lane], Cv = C4[c * 32 + lane];
-      float4& v = S[c];
-      v.x = decay * v.x + dx * Bv.x;
-      v.y = decay * v.y + dx * Bv.y;
-      v.z = decay * v.z + dx * Bv.z;
-      v.w = decay * v.w + dx * Bv.w;
-      acc += v.x * Cv.x + v.y * Cv.y + v.z * Cv.z + v.w * Cv.w;
+    for (int c = 0; c < CHUNKS; ++c)
+      if (c * 32 + lane < N4) {
+        Bv[c] = B4[c * 32 + lane];
+        Cv[c] = C4[c * 32 + lane];
+      }
+    float x[ROWS], acc[ROWS];
+#pragma unroll
+    for (int rr = 0; rr < ROWS; ++rr) {
+      x[rr] = p0 + rr < P ? row[h * P + p0 + rr] : 0.f;
+      const float dx = dt * x[rr];
+      acc[rr] = 0.f;
+#pragma unroll
+      for (int c = 0; c < CHUNKS; ++c) {
+        if (c * 32 + lane >= N4) continue;
+        float4& v = S[rr][c];
+        v.x = decay * v.x + dx * Bv[c].x;
+        v.y = decay * v.y + dx * Bv[c].y;
+        v.z = decay * v.z + dx * Bv[c].z;
+        v.w = decay * v.w + dx * Bv[c].w;
+        acc[rr] += v.x * Cv[c].x + v.y * Cv[c].y + v.z * Cv[c].z + v.w * Cv[c].w;
+      }
     }
-    acc = warp_sum(acc);
-    if (lane == 0) p.y[r * I + h * P + pp] = acc + Dh * x;
+#pragma unroll
+    for (int rr = 0; rr < ROWS; ++rr) {
+      const float sum = warp_sum(acc[rr]);
+      if (lane == rr && p0 + rr < P) p.y[r * I + h * P + p0 + rr] = sum + Dh * x[rr];
+    }
   }
 #pragma unroll
-  for (int c = 0; c < UPDATE_MAX_CHUNKS; ++c)
-    if (c < chunks && (c * 32 + lane) * 4 < N) st[c * 32 + lane] = S[c];
+  for (int r = 0; r < ROWS; ++r)
+#pragma unroll
+    for (int c = 0; c < CHUNKS; ++c)
+      if (p0 + r < P && c * 32 + lane < N4) __stcs(st + r * N4 + c * 32 + lane, S[r][c]);
 }
 
 static bool update_kernel_fits(const SsmParams& p) {
@@ -114,12 +136,22 @@ static bool update_kernel_fits(const SsmParams& p) {
          (reinterpret_cast<uintptr_t>(p.xbc) & 15) == 0 && (reinterpret_cast<uintptr_t>(p.state) & 15) == 0;
 }
 
+template <int ROWS>
+static void launch_update(const BatchView& b, const SsmParams& p, cudaStream_t s) {
+  const dim3 grid(b.nseq, p.nheads, (p.head_dim + UPDATE_WARPS * ROWS - 1) / (UPDATE_WARPS * ROWS));
+  switch ((p.dstate + 127) / 128) {
+    case 1: ssm_update_kernel<1, ROWS><<<grid, UPDATE_WARPS * 32, 0, s>>>(b, p, SSM_RECURRENT_MAX_LEN); break;
+    case 2: ssm_update_kernel<2, ROWS><<<grid, UPDATE_WARPS * 32, 0, s>>>(b, p, SSM_RECURRENT_MAX_LEN); break;
+    case 3: ssm_update_kernel<3, ROWS><<<grid, UPDATE_WARPS * 32, 0, s>>>(b, p, SSM_RECURRENT_MAX_LEN); break;
+    default: ssm_update_kernel<4, ROWS><<<grid, UPDATE_WARPS * 32, 0, s>>>(b, p, SSM_RECURRENT_MAX_LEN); break;
+  }
+  LM_LAUNCH_CHECK("ssm_scan (update)");
+}
+
 void ssm_scan(const BatchView& b, const SsmParams& p, cudaStream_t s, bool short_only) {
   if (b.nseq == 0) return;
   if ((short_only || b.max_len <= SSM_RECURRENT_MAX_LEN) && update_kernel_fits(p)) {
-    dim3 grid(b.nseq, p.nheads, (p.head_dim + UPDATE_WARPS - 1) / UPDATE_WARPS);
-    ssm_update_kernel<<<grid, UPDATE_WARPS * 32, 0, s>>>(b, p, SSM_RECURRENT_MAX_LEN);
-    LM_LAUNCH_CHECK("ssm_scan (update)");
+    launch_update<UPDATE_ROWS>(b, p, s);
     return;
   }
   const size_t smem = static_cast<size_t>(p.head_dim * p.dstate + p.head_dim + 2 * p.dstate) * sizeof(float);

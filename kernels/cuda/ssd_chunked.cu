@@ -4,21 +4,39 @@
 //   y_l       = e^{cum_l} C_l · S_in  +  Σ_{s≤l} CB[l,s] e^{cum_l − cum_s} dt_s x_s  +  D x_l
 //   S_out     = e^{cum_{L−1}} S_in  +  Σ_s e^{cum_{L−1} − cum_s} dt_s x_s ⊗ B_s
 // In matrix form, with C' = diag(e^{cum}) C, W = (CB ∘ decay ∘ causal mask) · diag(dt) and
-// Xw = diag(e^{cum_{L−1} − cum} dt) X:   Y = C' Sᵀ + W X ,   S ← e^{cum_{L−1}} S + Xwᵀ B.
+// Xw = diag(e^{cum_{L−1} − cum} dt) X:   Y = C' S_inᵀ + W X ,   S_out = e^{cum_{L−1}} S_in + Xwᵀ B.
+// Only S_out = e·S_in + S_loc (S_loc = Xwᵀ B) chains the chunks of a sequence; the rest of a
+// chunk's work is independent of the others.
 //
-// Two kernels:
-//  - ssd_cb_kernel, grid (chunks of the longest sequence, sequences, groups): CB of one chunk on
-//    tensor cores into the workspace (ngroups, rows, Lp), lower triangle and valid rows only.
-//  - ssd_chunk_scan_kernel<PT>, grid (sequences, heads, ⌈P/PT⌉): one block owns PT rows of one
-//    head's state (PT × N, in shared memory across the chunks) and walks its sequence chunk by
-//    chunk: dt and cum (warp scan), then Y = C'Sᵀ + WX and S ← e·S + XwᵀB as 16×16×8 TF32 wmma
-//    products with fp32 accumulation. State rows p are independent, so heads split over blocks.
+// Two kernels, both persistent (one or two blocks per SM loop over work items):
+//  - ssd_cb_kernel, items (chunk, group): CB of one chunk on tensor cores into the workspace
+//    (ngroups, rows, Lp), lower-triangle 16×16 tiles of valid rows only; it also clears the
+//    chunk's chain flags and the work ticket of ssd_chunk_kernel.
+//  - ssd_chunk_kernel<HEADS, WPH>, items (chunk, group, HEADS heads of that group) taken from an
+//    atomic ticket in sequence-major chunk order, WPH warps per head. Per item:
+//      1. x (HEADS heads) and B stream into shared memory while dt, cum and the decay tables are
+//         computed; the chunk's CB tiles stream behind them.
+//      2. S_loc = Xwᵀ B  (P × N per head, K = L) into registers (m16n8k8 TF32 mma.sync).
+//      3. C streams into B's buffer under Y = D x + W X (L × P per head, causal K) in registers;
+//         W's decays are e^{cum_l − cum_r} · e^{cum_r − cum_s} dt_s with r the first row of the
+//         16-row tile (both factors ≤ 1), direct exponentials on the diagonal tiles.
+//      4. The chain: wait until the item of the previous chunk (same heads) has published its
+//         S_out into the slot's state, read it (it is this chunk's S_in) into shared memory where
+//         x was, write S_out = e·S_in + S_loc over it, fence, publish (a flag counter).
+//      5. Y += C' S_inᵀ, and Y is stored.
+//    The state slot is the chain's only buffer: each chunk reads S_in before it writes S_out,
+//    and the next chunk reads only after the flag. Tickets go out in order and an item waits
+//    only for an earlier one, so the wait cannot deadlock; the hop between chunks is one state
+//    read, one write and a flag, while everything else of neighbouring chunks runs in parallel.
 // Shapes: x (R, conv_dim) row stride xbc_stride with x | B | C; y (R, nheads·P); state (slots,
-// nheads, P, N). Any P, N and chunk: tiles are zero-padded to multiples of 16 in shared memory.
-// Sequences of one row are skipped (the recurrent ssm_scan does them).
+// nheads, P, N). P, N and chunk are zero-padded to multiples of 16 (Pp, Np, Lp) in shared memory.
+// Workspace: CB (ngroups, rows, Lp) floats, then flags (ngroups, rows) and the ticket, as ints:
+// the flag of (chunk, group, head block hb) is at row (first row of the chunk) + hb mod L, so
+// every chunk that has a successor (a full one, L rows) owns L flag rows per group.
+// Sequences of at most SSM_RECURRENT_MAX_LEN rows are skipped (ssm_scan does them).
 // Rounding: operands are rounded to TF32 (10-bit mantissa) inside the products; sums, decays and
 // the state stay fp32, and the state is never rounded between chunks.
-#include <mma.h>
+#include <cstdint>
 
 #include "cuda/common.cuh"
 #include "cuda/ops.h"
@@ -27,30 +45,50 @@ namespace lm::cuda {
 
 namespace {
 
-using namespace nvcuda;
-
 constexpr int SSD_THREADS = 512;
-constexpr int PAD = 4;                     // floats of row padding: spreads banks, keeps 32-byte tile alignment
+constexpr int PAD = 4;                     // CB kernel row padding: fragment loads (row g, column t) free of bank conflicts
 constexpr size_t SMEM_LIMIT = 227 * 1024;  // sm_90 opt-in shared memory per block
-
-using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major>;
-using FragAT = wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major>;
-using FragB = wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major>;
-using FragBT = wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major>;
-using FragC = wmma::fragment<wmma::accumulator, 16, 16, 8, float>;
+constexpr int FLAG_TAIL = 32;              // workspace floats past the flags: the ticket, 128-byte aligned
 
 int round16(int v) { return (v + 15) / 16 * 16; }
 
-/** Shared-memory floats of the scan kernel for PT state rows. */
-size_t scan_smem_floats(int PT, int Np, int Lp) {
-  const size_t ldn = Np + PAD, ldp = PT + PAD, ldl = Lp + PAD;
-  return PT * ldn + 3 * Lp * ldp + Lp * ldn + Lp * ldl + 3 * Lp;
-}
-size_t cb_smem_floats(int Np, int Lp) { return 2 * static_cast<size_t>(Lp) * (Np + PAD) + (SSD_THREADS / 32) * 256; }
+size_t cb_smem_floats(int Np, int Lp) { return 2 * static_cast<size_t>(Lp) * (Np + PAD); }
 
-template <class Frag>
-__device__ __forceinline__ void to_tf32(Frag& f) {
-  for (int i = 0; i < f.num_elements; ++i) f.x[i] = wmma::__float_to_tf32(f.x[i]);
+/**
+ * Shared memory of ssd_chunk_kernel, in floats. Row strides keep the fragment loads free of bank
+ * conflicts: operands read as (row t, column g) use a stride ≡ ±8 (mod 32) (x, B), operands
+ * read as (row g, column t) a stride ≡ 4 (mod 16) (C, CB, the state).
+ */
+struct ChunkLayout {
+  int ldx, ldb, ldc, ldw, lds;
+  int x_off, r1_off, cb_off, tab_off, tab_per_head, total;
+};
+
+__host__ __device__ inline ChunkLayout chunk_layout(int heads, int Pp, int Np, int Lp) {
+  ChunkLayout ly;
+  ly.ldx = Pp + 8;
+  ly.ldb = Np + 8;
+  ly.ldc = Np + 4;
+  ly.ldw = Lp + 4;
+  ly.lds = Np + 4;
+  const int xs = heads * Lp * ly.ldx, ss = heads * Pp * ly.lds;
+  const int r1 = Lp * (ly.ldb > ly.ldc ? ly.ldb : ly.ldc);
+  ly.tab_per_head = 5 * Lp + (Lp / 16) * Lp;  // dt, cum, w_state, e^{cum}, e^{cum − cum_r}, F (Lp/16, Lp)
+  ly.x_off = 0;
+  ly.r1_off = ly.x_off + (xs > ss ? xs : ss);
+  ly.cb_off = ly.r1_off + r1;
+  ly.tab_off = ly.cb_off + Lp * ly.ldw;
+  ly.total = ly.tab_off + heads * ly.tab_per_head;
+  return ly;
+}
+
+/** Warp tiles (32 × 32 outputs) of step 2 (P × N) and of steps 3 and 5 (L × P). */
+__host__ __device__ inline int state_tiles(int Pp, int Np) { return ((Pp + 31) / 32) * ((Np + 31) / 32); }
+__host__ __device__ inline int output_tiles(int Pp, int Lp) { return ((Pp + 31) / 32) * ((Lp + 31) / 32); }
+
+/** Whether ssd_chunk_kernel<heads, wph> takes this shape (shared memory and one tile per warp). */
+bool chunk_kernel_fits(int heads, int wph, int Pp, int Np, int Lp) {
+  return chunk_layout(heads, Pp, Np, Lp).total * sizeof(float) <= SMEM_LIMIT && state_tiles(Pp, Np) <= wph && output_tiles(Pp, Lp) <= wph;
 }
 
 /** Async global → shared copy of VEC floats (16 bytes with .cg, or 4); zero-fills when !valid. */
@@ -60,7 +98,9 @@ __device__ __forceinline__ void cp_async(float* dst, const float* src, bool vali
   if constexpr (VEC == 4) asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(valid ? 16 : 0) : "memory");
   else asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src), "r"(valid ? 4 : 0) : "memory");
 }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int PENDING>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(PENDING) : "memory"); }
 
 /**
  * Starts copying a (rows, cols) tile, row stride src_stride, into dst (row stride ld); elements
@@ -83,229 +123,478 @@ __device__ void load_tile_async(float* dst, int ld, int rows, int cols, const fl
   }
 }
 
+/**
+ * x rounded to TF32 for an mma operand: half an ulp of the 10-bit mantissa added to the bits; the
+ * tensor cores ignore the 13 low bits, so this is round-to-nearest (ties away), as cvt.rna, in one
+ * integer add instead of a conversion (16 per clock per SM on sm_90, the bottleneck here).
+ */
+__device__ __forceinline__ uint32_t to_tf32(float x) { return __float_as_uint(x) + 0x1000u; }
+/** Rounds n floats of shared memory to TF32 in place (operands read later as raw bits). */
+__device__ __forceinline__ void round_tf32(float* v, int n) {
+  for (int i = threadIdx.x; i < n; i += blockDim.x) v[i] = __uint_as_float((__float_as_uint(v[i]) + 0x1000u) & 0xffffe000u);
+}
+
+/** d += a · b, m16n8k8, TF32 operands, fp32 accumulators (PTX fragment layouts). */
+__device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+__device__ __forceinline__ int ld_acquire(const int* p) {
+  int v;
+  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
 __device__ __forceinline__ float ssd_dt(const SsmParams& p, int64_t r, int h) {
   const float d = softplus(p.dt_raw[r * p.dt_stride + h] + p.dt_bias[h]);
   return fminf(fmaxf(d, p.dt_min), p.dt_max);
 }
 
+__device__ __forceinline__ int seq_chunks(int len, int L) { return len > SSM_RECURRENT_MAX_LEN ? (len + L - 1) / L : 0; }
+
+/** Chunks of all long sequences; called by a whole warp, every lane gets the count. */
+__device__ int count_chunks(const BatchView& b, int L) {
+  int n = 0;
+  for (int s = threadIdx.x & 31; s < b.nseq; s += 32) n += seq_chunks(b.seq_len[s], L);
+  for (int o = 16; o > 0; o >>= 1) n += __shfl_xor_sync(0xffffffffu, n, o);
+  return n;
+}
+
+/** (sequence, chunk index) of chunk k in sequence-major order; called by a whole warp. */
+__device__ int2 locate_chunk(const BatchView& b, int L, int k) {
+  const int lane = threadIdx.x & 31;
+  int base = 0;
+  for (int s0 = 0; s0 < b.nseq; s0 += 32) {
+    const int s = s0 + lane;
+    const int n = s < b.nseq ? seq_chunks(b.seq_len[s], L) : 0;
+    int incl = n;
+    for (int o = 1; o < 32; o <<= 1) {
+      const int v = __shfl_up_sync(0xffffffffu, incl, o);
+      if (lane >= o) incl += v;
+    }
+    const int total = __shfl_sync(0xffffffffu, incl, 31);
+    if (k < base + total) {
+      const int src = __ffs(__ballot_sync(0xffffffffu, k < base + incl)) - 1;
+      const int before = __shfl_sync(0xffffffffu, incl - n, src);
+      return make_int2(s0 + src, k - base - before);
+    }
+    base += total;
+  }
+  return make_int2(-1, -1);
+}
+
+/** Warp work units of the CB kernel: (16-row tile i, group of ≤ 8 n8 tiles left of or on the diagonal tile). */
+__device__ __forceinline__ int cb_units(int Mt) {
+  int n = 0;
+  for (int i = 0; i < Mt; ++i) n += (i + 4) / 4;
+  return n;
+}
+
 template <int VEC>
-__global__ void __launch_bounds__(SSD_THREADS) ssd_cb_kernel(BatchView b, SsmParams p, int L, int Lp, int Np, float* cb) {
+__global__ void __launch_bounds__(SSD_THREADS) ssd_cb_kernel(BatchView b, SsmParams p, int L, int Lp, int Np, float* cb, int* flags, int* ticket) {
   extern __shared__ __align__(128) float smem[];
-  const int c = blockIdx.x, seq = blockIdx.y, g = blockIdx.z;
-  const int len = b.seq_len[seq], t0 = c * L;
-  if (len <= SSM_RECURRENT_MAX_LEN || t0 >= len) return;
-  const int clen = min(L, len - t0), N = p.dstate, ldn = Np + PAD, I = p.nheads * p.head_dim;
-  const int64_t rb = b.seq_row0[seq] + t0;
-  float* Cs = smem;              // (Lp, ldn)
-  float* Bs = Cs + Lp * ldn;     // (Lp, ldn)
-  float* stage = Bs + Lp * ldn;  // (warps, 16, 16)
-  const float* rows = p.xbc + rb * p.xbc_stride + I;
-  load_tile_async<VEC>(Bs, ldn, Lp, Np, rows + g * N, p.xbc_stride, clen, N);
-  load_tile_async<VEC>(Cs, ldn, Lp, Np, rows + (p.ngroups + g) * N, p.xbc_stride, clen, N);
-  cp_async_wait_all();
-  __syncthreads();
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nwarps = blockDim.x >> 5, T = Lp / 16;
-  float* st = stage + warp * 256;
-  for (int tile = warp; tile < T * T; tile += nwarps) {
-    const int ti = tile / T, tj = tile % T;
-    if (tj > ti || ti * 16 >= clen) continue;
-    FragC acc;
-    wmma::fill_fragment(acc, 0.f);
-    for (int k = 0; k < Np; k += 8) {
-      FragA a;
-      FragBT bt;  // Bᵀ: element (n, s) at Bs[s·ldn + n]
-      wmma::load_matrix_sync(a, Cs + ti * 16 * ldn + k, ldn);
-      wmma::load_matrix_sync(bt, Bs + tj * 16 * ldn + k, ldn);
-      to_tf32(a);
-      to_tf32(bt);
-      wmma::mma_sync(acc, a, bt, acc);
+  __shared__ int2 s_chunk;
+  if (blockIdx.x == 0 && threadIdx.x == 0) *ticket = 0;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nwarps = blockDim.x >> 5, g8 = lane >> 2, t4 = lane & 3;
+  const int N = p.dstate, ldn = Np + PAD, I = p.nheads * p.head_dim, Mt = Lp / 16, units = cb_units(Mt);
+  float* Cs = smem;           // (Lp, ldn)
+  float* Bs = Cs + Lp * ldn;  // (Lp, ldn)
+  const int items = count_chunks(b, L) * p.ngroups;
+  for (int item = blockIdx.x; item < items; item += gridDim.x) {
+    const int k = item / p.ngroups, g = item % p.ngroups;
+    __syncthreads();  // the previous item is done with every buffer
+    if (warp == 0) {
+      const int2 sc = locate_chunk(b, L, k);
+      if (lane == 0) s_chunk = sc;
     }
-    wmma::store_matrix_sync(st, acc, 16, wmma::mem_row_major);
-    __syncwarp();
-    for (int i = lane; i < 256; i += 32) {
-      const int l = ti * 16 + i / 16;
-      if (l < clen) cb[(static_cast<int64_t>(g) * b.rows + rb + l) * Lp + tj * 16 + i % 16] = st[i];
+    __syncthreads();
+    const int seq = s_chunk.x, t0 = s_chunk.y * L;
+    const int clen = min(L, b.seq_len[seq] - t0);
+    const int64_t rb = b.seq_row0[seq] + t0;
+    for (int l = threadIdx.x; l < clen; l += blockDim.x) flags[static_cast<int64_t>(g) * b.rows + rb + l] = 0;
+    const float* rows = p.xbc + rb * p.xbc_stride + I;
+    load_tile_async<VEC>(Bs, ldn, Lp, Np, rows + g * N, p.xbc_stride, clen, N);
+    load_tile_async<VEC>(Cs, ldn, Lp, Np, rows + (p.ngroups + g) * N, p.xbc_stride, clen, N);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+    round_tf32(smem, 2 * Lp * ldn);
+    __syncthreads();
+    for (int u = warp; u < units; u += nwarps) {
+      int i = 0, jg = u;
+      while (jg >= (i + 4) / 4) jg -= (i++ + 4) / 4;
+      if (16 * i >= clen) continue;
+      const int jend = min(8 * jg + 8, 2 * i + 2);  // n8 tiles [8·jg, jend): columns of tiles on or left of the diagonal
+      float acc[8][4] = {};
+      for (int k0 = 0; k0 < Np; k0 += 8) {
+        const float* ca = Cs + (16 * i + g8) * ldn + k0 + t4;
+        const uint32_t a[4] = {__float_as_uint(ca[0]), __float_as_uint(ca[8 * ldn]), __float_as_uint(ca[4]), __float_as_uint(ca[8 * ldn + 4])};
+#pragma unroll
+        for (int jj = 0; jj < 8; ++jj) {
+          const int j = 8 * jg + jj;
+          if (j >= jend) break;
+          const float* bb = Bs + (8 * j + g8) * ldn + k0 + t4;  // Bᵀ: element (n, s) at Bs[s·ldn + n]
+          const uint32_t bf[2] = {__float_as_uint(bb[0]), __float_as_uint(bb[4])};
+          mma_tf32(acc[jj], a, bf);
+        }
+      }
+#pragma unroll
+      for (int jj = 0; jj < 8; ++jj) {
+        const int j = 8 * jg + jj;
+        if (j >= jend) break;
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const int l = 16 * i + g8 + 8 * half;
+          if (l < clen) *reinterpret_cast<float2*>(cb + (static_cast<int64_t>(g) * b.rows + rb + l) * Lp + 8 * j + 2 * t4) = make_float2(acc[jj][2 * half], acc[jj][2 * half + 1]);
+        }
+      }
     }
-    __syncwarp();
   }
 }
 
-template <int PT, int VEC>
-__global__ void __launch_bounds__(SSD_THREADS) ssd_chunk_scan_kernel(BatchView b, SsmParams p, int L, int Lp, int Np, const float* cb) {
+/** Accumulators of one warp tile: 2 m16 tiles × 4 n8 tiles, fragment layout. */
+using Acc = float[2][4][4];
+
+template <int HEADS, int WPH, int VEC>
+__global__ void __launch_bounds__(HEADS* WPH * 32, 1)
+    ssd_chunk_kernel(BatchView b, SsmParams p, int L, int Pp, int Np, int Lp, const float* cb, int* flags, int* ticket, bool vec_y, bool vec_state) {
   extern __shared__ __align__(128) float smem[];
-  const int seq = blockIdx.x, h = blockIdx.y, p0 = blockIdx.z * PT;
-  const int len = b.seq_len[seq];
-  if (len <= SSM_RECURRENT_MAX_LEN) return;
-  const int P = p.head_dim, N = p.dstate, G = p.ngroups, g = h / (p.nheads / G), I = p.nheads * P;
-  const int ldn = Np + PAD, ldp = PT + PAD, ldl = Lp + PAD;
-  float* S = smem;            // (PT, ldn)  state rows p0.., fp32 across chunks
-  float* X = S + PT * ldn;    // (Lp, ldp)  x of the chunk
-  float* Xw = X + Lp * ldp;   // (Lp, ldp)  e^{cum_last − cum_s} dt_s x_s
-  float* Y = Xw + Lp * ldp;   // (Lp, ldp)  C'Sᵀ + WX
-  float* M = Y + Lp * ldp;    // (Lp, ldn)  C' = e^{cum} C, then B
-  float* W = M + Lp * ldn;    // (Lp, ldl)  CB ∘ e^{cum_l − cum_s} dt_s, causal
-  float* cum = W + Lp * ldl;  // (Lp)
-  float* dts = cum + Lp;      // (Lp)
-  float* ecum = dts + Lp;     // (Lp)  e^{cum}
-  const int64_t row0 = b.seq_row0[seq];
-  float* gstate = p.state + (static_cast<int64_t>(b.seq_slot[seq]) * p.nheads + h) * P * N;
-  for (int i = threadIdx.x; i < PT * Np; i += blockDim.x) {
-    const int pp = i / Np, n = i % Np;
-    S[pp * ldn + n] = (p0 + pp < P && n < N) ? gstate[static_cast<int64_t>(p0 + pp) * N + n] : 0.f;
-  }
-  const float A = p.A[h], Dh = p.D[h];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nwarps = blockDim.x >> 5;
-  const int TP = PT / 16, TL = Lp / 16, TN = Np / 16;
-  for (int t0 = 0; t0 < len; t0 += L) {
-    const int clen = min(L, len - t0);
-    const int64_t rb = row0 + t0;
-    __syncthreads();  // the previous chunk is done with every buffer
-    // x, C and the chunk's CB rows stream in while dt and cum are computed.
-    const float* rows = p.xbc + rb * p.xbc_stride;
-    load_tile_async<VEC>(X, ldp, Lp, PT, rows + h * P + p0, p.xbc_stride, clen, P - p0);
-    load_tile_async<VEC>(M, ldn, Lp, Np, rows + I + (G + g) * N, p.xbc_stride, clen, N);
-    load_tile_async<4>(W, ldl, Lp, Lp, cb + (static_cast<int64_t>(g) * b.rows + rb) * Lp, Lp, clen, Lp, /*lower_tiles=*/true);
-    for (int l = threadIdx.x; l < Lp; l += blockDim.x) dts[l] = l < clen ? ssd_dt(p, rb + l, h) : 0.f;  // padding: dt 0
+  __shared__ int s_ticket;
+  __shared__ int2 s_chunk;
+  const ChunkLayout ly = chunk_layout(HEADS, Pp, Np, Lp);
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int hh = warp / WPH, wl = warp % WPH;  // head of the item this warp works on, warp within it
+  const int g8 = lane >> 2, t4 = lane & 3;     // fragment row group and column within it
+  const int P = p.head_dim, N = p.dstate, G = p.ngroups, hpg = p.nheads / G, upg = hpg / HEADS;
+  const int units = G * upg, I = p.nheads * P, Mt = Lp / 16;
+  const int ldx = ly.ldx, ldb = ly.ldb, ldc = ly.ldc, ldw = ly.ldw, lds = ly.lds;
+  float* Xs = smem + ly.x_off + hh * Lp * ldx;  // (Lp, ldx) x of this warp's head; later the state:
+  float* Ss = smem + ly.x_off + hh * Pp * lds;  // (Pp, lds) S_in of this warp's head
+  float* R1 = smem + ly.r1_off;                 // (Lp, ldb) B, then (Lp, ldc) C
+  float* CBs = smem + ly.cb_off;                // (Lp, ldw) CB, lower 16×16 tiles
+  float* tab = smem + ly.tab_off;
+  float* dts = tab + hh * ly.tab_per_head;  // (Lp) dt, 0 past the chunk
+  float* cum = dts + Lp;                    // (Lp) inclusive Σ dt·A
+  float* wst = cum + Lp;                    // (Lp) e^{cum_last − cum_l} dt_l: the weights of S_loc
+  float* ecum = wst + Lp;                   // (Lp) e^{cum_l}
+  float* er = ecum + Lp;                    // (Lp) e^{cum_l − cum_r}, r = 16·⌊l/16⌋
+  float* F = er + Lp;                       // (Lp/16, Lp) e^{cum_{16i} − cum_s} dt_s for s < 16i, else 0
+  const int n_state = state_tiles(Pp, Np), n_out = output_tiles(Pp, Lp);
+  const int items = (warp == 0 ? count_chunks(b, L) : 0) * units;  // used by warp 0 only
+  // The next ticket is taken while an item computes (its latency hidden); a block holds at most
+  // one ticket it has not started, taken after the one it is working on, so the minimal
+  // unfinished item always belongs to a running block that waits on nothing unfinished.
+  int next_ticket = 0;
+  if (tid == 0) s_ticket = atomicAdd(ticket, 1);
+  for (;;) {
     __syncthreads();
-    if (warp == 0) {  // inclusive prefix sum of dt·A
+    const int t = s_ticket;
+    if (warp == 0) {
+      const int2 sc = t < items ? locate_chunk(b, L, t / units) : make_int2(-1, -1);
+      if (lane == 0) s_chunk = sc;
+    }
+    __syncthreads();
+    const int seq = s_chunk.x;
+    if (seq < 0) break;
+    const int c = s_chunk.y, u = t % units, g = u / upg, hb = u % upg, h0 = g * hpg + hb * HEADS, h = h0 + hh;
+    const int len = b.seq_len[seq], clen = min(L, len - c * L), klen = (clen + 7) / 8 * 8;
+    const bool last = (c + 1) * L >= len;
+    const int64_t rb = b.seq_row0[seq] + static_cast<int64_t>(c) * L;
+
+    // 1. x of the item's heads and B, then CB, stream in; dt, cum and the decay tables meanwhile.
+    const float* rows = p.xbc + rb * p.xbc_stride;
+    for (int j = 0; j < HEADS; ++j) load_tile_async<VEC>(smem + ly.x_off + j * Lp * ldx, ldx, Lp, Pp, rows + (h0 + j) * P, p.xbc_stride, clen, P);
+    load_tile_async<VEC>(R1, ldb, Lp, Np, rows + I + g * N, p.xbc_stride, clen, N);
+    cp_async_commit();
+    load_tile_async<4>(CBs, ldw, Lp, Lp, cb + (static_cast<int64_t>(g) * b.rows + rb) * Lp, Lp, clen, Lp, /*lower_tiles=*/true);
+    cp_async_commit();
+    if (tid == 0) next_ticket = atomicAdd(ticket, 1);
+    for (int i = tid; i < HEADS * Lp; i += blockDim.x) {
+      const int j = i / Lp, l = i % Lp;
+      tab[j * ly.tab_per_head + l] = l < clen ? ssd_dt(p, rb + l, h0 + j) : 0.f;
+    }
+    __syncthreads();
+    if (warp < HEADS) {  // inclusive prefix sum of dt·A, one warp per head
+      const float A = p.A[h0 + warp];
+      const float* dj = tab + warp * ly.tab_per_head;
+      float* cj = tab + warp * ly.tab_per_head + Lp;
       float carry = 0.f;
       for (int base = 0; base < Lp; base += 32) {
-        const int l = base + lane;
-        float v = l < Lp ? dts[l] * A : 0.f;
+        float v = base + lane < Lp ? dj[base + lane] * A : 0.f;
         for (int o = 1; o < 32; o <<= 1) {
-          const float u = __shfl_up_sync(0xffffffffu, v, o);
-          if (lane >= o) v += u;
+          const float w = __shfl_up_sync(0xffffffffu, v, o);
+          if (lane >= o) v += w;
         }
         v += carry;
-        if (l < Lp) {
-          cum[l] = v;
-          ecum[l] = __expf(v);
-        }
+        if (base + lane < Lp) cj[base + lane] = v;
         carry = __shfl_sync(0xffffffffu, v, 31);
       }
     }
-    cp_async_wait_all();
     __syncthreads();
-    const float cum_last = cum[Lp - 1];
-    for (int l = warp; l < Lp; l += nwarps) {
-      const float f = __expf(cum_last - cum[l]) * dts[l];
-      for (int pp = lane; pp < PT; pp += 32) Xw[l * ldp + pp] = f * X[l * ldp + pp];
+    for (int i = tid; i < HEADS * Lp; i += blockDim.x) {
+      float* tj = tab + (i / Lp) * ly.tab_per_head;
+      const int l = i % Lp;
+      const float cl = tj[Lp + l];
+      tj[2 * Lp + l] = __expf(tj[2 * Lp - 1] - cl) * tj[l];
+      tj[3 * Lp + l] = __expf(cl);
+      tj[4 * Lp + l] = __expf(cl - tj[Lp + (l & ~15)]);
     }
-    for (int l = warp; l < clen; l += nwarps) {  // rows past clen are zero already
-      const float e = ecum[l];
-      for (int n = lane; n < Np; n += 32) M[l * ldn + n] *= e;
+    for (int i = tid; i < HEADS * Mt * Lp; i += blockDim.x) {
+      float* tj = tab + (i / (Mt * Lp)) * ly.tab_per_head;
+      const int mi = (i / Lp) % Mt, s = i % Lp;
+      tj[5 * Lp + mi * Lp + s] = s < 16 * mi ? __expf(tj[Lp + 16 * mi] - tj[Lp + s]) * tj[s] : 0.f;
     }
-    for (int l = warp; l < Lp; l += nwarps) {  // a select, not a product: unloaded tiles hold garbage
-      const float cl = cum[l];
-      for (int s = lane; s < Lp; s += 32) {
-        float& w = W[l * ldl + s];
-        w = (s <= l && l < clen) ? w * __expf(cl - cum[s]) * dts[s] : 0.f;
+    cp_async_wait<1>();
+    __syncthreads();
+    round_tf32(R1, Lp * ldb);  // B is read as raw TF32 bits below
+    __syncthreads();
+
+    // 2. S_loc = Xwᵀ B: warp tile rows p ∈ [pb, pb+32), columns n ∈ [nb, nb+32), K = l.
+    Acc acc1;
+    const int nb_tiles = (Np + 31) / 32;
+    const int pb = (wl / nb_tiles) * 32, nb = (wl % nb_tiles) * 32;
+#pragma unroll
+    for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+      for (int nj = 0; nj < 4; ++nj)
+#pragma unroll
+        for (int q = 0; q < 4; ++q) acc1[mi][nj][q] = 0.f;
+    if (wl < n_state) {
+      for (int l0 = 0; l0 < klen; l0 += 8) {
+        const float wa = wst[l0 + t4], wb = wst[l0 + t4 + 4];
+        const float* xa = Xs + (l0 + t4) * ldx + pb + g8;
+        const float* xb = xa + 4 * ldx;
+        uint32_t a[2][4], bf[4][2];
+#pragma unroll
+        for (int mi = 0; mi < 2; ++mi) {
+          a[mi][0] = to_tf32(xa[16 * mi] * wa);
+          a[mi][1] = to_tf32(xa[16 * mi + 8] * wa);
+          a[mi][2] = to_tf32(xb[16 * mi] * wb);
+          a[mi][3] = to_tf32(xb[16 * mi + 8] * wb);
+        }
+        const float* ba = R1 + (l0 + t4) * ldb + nb + g8;
+#pragma unroll
+        for (int nj = 0; nj < 4; ++nj) {
+          bf[nj][0] = __float_as_uint(ba[8 * nj]);
+          bf[nj][1] = __float_as_uint(ba[4 * ldb + 8 * nj]);
+        }
+#pragma unroll
+        for (int mi = 0; mi < 2; ++mi)
+          if (pb + 16 * mi < Pp)
+#pragma unroll
+            for (int nj = 0; nj < 4; ++nj)
+              if (nb + 8 * nj < Np) mma_tf32(acc1[mi][nj], a[mi], bf[nj]);
+      }
+    }
+    __syncthreads();  // B is done with: C takes its buffer
+    load_tile_async<VEC>(R1, ldc, Lp, Np, rows + I + (G + g) * N, p.xbc_stride, clen, N);
+    cp_async_commit();
+    cp_async_wait<1>();  // CB
+    __syncthreads();
+
+    // 3. Y = D x + W X: warp tile rows l ∈ [32·rblk, +32) (two m16 tiles), columns p ∈ [pc, pc+32).
+    // Row blocks snake across the column blocks so that warps w and w+4 (one scheduler) get a
+    // short and a long causal row block.
+    Acc acc2;
+    const int rblocks = (Mt + 1) / 2, cblk = wl / rblocks, rr = wl % rblocks;
+    const int rblk = (cblk & 1) ? rblocks - 1 - rr : rr, pc = cblk * 32;
+    const bool out_warp = wl < n_out;
+    const float Dh = p.D[h];
+#pragma unroll
+    for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+      for (int nj = 0; nj < 4; ++nj)
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          const int l = 32 * rblk + 16 * mi + g8 + (q >> 1) * 8, pp = pc + 8 * nj + 2 * t4 + (q & 1);
+          acc2[mi][nj][q] = out_warp && l < Lp && pp < Pp ? Dh * Xs[l * ldx + pp] : 0.f;
+        }
+    if (out_warp) {
+      const int i_last = min(2 * rblk + 1, Mt - 1);
+      const int kend = min(16 * (i_last + 1), klen);
+      for (int s0 = 0; s0 < kend; s0 += 8) {
+        uint32_t bf[4][2];
+        const float* xa = Xs + (s0 + t4) * ldx + pc + g8;
+#pragma unroll
+        for (int nj = 0; nj < 4; ++nj) {
+          bf[nj][0] = to_tf32(xa[8 * nj]);
+          bf[nj][1] = to_tf32(xa[4 * ldx + 8 * nj]);
+        }
+#pragma unroll
+        for (int mi = 0; mi < 2; ++mi) {
+          const int i = 2 * rblk + mi;
+          if (i >= Mt || s0 >= 16 * i + 16 || 16 * i >= clen) continue;
+          const int la = 16 * i + g8, lb = la + 8, sa = s0 + t4, sb = sa + 4;
+          const float* wa = CBs + la * ldw;
+          const float* wb = CBs + lb * ldw;
+          uint32_t a[4];
+          if (s0 < 16 * i) {  // below the diagonal tile: both decay factors ≤ 1
+            const float ea = er[la], eb = er[lb], fa = F[i * Lp + sa], fb = F[i * Lp + sb];
+            a[0] = to_tf32(wa[sa] * ea * fa);
+            a[1] = to_tf32(wb[sa] * eb * fa);
+            a[2] = to_tf32(wa[sb] * ea * fb);
+            a[3] = to_tf32(wb[sb] * eb * fb);
+          } else {  // the diagonal tile: causal mask, direct decays (cum_l − cum_s ≤ 0)
+            const float ca = cum[la], cbv = cum[lb], da = dts[sa], db = dts[sb], csa = cum[sa], csb = cum[sb];
+            a[0] = to_tf32(sa <= la ? wa[sa] * __expf(ca - csa) * da : 0.f);
+            a[1] = to_tf32(sa <= lb ? wb[sa] * __expf(cbv - csa) * da : 0.f);
+            a[2] = to_tf32(sb <= la ? wa[sb] * __expf(ca - csb) * db : 0.f);
+            a[3] = to_tf32(sb <= lb ? wb[sb] * __expf(cbv - csb) * db : 0.f);
+          }
+#pragma unroll
+          for (int nj = 0; nj < 4; ++nj)
+            if (pc + 8 * nj < Pp) mma_tf32(acc2[mi][nj], a, bf[nj]);
+        }
+      }
+    }
+    __syncthreads();  // x and CB are done with: the state takes x's buffer
+
+    // 4. The chain: S_in from the slot (written by the previous chunk's item, or the initial
+    // state) into shared memory for step 5; S_out = e^{cum_last}·S_in + S_loc written over it.
+    if (c > 0 && tid == 0) {
+      const int r = hb % L, want = (upg - 1 - r) / L + 1;
+      const int* flag = flags + static_cast<int64_t>(g) * b.rows + (rb - L) + r;
+      while (ld_acquire(flag) < want) {
       }
     }
     __syncthreads();
-    for (int tile = warp; tile < TL * TP; tile += nwarps) {  // Y = C'Sᵀ + WX
-      const int lt = tile / TP, pt = tile % TP;
-      if (lt * 16 >= clen) continue;
-      FragC acc;
-      wmma::fill_fragment(acc, 0.f);
-      for (int k = 0; k < Np; k += 8) {
-        FragA a;
-        FragBT st;  // Sᵀ: element (n, p) at S[p·ldn + n]
-        wmma::load_matrix_sync(a, M + lt * 16 * ldn + k, ldn);
-        wmma::load_matrix_sync(st, S + pt * 16 * ldn + k, ldn);
-        to_tf32(a);
-        to_tf32(st);
-        wmma::mma_sync(acc, a, st, acc);
-      }
-      for (int k = 0; k < (lt + 1) * 16; k += 8) {  // W is zero above the diagonal
-        FragA a;
-        FragB xb;
-        wmma::load_matrix_sync(a, W + lt * 16 * ldl + k, ldl);
-        wmma::load_matrix_sync(xb, X + k * ldp + pt * 16, ldp);
-        to_tf32(a);
-        to_tf32(xb);
-        wmma::mma_sync(acc, a, xb, acc);
-      }
-      wmma::store_matrix_sync(Y + lt * 16 * ldp + pt * 16, acc, ldp, wmma::mem_row_major);
+    const int64_t slot_state = static_cast<int64_t>(b.seq_slot[seq]) * p.nheads;
+    for (int j = 0; j < HEADS; ++j) load_tile_async<VEC>(smem + ly.x_off + j * Pp * lds, lds, Pp, Np, p.state + (slot_state + h0 + j) * P * N, N, P, N);
+    cp_async_commit();
+    cp_async_wait<0>();  // S_in and C
+    __syncthreads();
+    if (wl < n_state) {
+      float* gst = p.state + (slot_state + h) * P * N;
+      const float e_last = __expf(cum[Lp - 1]);
+#pragma unroll
+      for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+        for (int nj = 0; nj < 4; ++nj)
+#pragma unroll
+          for (int half = 0; half < 2; ++half) {
+            const int pr = pb + 16 * mi + g8 + half * 8, nc = nb + 8 * nj + 2 * t4;
+            if (pr >= P || nc >= N) continue;
+            float* sin = Ss + pr * lds + nc;
+            const float s0 = sin[0], s1 = sin[1];
+            sin[0] = __uint_as_float(to_tf32(s0) & 0xffffe000u);  // step 5 reads S_in as raw TF32 bits
+            sin[1] = __uint_as_float(to_tf32(s1) & 0xffffe000u);
+            const float o0 = e_last * s0 + acc1[mi][nj][2 * half], o1 = e_last * s1 + acc1[mi][nj][2 * half + 1];
+            float* dst = gst + pr * N + nc;
+            if (vec_state) {
+              *reinterpret_cast<float2*>(dst) = make_float2(o0, o1);
+            } else {
+              dst[0] = o0;
+              if (nc + 1 < N) dst[1] = o1;
+            }
+          }
+      __threadfence();
     }
     __syncthreads();
-    load_tile_async<VEC>(M, ldn, Lp, Np, rows + I + g * N, p.xbc_stride, clen, N);  // B, under the y stores
-    for (int i = threadIdx.x; i < clen * PT; i += blockDim.x) {
-      const int l = i / PT, pp = i % PT;
-      if (p0 + pp < P) p.y[(rb + l) * I + h * P + p0 + pp] = Y[l * ldp + pp] + Dh * X[l * ldp + pp];
-    }
-    cp_async_wait_all();
-    __syncthreads();
-    const float e_last = __expf(cum_last);
-    const int klen = (clen + 7) / 8 * 8;  // rows past clen contribute zero
-    for (int tile = warp; tile < TP * TN; tile += nwarps) {  // S ← e_last·S + Xwᵀ B
-      const int pt = tile / TN, nt = tile % TN;
-      FragC acc;
-      wmma::load_matrix_sync(acc, S + pt * 16 * ldn + nt * 16, ldn, wmma::mem_row_major);
-      for (int i = 0; i < acc.num_elements; ++i) acc.x[i] *= e_last;
-      for (int k = 0; k < klen; k += 8) {
-        FragAT xt;  // Xwᵀ: element (p, s) at Xw[s·ldp + p]
-        FragB bm;
-        wmma::load_matrix_sync(xt, Xw + k * ldp + pt * 16, ldp);
-        wmma::load_matrix_sync(bm, M + k * ldn + nt * 16, ldn);
-        to_tf32(xt);
-        to_tf32(bm);
-        wmma::mma_sync(acc, xt, bm, acc);
+    if (!last && tid == 0) atomicAdd(flags + static_cast<int64_t>(g) * b.rows + rb + hb % L, 1);
+
+    // 5. Y += C' S_inᵀ (K = n), then y = Y.
+    if (out_warp) {
+      for (int k0 = 0; k0 < Np; k0 += 8) {
+        uint32_t bf[4][2];
+        const float* sa = Ss + (pc + g8) * lds + k0 + t4;
+#pragma unroll
+        for (int nj = 0; nj < 4; ++nj) {
+          bf[nj][0] = __float_as_uint(sa[8 * nj * lds]);
+          bf[nj][1] = __float_as_uint(sa[8 * nj * lds + 4]);
+        }
+#pragma unroll
+        for (int mi = 0; mi < 2; ++mi) {
+          const int i = 2 * rblk + mi;
+          if (i >= Mt || 16 * i >= clen) continue;
+          const int la = 16 * i + g8, lb = la + 8;
+          const float ea = ecum[la], eb = ecum[lb];
+          const float* ca = R1 + la * ldc + k0 + t4;
+          const float* cbp = R1 + lb * ldc + k0 + t4;
+          const uint32_t a[4] = {to_tf32(ca[0] * ea), to_tf32(cbp[0] * eb), to_tf32(ca[4] * ea), to_tf32(cbp[4] * eb)};
+#pragma unroll
+          for (int nj = 0; nj < 4; ++nj)
+            if (pc + 8 * nj < Pp) mma_tf32(acc2[mi][nj], a, bf[nj]);
+        }
       }
-      wmma::store_matrix_sync(S + pt * 16 * ldn + nt * 16, acc, ldn, wmma::mem_row_major);
+      float* yh = p.y + rb * I + static_cast<int64_t>(h) * P;
+#pragma unroll
+      for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+        for (int nj = 0; nj < 4; ++nj)
+#pragma unroll
+          for (int half = 0; half < 2; ++half) {
+            const int l = 32 * rblk + 16 * mi + g8 + half * 8, pp = pc + 8 * nj + 2 * t4;
+            if (l >= clen || pp >= P) continue;
+            float* dst = yh + static_cast<int64_t>(l) * I + pp;
+            if (vec_y) {
+              *reinterpret_cast<float2*>(dst) = make_float2(acc2[mi][nj][2 * half], acc2[mi][nj][2 * half + 1]);
+            } else {
+              dst[0] = acc2[mi][nj][2 * half];
+              if (pp + 1 < P) dst[1] = acc2[mi][nj][2 * half + 1];
+            }
+          }
     }
-  }
-  __syncthreads();
-  for (int i = threadIdx.x; i < PT * N; i += blockDim.x) {
-    const int pp = i / N, n = i % N;
-    if (p0 + pp < P) gstate[static_cast<int64_t>(p0 + pp) * N + n] = S[pp * ldn + n];
+    __syncthreads();  // the next item's loads overwrite every buffer
+    if (tid == 0) s_ticket = next_ticket;
   }
 }
 
-/** State rows per block: 32 halves the reloads of C, B and CB per head where it fits. */
-int pick_rows_per_block(int P, int Np, int Lp) {
-  if (P > 16 && scan_smem_floats(32, Np, Lp) * sizeof(float) <= SMEM_LIMIT) return 32;
-  return 16;
+int multiprocessors() {
+  int dev = 0, sms = 0;
+  LM_CUDA_CHECK(cudaGetDevice(&dev));
+  LM_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  return sms;
 }
 
-template <int PT, int VEC>
-void launch_scan(const BatchView& b, const SsmParams& p, int L, int Lp, int Np, const float* cb, cudaStream_t s) {
-  const size_t smem = scan_smem_floats(PT, Np, Lp) * sizeof(float);
-  LM_CUDA_CHECK(cudaFuncSetAttribute(ssd_chunk_scan_kernel<PT, VEC>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-  const dim3 grid(b.nseq, p.nheads, ceil_div(p.head_dim, PT));
-  ssd_chunk_scan_kernel<PT, VEC><<<grid, SSD_THREADS, smem, s>>>(b, p, L, Lp, Np, cb);
-  LM_LAUNCH_CHECK("ssd_chunked_scan (scan)");
+template <int HEADS, int WPH, int VEC>
+void launch_chunks(const BatchView& b, const SsmParams& p, int L, int Pp, int Np, int Lp, const float* cb, int* flags, int* ticket, int sms, cudaStream_t s) {
+  auto kernel = ssd_chunk_kernel<HEADS, WPH, VEC>;
+  const size_t smem = chunk_layout(HEADS, Pp, Np, Lp).total * sizeof(float);
+  LM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  const bool vec_y = p.head_dim % 2 == 0 && (reinterpret_cast<uintptr_t>(p.y) & 7) == 0;
+  const bool vec_state = p.dstate % 2 == 0 && (reinterpret_cast<uintptr_t>(p.state) & 7) == 0;
+  kernel<<<sms, HEADS * WPH * 32, smem, s>>>(b, p, L, Pp, Np, Lp, cb, flags, ticket, vec_y, vec_state);
+  LM_LAUNCH_CHECK("ssd_chunked_scan (chunks)");
 }
 
 template <int VEC>
-void launch_all(const BatchView& b, const SsmParams& p, int L, float* cb, cudaStream_t s) {
-  const int Lp = round16(L), Np = round16(p.dstate);
+void launch_all(const BatchView& b, const SsmParams& p, int L, float* ws, cudaStream_t s) {
+  const int Lp = round16(L), Np = round16(p.dstate), Pp = round16(p.head_dim), sms = multiprocessors();
+  float* cb = ws;
+  int* flags = reinterpret_cast<int*>(ws + static_cast<int64_t>(p.ngroups) * b.rows * Lp);
+  int* ticket = flags + static_cast<int64_t>(p.ngroups) * b.rows;
   const size_t cb_smem = cb_smem_floats(Np, Lp) * sizeof(float);
   LM_CUDA_CHECK(cudaFuncSetAttribute(ssd_cb_kernel<VEC>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(cb_smem)));
-  const dim3 cb_grid(ceil_div(b.max_len, L), b.nseq, p.ngroups);
-  ssd_cb_kernel<VEC><<<cb_grid, SSD_THREADS, cb_smem, s>>>(b, p, L, Lp, Np, cb);
+  ssd_cb_kernel<VEC><<<sms, SSD_THREADS, cb_smem, s>>>(b, p, L, Lp, Np, cb, flags, ticket);
   LM_LAUNCH_CHECK("ssd_chunked_scan (CB)");
-  if (pick_rows_per_block(p.head_dim, Np, Lp) == 32) launch_scan<32, VEC>(b, p, L, Lp, Np, cb, s);
-  else launch_scan<16, VEC>(b, p, L, Lp, Np, cb, s);
+  const int hpg = p.nheads / p.ngroups;
+  if (hpg % 2 == 0 && chunk_kernel_fits(2, 8, Pp, Np, Lp)) launch_chunks<2, 8, VEC>(b, p, L, Pp, Np, Lp, cb, flags, ticket, sms, s);
+  else launch_chunks<1, 16, VEC>(b, p, L, Pp, Np, Lp, cb, flags, ticket, sms, s);
 }
 
 }  // namespace
 
 bool ssd_chunked_supported(int head_dim, int dstate, int chunk_size) {
   if (head_dim < 1 || dstate < 1 || chunk_size < 1) return false;
-  const int Np = round16(dstate), Lp = round16(chunk_size);
-  return scan_smem_floats(16, Np, Lp) * sizeof(float) <= SMEM_LIMIT && cb_smem_floats(Np, Lp) * sizeof(float) <= SMEM_LIMIT;
+  const int Np = round16(dstate), Lp = round16(chunk_size), Pp = round16(head_dim);
+  return chunk_kernel_fits(1, 16, Pp, Np, Lp) && cb_smem_floats(Np, Lp) * sizeof(float) <= SMEM_LIMIT;
 }
 
-int64_t ssd_chunked_workspace_floats(int rows, int ngroups, int chunk_size) { return static_cast<int64_t>(ngroups) * rows * round16(chunk_size); }
+int64_t ssd_chunked_workspace_floats(int rows, int ngroups, int chunk_size) {
+  const int64_t per_group = static_cast<int64_t>(rows) * (round16(chunk_size) + 1);  // CB rows and flags
+  return ngroups * per_group + FLAG_TAIL;
+}
 
 void ssd_chunked_scan(const BatchView& b, const SsmParams& p, int chunk_size, float* workspace, cudaStream_t s) {
   if (b.nseq == 0 || b.max_len <= SSM_RECURRENT_MAX_LEN) return;
   if (!ssd_chunked_supported(p.head_dim, p.dstate, chunk_size)) throw Error("ssd_chunked_scan: head_dim, ssm_state_size or chunk_size too large for shared memory");
   if (p.ngroups < 1 || p.nheads % p.ngroups != 0) throw Error("ssd_chunked_scan: mamba_num_heads must be a multiple of n_groups");
   if (workspace == nullptr) throw Error("ssd_chunked_scan: no workspace");
-  // 16-byte copies need every row segment (x of a head, B and C of a group) 16-byte aligned.
-  const bool vec4 = p.xbc_stride % 4 == 0 && p.head_dim % 4 == 0 && p.dstate % 4 == 0 && reinterpret_cast<uintptr_t>(p.xbc) % 16 == 0;
+  // 16-byte copies need every row segment (x of a head, B and C of a group, a state row) 16-byte aligned.
+  const bool vec4 = p.xbc_stride % 4 == 0 && p.head_dim % 4 == 0 && p.dstate % 4 == 0 && reinterpret_cast<uintptr_t>(p.xbc) % 16 == 0 &&
+                    reinterpret_cast<uintptr_t>(p.state) % 16 == 0;
   if (vec4) launch_all<4>(b, p, chunk_size, workspace, s);
   else launch_all<1>(b, p, chunk_size, workspace, s);
 }
