@@ -8,31 +8,37 @@
 // Only S_out = e·S_in + S_loc (S_loc = Xwᵀ B) chains the chunks of a sequence; the rest of a
 // chunk's work is independent of the others.
 //
-// Two kernels, both persistent (one or two blocks per SM loop over work items):
+// Two kernels, both persistent (as many blocks as fit on the SMs loop over work items):
 //  - ssd_cb_kernel, items (chunk, group): CB of one chunk on tensor cores into the workspace
 //    (ngroups, rows, Lp), lower-triangle 16×16 tiles of valid rows only; it also clears the
 //    chunk's chain flags and the work ticket of ssd_chunk_kernel.
-//  - ssd_chunk_kernel<HEADS, WPH>, items (chunk, group, HEADS heads of that group) taken from an
-//    atomic ticket in sequence-major chunk order, WPH warps per head. Per item:
-//      1. x (HEADS heads) and B stream into shared memory while dt, cum and the decay tables are
-//         computed; the chunk's CB tiles stream behind them.
-//      2. S_loc = Xwᵀ B  (P × N per head, K = L) into registers (m16n8k8 TF32 mma.sync).
-//      3. C streams into B's buffer under Y = D x + W X (L × P per head, causal K) in registers;
-//         W's decays are e^{cum_l − cum_r} · e^{cum_r − cum_s} dt_s with r the first row of the
-//         16-row tile (both factors ≤ 1), direct exponentials on the diagonal tiles.
-//      4. The chain: wait until the item of the previous chunk (same heads) has published its
-//         S_out into the slot's state, read it (it is this chunk's S_in) into shared memory where
-//         x was, write S_out = e·S_in + S_loc over it, fence, publish (a flag counter).
+//  - ssd_chunk_kernel<WARPS>, items (chunk, head) taken from an atomic ticket in sequence-major
+//    chunk order; 8 warps and 113 KB of shared memory at the Nano shape, two blocks per SM. Per item:
+//      1. x and B stream into shared memory while dt, cum and the decay tables are computed.
+//      2. S_loc = Xwᵀ B  (P × N, K = L) into registers (m16n8k8 TF32 mma.sync).
+//      3. CB streams into B's buffer, then Y = D x + W X (L × P, causal K) in registers; W's decays
+//         are e^{cum_l − cum_r} · e^{cum_r − cum_s} dt_s with r the first row of the 16-row tile
+//         (both factors ≤ 1), direct exponentials on the diagonal tiles.
+//      4. C streams into that buffer while the chain runs: wait until the previous chunk's item of
+//         this head has published its S_out into the slot's state, read it (this chunk's S_in)
+//         into shared memory where x was, write S_out = e·S_in + S_loc over it, fence, publish
+//         (a flag counter).
 //      5. Y += C' S_inᵀ, and Y is stored.
 //    The state slot is the chain's only buffer: each chunk reads S_in before it writes S_out,
 //    and the next chunk reads only after the flag. Tickets go out in order and an item waits
 //    only for an earlier one, so the wait cannot deadlock; the hop between chunks is one state
 //    read, one write and a flag, while everything else of neighbouring chunks runs in parallel.
+// Speed (H100, Nano heads, one 8K sequence): ~0.7 ms, the CB kernel ~0.07 ms of it. Timed per
+// step, a two-head item took ~39 µs of one SM: ~10 loading, ~20 in the three products (~75
+// TFLOP/s of TF32 mma.sync), ~10 in the chain; two blocks per SM (this layout) gained nothing over
+// one block of two heads, so the products are the limit: the next step is wgmma (TF32 operands
+// must be K-major there: x and B transposed on their way into shared memory).
 // Shapes: x (R, conv_dim) row stride xbc_stride with x | B | C; y (R, nheads·P); state (slots,
 // nheads, P, N). P, N and chunk are zero-padded to multiples of 16 (Pp, Np, Lp) in shared memory.
 // Workspace: CB (ngroups, rows, Lp) floats, then flags (ngroups, rows) and the ticket, as ints:
-// the flag of (chunk, group, head block hb) is at row (first row of the chunk) + hb mod L, so
-// every chunk that has a successor (a full one, L rows) owns L flag rows per group.
+// the flag of (chunk, head h of group g) is at (g, first row of the chunk + (h mod heads per
+// group) mod L), so every chunk that has a successor (a full one, L rows) owns L flag rows per
+// group (heads of a group beyond L share flags: a flag counts every head that publishes to it).
 // Sequences of at most SSM_RECURRENT_MAX_LEN rows are skipped (ssm_scan does them).
 // Rounding: operands are rounded to TF32 (10-bit mantissa) inside the products; sums, decays and
 // the state stay fp32, and the state is never rounded between chunks.
@@ -45,7 +51,7 @@ namespace lm::cuda {
 
 namespace {
 
-constexpr int SSD_THREADS = 512;
+constexpr int SSD_THREADS = 512;  // CB kernel
 constexpr int PAD = 4;                     // CB kernel row padding: fragment loads (row g, column t) free of bank conflicts
 constexpr size_t SMEM_LIMIT = 227 * 1024;  // sm_90 opt-in shared memory per block
 constexpr int FLAG_TAIL = 32;              // workspace floats past the flags: the ticket, 128-byte aligned
@@ -55,30 +61,28 @@ int round16(int v) { return (v + 15) / 16 * 16; }
 size_t cb_smem_floats(int Np, int Lp) { return 2 * static_cast<size_t>(Lp) * (Np + PAD); }
 
 /**
- * Shared memory of ssd_chunk_kernel, in floats. Row strides keep the fragment loads free of bank
- * conflicts: operands read as (row t, column g) use a stride ≡ ±8 (mod 32) (x, B), operands
- * read as (row g, column t) a stride ≡ 4 (mod 16) (C, CB, the state).
+ * Shared memory of ssd_chunk_kernel, in floats: x then S_in in one buffer, B then CB then C in
+ * another, and the decay tables. Row strides keep the fragment loads free of bank conflicts:
+ * operands read as (row t, column g) use a stride ≡ ±8 (mod 32) (x, B), operands read as
+ * (row g, column t) a stride ≡ 4 (mod 16) (C, CB, the state).
  */
 struct ChunkLayout {
   int ldx, ldb, ldc, ldw, lds;
-  int x_off, r1_off, cb_off, tab_off, tab_per_head, total;
+  int r1_off, tab_off, total;
 };
 
-__host__ __device__ inline ChunkLayout chunk_layout(int heads, int Pp, int Np, int Lp) {
+__host__ __device__ inline int imax(int a, int b) { return a > b ? a : b; }
+
+__host__ __device__ inline ChunkLayout chunk_layout(int Pp, int Np, int Lp) {
   ChunkLayout ly;
   ly.ldx = Pp + 8;
   ly.ldb = Np + 8;
   ly.ldc = Np + 4;
   ly.ldw = Lp + 4;
   ly.lds = Np + 4;
-  const int xs = heads * Lp * ly.ldx, ss = heads * Pp * ly.lds;
-  const int r1 = Lp * (ly.ldb > ly.ldc ? ly.ldb : ly.ldc);
-  ly.tab_per_head = 5 * Lp + (Lp / 16) * Lp;  // dt, cum, w_state, e^{cum}, e^{cum − cum_r}, F (Lp/16, Lp)
-  ly.x_off = 0;
-  ly.r1_off = ly.x_off + (xs > ss ? xs : ss);
-  ly.cb_off = ly.r1_off + r1;
-  ly.tab_off = ly.cb_off + Lp * ly.ldw;
-  ly.total = ly.tab_off + heads * ly.tab_per_head;
+  ly.r1_off = imax(Lp * ly.ldx, Pp * ly.lds);
+  ly.tab_off = ly.r1_off + Lp * imax(imax(ly.ldb, ly.ldc), ly.ldw);
+  ly.total = ly.tab_off + 5 * Lp + (Lp / 16) * Lp;  // dt, cum, w_state, e^{cum}, e^{cum − cum_r}, F (Lp/16, Lp)
   return ly;
 }
 
@@ -86,9 +90,9 @@ __host__ __device__ inline ChunkLayout chunk_layout(int heads, int Pp, int Np, i
 __host__ __device__ inline int state_tiles(int Pp, int Np) { return ((Pp + 31) / 32) * ((Np + 31) / 32); }
 __host__ __device__ inline int output_tiles(int Pp, int Lp) { return ((Pp + 31) / 32) * ((Lp + 31) / 32); }
 
-/** Whether ssd_chunk_kernel<heads, wph> takes this shape (shared memory and one tile per warp). */
-bool chunk_kernel_fits(int heads, int wph, int Pp, int Np, int Lp) {
-  return chunk_layout(heads, Pp, Np, Lp).total * sizeof(float) <= SMEM_LIMIT && state_tiles(Pp, Np) <= wph && output_tiles(Pp, Lp) <= wph;
+/** Whether ssd_chunk_kernel<warps> takes this shape (shared memory and one tile per warp). */
+bool chunk_kernel_fits(int warps, int Pp, int Np, int Lp) {
+  return chunk_layout(Pp, Np, Lp).total * sizeof(float) <= SMEM_LIMIT && state_tiles(Pp, Np) <= warps && output_tiles(Pp, Lp) <= warps;
 }
 
 /** Async global → shared copy of VEC floats (16 bytes with .cg, or 4); zero-fills when !valid. */
@@ -257,32 +261,29 @@ __global__ void __launch_bounds__(SSD_THREADS) ssd_cb_kernel(BatchView b, SsmPar
 /** Accumulators of one warp tile: 2 m16 tiles × 4 n8 tiles, fragment layout. */
 using Acc = float[2][4][4];
 
-template <int HEADS, int WPH, int VEC>
-__global__ void __launch_bounds__(HEADS* WPH * 32, 1)
+template <int WARPS, int VEC>
+__global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
     ssd_chunk_kernel(BatchView b, SsmParams p, int L, int Pp, int Np, int Lp, const float* cb, int* flags, int* ticket, bool vec_y, bool vec_state) {
   extern __shared__ __align__(128) float smem[];
   __shared__ int s_ticket;
   __shared__ int2 s_chunk;
-  const ChunkLayout ly = chunk_layout(HEADS, Pp, Np, Lp);
+  const ChunkLayout ly = chunk_layout(Pp, Np, Lp);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int hh = warp / WPH, wl = warp % WPH;  // head of the item this warp works on, warp within it
-  const int g8 = lane >> 2, t4 = lane & 3;     // fragment row group and column within it
-  const int P = p.head_dim, N = p.dstate, G = p.ngroups, hpg = p.nheads / G, upg = hpg / HEADS;
-  const int units = G * upg, I = p.nheads * P, Mt = Lp / 16;
+  const int g8 = lane >> 2, t4 = lane & 3;  // fragment row group and column within it
+  const int P = p.head_dim, N = p.dstate, G = p.ngroups, hpg = p.nheads / G;
+  const int I = p.nheads * P, Mt = Lp / 16;
   const int ldx = ly.ldx, ldb = ly.ldb, ldc = ly.ldc, ldw = ly.ldw, lds = ly.lds;
-  float* Xs = smem + ly.x_off + hh * Lp * ldx;  // (Lp, ldx) x of this warp's head; later the state:
-  float* Ss = smem + ly.x_off + hh * Pp * lds;  // (Pp, lds) S_in of this warp's head
-  float* R1 = smem + ly.r1_off;                 // (Lp, ldb) B, then (Lp, ldc) C
-  float* CBs = smem + ly.cb_off;                // (Lp, ldw) CB, lower 16×16 tiles
-  float* tab = smem + ly.tab_off;
-  float* dts = tab + hh * ly.tab_per_head;  // (Lp) dt, 0 past the chunk
-  float* cum = dts + Lp;                    // (Lp) inclusive Σ dt·A
-  float* wst = cum + Lp;                    // (Lp) e^{cum_last − cum_l} dt_l: the weights of S_loc
-  float* ecum = wst + Lp;                   // (Lp) e^{cum_l}
-  float* er = ecum + Lp;                    // (Lp) e^{cum_l − cum_r}, r = 16·⌊l/16⌋
-  float* F = er + Lp;                       // (Lp/16, Lp) e^{cum_{16i} − cum_s} dt_s for s < 16i, else 0
+  float* Xs = smem;              // (Lp, ldx) x of the head; then (Pp, lds) S_in
+  float* Ss = smem;
+  float* R1 = smem + ly.r1_off;  // (Lp, ldb) B, then (Lp, ldw) CB (lower 16×16 tiles), then (Lp, ldc) C
+  float* dts = smem + ly.tab_off;  // (Lp) dt, 0 past the chunk
+  float* cum = dts + Lp;           // (Lp) inclusive Σ dt·A
+  float* wst = cum + Lp;           // (Lp) e^{cum_last − cum_l} dt_l: the weights of S_loc
+  float* ecum = wst + Lp;          // (Lp) e^{cum_l}
+  float* er = ecum + Lp;           // (Lp) e^{cum_l − cum_r}, r = 16·⌊l/16⌋
+  float* F = er + Lp;              // (Lp/16, Lp) e^{cum_{16i} − cum_s} dt_s for s < 16i, else 0
   const int n_state = state_tiles(Pp, Np), n_out = output_tiles(Pp, Lp);
-  const int items = (warp == 0 ? count_chunks(b, L) : 0) * units;  // used by warp 0 only
+  const int items = (warp == 0 ? count_chunks(b, L) : 0) * p.nheads;  // used by warp 0 only
   // The next ticket is taken while an item computes (its latency hidden); a block holds at most
   // one ticket it has not started, taken after the one it is working on, so the minimal
   // unfinished item always belongs to a running block that waits on nothing unfinished.
@@ -292,61 +293,51 @@ __global__ void __launch_bounds__(HEADS* WPH * 32, 1)
     __syncthreads();
     const int t = s_ticket;
     if (warp == 0) {
-      const int2 sc = t < items ? locate_chunk(b, L, t / units) : make_int2(-1, -1);
+      const int2 sc = t < items ? locate_chunk(b, L, t / p.nheads) : make_int2(-1, -1);
       if (lane == 0) s_chunk = sc;
     }
     __syncthreads();
     const int seq = s_chunk.x;
     if (seq < 0) break;
-    const int c = s_chunk.y, u = t % units, g = u / upg, hb = u % upg, h0 = g * hpg + hb * HEADS, h = h0 + hh;
+    const int c = s_chunk.y, h = t % p.nheads, g = h / hpg, hl = h % hpg;
     const int len = b.seq_len[seq], clen = min(L, len - c * L), klen = (clen + 7) / 8 * 8;
     const bool last = (c + 1) * L >= len;
     const int64_t rb = b.seq_row0[seq] + static_cast<int64_t>(c) * L;
 
-    // 1. x of the item's heads and B, then CB, stream in; dt, cum and the decay tables meanwhile.
+    // 1. x and B stream in; dt, cum and the decay tables meanwhile.
     const float* rows = p.xbc + rb * p.xbc_stride;
-    for (int j = 0; j < HEADS; ++j) load_tile_async<VEC>(smem + ly.x_off + j * Lp * ldx, ldx, Lp, Pp, rows + (h0 + j) * P, p.xbc_stride, clen, P);
+    load_tile_async<VEC>(Xs, ldx, Lp, Pp, rows + h * P, p.xbc_stride, clen, P);
     load_tile_async<VEC>(R1, ldb, Lp, Np, rows + I + g * N, p.xbc_stride, clen, N);
     cp_async_commit();
-    load_tile_async<4>(CBs, ldw, Lp, Lp, cb + (static_cast<int64_t>(g) * b.rows + rb) * Lp, Lp, clen, Lp, /*lower_tiles=*/true);
-    cp_async_commit();
     if (tid == 0) next_ticket = atomicAdd(ticket, 1);
-    for (int i = tid; i < HEADS * Lp; i += blockDim.x) {
-      const int j = i / Lp, l = i % Lp;
-      tab[j * ly.tab_per_head + l] = l < clen ? ssd_dt(p, rb + l, h0 + j) : 0.f;
-    }
+    for (int l = tid; l < Lp; l += blockDim.x) dts[l] = l < clen ? ssd_dt(p, rb + l, h) : 0.f;
     __syncthreads();
-    if (warp < HEADS) {  // inclusive prefix sum of dt·A, one warp per head
-      const float A = p.A[h0 + warp];
-      const float* dj = tab + warp * ly.tab_per_head;
-      float* cj = tab + warp * ly.tab_per_head + Lp;
+    if (warp == 0) {  // inclusive prefix sum of dt·A
+      const float A = p.A[h];
       float carry = 0.f;
       for (int base = 0; base < Lp; base += 32) {
-        float v = base + lane < Lp ? dj[base + lane] * A : 0.f;
+        float v = base + lane < Lp ? dts[base + lane] * A : 0.f;
         for (int o = 1; o < 32; o <<= 1) {
           const float w = __shfl_up_sync(0xffffffffu, v, o);
           if (lane >= o) v += w;
         }
         v += carry;
-        if (base + lane < Lp) cj[base + lane] = v;
+        if (base + lane < Lp) cum[base + lane] = v;
         carry = __shfl_sync(0xffffffffu, v, 31);
       }
     }
     __syncthreads();
-    for (int i = tid; i < HEADS * Lp; i += blockDim.x) {
-      float* tj = tab + (i / Lp) * ly.tab_per_head;
-      const int l = i % Lp;
-      const float cl = tj[Lp + l];
-      tj[2 * Lp + l] = __expf(tj[2 * Lp - 1] - cl) * tj[l];
-      tj[3 * Lp + l] = __expf(cl);
-      tj[4 * Lp + l] = __expf(cl - tj[Lp + (l & ~15)]);
+    for (int l = tid; l < Lp; l += blockDim.x) {
+      const float cl = cum[l];
+      wst[l] = __expf(cum[Lp - 1] - cl) * dts[l];
+      ecum[l] = __expf(cl);
+      er[l] = __expf(cl - cum[l & ~15]);
     }
-    for (int i = tid; i < HEADS * Mt * Lp; i += blockDim.x) {
-      float* tj = tab + (i / (Mt * Lp)) * ly.tab_per_head;
-      const int mi = (i / Lp) % Mt, s = i % Lp;
-      tj[5 * Lp + mi * Lp + s] = s < 16 * mi ? __expf(tj[Lp + 16 * mi] - tj[Lp + s]) * tj[s] : 0.f;
+    for (int i = tid; i < Mt * Lp; i += blockDim.x) {
+      const int mi = i / Lp, s = i % Lp;
+      F[i] = s < 16 * mi ? __expf(cum[16 * mi] - cum[s]) * dts[s] : 0.f;
     }
-    cp_async_wait<1>();
+    cp_async_wait<0>();
     __syncthreads();
     round_tf32(R1, Lp * ldb);  // B is read as raw TF32 bits below
     __syncthreads();
@@ -354,14 +345,14 @@ __global__ void __launch_bounds__(HEADS* WPH * 32, 1)
     // 2. S_loc = Xwᵀ B: warp tile rows p ∈ [pb, pb+32), columns n ∈ [nb, nb+32), K = l.
     Acc acc1;
     const int nb_tiles = (Np + 31) / 32;
-    const int pb = (wl / nb_tiles) * 32, nb = (wl % nb_tiles) * 32;
+    const int pb = (warp / nb_tiles) * 32, nb = (warp % nb_tiles) * 32;
 #pragma unroll
     for (int mi = 0; mi < 2; ++mi)
 #pragma unroll
       for (int nj = 0; nj < 4; ++nj)
 #pragma unroll
         for (int q = 0; q < 4; ++q) acc1[mi][nj][q] = 0.f;
-    if (wl < n_state) {
+    if (warp < n_state) {
       for (int l0 = 0; l0 < klen; l0 += 8) {
         const float wa = wst[l0 + t4], wb = wst[l0 + t4 + 4];
         const float* xa = Xs + (l0 + t4) * ldx + pb + g8;
@@ -388,19 +379,17 @@ __global__ void __launch_bounds__(HEADS* WPH * 32, 1)
               if (nb + 8 * nj < Np) mma_tf32(acc1[mi][nj], a[mi], bf[nj]);
       }
     }
-    __syncthreads();  // B is done with: C takes its buffer
-    load_tile_async<VEC>(R1, ldc, Lp, Np, rows + I + (G + g) * N, p.xbc_stride, clen, N);
+    __syncthreads();  // B is done with: CB takes its buffer
+    load_tile_async<4>(R1, ldw, Lp, Lp, cb + (static_cast<int64_t>(g) * b.rows + rb) * Lp, Lp, clen, Lp, /*lower_tiles=*/true);
     cp_async_commit();
-    cp_async_wait<1>();  // CB
-    __syncthreads();
 
     // 3. Y = D x + W X: warp tile rows l ∈ [32·rblk, +32) (two m16 tiles), columns p ∈ [pc, pc+32).
     // Row blocks snake across the column blocks so that warps w and w+4 (one scheduler) get a
     // short and a long causal row block.
     Acc acc2;
-    const int rblocks = (Mt + 1) / 2, cblk = wl / rblocks, rr = wl % rblocks;
+    const int rblocks = (Mt + 1) / 2, cblk = warp / rblocks, rr = warp % rblocks;
     const int rblk = (cblk & 1) ? rblocks - 1 - rr : rr, pc = cblk * 32;
-    const bool out_warp = wl < n_out;
+    const bool out_warp = warp < n_out;
     const float Dh = p.D[h];
 #pragma unroll
     for (int mi = 0; mi < 2; ++mi)
@@ -411,6 +400,8 @@ __global__ void __launch_bounds__(HEADS* WPH * 32, 1)
           const int l = 32 * rblk + 16 * mi + g8 + (q >> 1) * 8, pp = pc + 8 * nj + 2 * t4 + (q & 1);
           acc2[mi][nj][q] = out_warp && l < Lp && pp < Pp ? Dh * Xs[l * ldx + pp] : 0.f;
         }
+    cp_async_wait<0>();
+    __syncthreads();
     if (out_warp) {
       const int i_last = min(2 * rblk + 1, Mt - 1);
       const int kend = min(16 * (i_last + 1), klen);
@@ -427,8 +418,8 @@ __global__ void __launch_bounds__(HEADS* WPH * 32, 1)
           const int i = 2 * rblk + mi;
           if (i >= Mt || s0 >= 16 * i + 16 || 16 * i >= clen) continue;
           const int la = 16 * i + g8, lb = la + 8, sa = s0 + t4, sb = sa + 4;
-          const float* wa = CBs + la * ldw;
-          const float* wb = CBs + lb * ldw;
+          const float* wa = R1 + la * ldw;
+          const float* wb = R1 + lb * ldw;
           uint32_t a[4];
           if (s0 < 16 * i) {  // below the diagonal tile: both decay factors ≤ 1
             const float ea = er[la], eb = er[lb], fa = F[i * Lp + sa], fb = F[i * Lp + sb];
@@ -449,24 +440,25 @@ __global__ void __launch_bounds__(HEADS* WPH * 32, 1)
         }
       }
     }
-    __syncthreads();  // x and CB are done with: the state takes x's buffer
+    __syncthreads();  // x and CB are done with: S_in and C take their buffers
+    load_tile_async<VEC>(R1, ldc, Lp, Np, rows + I + (G + g) * N, p.xbc_stride, clen, N);
+    cp_async_commit();
 
-    // 4. The chain: S_in from the slot (written by the previous chunk's item, or the initial
-    // state) into shared memory for step 5; S_out = e^{cum_last}·S_in + S_loc written over it.
+    // 4. The chain: S_in from the slot (written by the previous chunk's item of this head, or the
+    // initial state) into shared memory for step 5; S_out = e^{cum_last}·S_in + S_loc written over it.
     if (c > 0 && tid == 0) {
-      const int r = hb % L, want = (upg - 1 - r) / L + 1;
+      const int r = hl % L, want = (hpg - 1 - r) / L + 1;
       const int* flag = flags + static_cast<int64_t>(g) * b.rows + (rb - L) + r;
       while (ld_acquire(flag) < want) {
       }
     }
     __syncthreads();
-    const int64_t slot_state = static_cast<int64_t>(b.seq_slot[seq]) * p.nheads;
-    for (int j = 0; j < HEADS; ++j) load_tile_async<VEC>(smem + ly.x_off + j * Pp * lds, lds, Pp, Np, p.state + (slot_state + h0 + j) * P * N, N, P, N);
+    float* gst = p.state + (static_cast<int64_t>(b.seq_slot[seq]) * p.nheads + h) * P * N;
+    load_tile_async<VEC>(Ss, lds, Pp, Np, gst, N, P, N);
     cp_async_commit();
-    cp_async_wait<0>();  // S_in and C
+    cp_async_wait<0>();  // C and S_in
     __syncthreads();
-    if (wl < n_state) {
-      float* gst = p.state + (slot_state + h) * P * N;
+    if (warp < n_state) {
       const float e_last = __expf(cum[Lp - 1]);
 #pragma unroll
       for (int mi = 0; mi < 2; ++mi)
@@ -492,7 +484,7 @@ __global__ void __launch_bounds__(HEADS* WPH * 32, 1)
       __threadfence();
     }
     __syncthreads();
-    if (!last && tid == 0) atomicAdd(flags + static_cast<int64_t>(g) * b.rows + rb + hb % L, 1);
+    if (!last && tid == 0) atomicAdd(flags + static_cast<int64_t>(g) * b.rows + rb + hl % L, 1);
 
     // 5. Y += C' S_inᵀ (K = n), then y = Y.
     if (out_warp) {
@@ -548,14 +540,24 @@ int multiprocessors() {
   return sms;
 }
 
-template <int HEADS, int WPH, int VEC>
-void launch_chunks(const BatchView& b, const SsmParams& p, int L, int Pp, int Np, int Lp, const float* cb, int* flags, int* ticket, int sms, cudaStream_t s) {
-  auto kernel = ssd_chunk_kernel<HEADS, WPH, VEC>;
-  const size_t smem = chunk_layout(HEADS, Pp, Np, Lp).total * sizeof(float);
+/** Persistent grid: as many blocks as fit on every SM at once (an item may wait on an earlier one). */
+template <class Kernel>
+int resident_blocks(Kernel kernel, int threads, size_t smem, int sms) {
   LM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  int per_sm = 0;
+  LM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
+  if (per_sm < 1) throw Error("ssd_chunked_scan: a block does not fit on an SM");
+  return per_sm * sms;
+}
+
+template <int WARPS, int VEC>
+void launch_chunks(const BatchView& b, const SsmParams& p, int L, int Pp, int Np, int Lp, const float* cb, int* flags, int* ticket, int sms, cudaStream_t s) {
+  auto kernel = ssd_chunk_kernel<WARPS, VEC>;
+  const size_t smem = chunk_layout(Pp, Np, Lp).total * sizeof(float);
+  const int grid = resident_blocks(kernel, WARPS * 32, smem, sms);
   const bool vec_y = p.head_dim % 2 == 0 && (reinterpret_cast<uintptr_t>(p.y) & 7) == 0;
   const bool vec_state = p.dstate % 2 == 0 && (reinterpret_cast<uintptr_t>(p.state) & 7) == 0;
-  kernel<<<sms, HEADS * WPH * 32, smem, s>>>(b, p, L, Pp, Np, Lp, cb, flags, ticket, vec_y, vec_state);
+  kernel<<<grid, WARPS * 32, smem, s>>>(b, p, L, Pp, Np, Lp, cb, flags, ticket, vec_y, vec_state);
   LM_LAUNCH_CHECK("ssd_chunked_scan (chunks)");
 }
 
@@ -566,12 +568,11 @@ void launch_all(const BatchView& b, const SsmParams& p, int L, float* ws, cudaSt
   int* flags = reinterpret_cast<int*>(ws + static_cast<int64_t>(p.ngroups) * b.rows * Lp);
   int* ticket = flags + static_cast<int64_t>(p.ngroups) * b.rows;
   const size_t cb_smem = cb_smem_floats(Np, Lp) * sizeof(float);
-  LM_CUDA_CHECK(cudaFuncSetAttribute(ssd_cb_kernel<VEC>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(cb_smem)));
-  ssd_cb_kernel<VEC><<<sms, SSD_THREADS, cb_smem, s>>>(b, p, L, Lp, Np, cb, flags, ticket);
+  const int cb_grid = resident_blocks(ssd_cb_kernel<VEC>, SSD_THREADS, cb_smem, sms);
+  ssd_cb_kernel<VEC><<<cb_grid, SSD_THREADS, cb_smem, s>>>(b, p, L, Lp, Np, cb, flags, ticket);
   LM_LAUNCH_CHECK("ssd_chunked_scan (CB)");
-  const int hpg = p.nheads / p.ngroups;
-  if (hpg % 2 == 0 && chunk_kernel_fits(2, 8, Pp, Np, Lp)) launch_chunks<2, 8, VEC>(b, p, L, Pp, Np, Lp, cb, flags, ticket, sms, s);
-  else launch_chunks<1, 16, VEC>(b, p, L, Pp, Np, Lp, cb, flags, ticket, sms, s);
+  if (chunk_kernel_fits(8, Pp, Np, Lp)) launch_chunks<8, VEC>(b, p, L, Pp, Np, Lp, cb, flags, ticket, sms, s);
+  else launch_chunks<16, VEC>(b, p, L, Pp, Np, Lp, cb, flags, ticket, sms, s);
 }
 
 }  // namespace
@@ -579,7 +580,7 @@ void launch_all(const BatchView& b, const SsmParams& p, int L, float* ws, cudaSt
 bool ssd_chunked_supported(int head_dim, int dstate, int chunk_size) {
   if (head_dim < 1 || dstate < 1 || chunk_size < 1) return false;
   const int Np = round16(dstate), Lp = round16(chunk_size), Pp = round16(head_dim);
-  return chunk_kernel_fits(1, 16, Pp, Np, Lp) && cb_smem_floats(Np, Lp) * sizeof(float) <= SMEM_LIMIT;
+  return chunk_kernel_fits(16, Pp, Np, Lp) && cb_smem_floats(Np, Lp) * sizeof(float) <= SMEM_LIMIT;
 }
 
 int64_t ssd_chunked_workspace_floats(int rows, int ngroups, int chunk_size) {
