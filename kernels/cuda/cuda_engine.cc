@@ -18,12 +18,13 @@
 // "off" turns this off (every step eager and unpadded); "padded" runs the padded decode eagerly
 // without capture (the bitwise reference for replay).
 //
-// Steps of at most MOE_DECODE_MAX_ROWS rows (decode, MTP verify) take the small-batch MoE path
+// Steps of at most 4 rows (decode, MTP verify; moe_decode_rows_) take the small-batch MoE path
 // (moe_decode.cu: router + shared up, routed up, routed + shared down with the combine: three
 // launches), one launch for the conv and its state shift, and one for attention's q, k and v; the
-// decode kernels use programmatic dependent launch (launch.cuh). Two developer switches, read once
-// per engine for A/B timing: LM_CUDA_PDL=0 (plain launches) and LM_CUDA_MOE_DECODE=0 (the MoE
-// through moe_plan and the grouped GEMM at every batch size).
+// decode kernels use programmatic dependent launch (launch.cuh). Developer switches, read once per
+// engine for A/B timing: LM_CUDA_PDL=0 (plain launches), LM_CUDA_MOE_DECODE=N (moe_decode.cu for
+// steps of at most N ≤ MOE_DECODE_MAX_ROWS rows; 0: the MoE through moe_plan and the grouped GEMM
+// at every batch size).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -248,7 +249,7 @@ class CudaEngine final : public Engine {
     if (g != "replay" && g != "padded" && g != "off") throw Error("cuda_graphs must be replay, padded or off (got '" + g + "')");
     prof_.on = o.profile;
     cuda::set_programmatic_launch(env_switch("LM_CUDA_PDL"));
-    moe_decode_ = env_switch("LM_CUDA_MOE_DECODE");
+    if (const char* rows = std::getenv("LM_CUDA_MOE_DECODE")) moe_decode_rows_ = std::clamp(std::atoi(rows), 0, cuda::MOE_DECODE_MAX_ROWS);
     graph_mode_ = o.profile || g == "off" ? GraphMode::Off : g == "padded" ? GraphMode::PaddedEager : GraphMode::Replay;
     LM_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     for (const auto& r : o.tensors) refs_[r.name] = r;
@@ -335,8 +336,13 @@ class CudaEngine final : public Engine {
   char* h_decode_ = nullptr;
   char* d_decode_ = nullptr;
   int32_t* d_sampled_ = nullptr;  // (max bucket) sampled token of each padded row
-  bool moe_decode_ = true;         // small steps' MoE through moe_decode.cu
+  // Steps of at most this many rows take moe_decode.cu's MoE. 4: on the H100 (Nano shape, kernels/
+  // dev/NOTES.md) it beats moe_plan + the grouped GEMM by 0.6 / 0.9 / 0.3 ms per step at batch
+  // 1 / 2 / 4 (fewer launches) and loses by 1.0 ms at batch 8, where ~40 distinct experts' weights
+  // dominate and the grouped GEMM streams them faster.
+  int moe_decode_rows_ = 4;
   unsigned* moe_counters_ = nullptr;  // moe_decode's arrival counters (zeroed once, left zero by every launch)
+
   int32_t* h_sampled_ = nullptr;  // pinned
   int decode_table_capacity_ = 0;  // int32 entries of the block-table region
 
@@ -674,7 +680,7 @@ class CudaEngine final : public Engine {
 };
 
 bool CudaEngine::moe_small(const Moe& E, const bf16* u, int R, float* h) {
-  if (!moe_decode_ || R > cuda::MOE_DECODE_MAX_ROWS || spec_.mlp_bias) return false;
+  if (R > moe_decode_rows_ || spec_.mlp_bias) return false;
   const int H = spec_.hidden_size, nE = spec_.n_routed_experts, k = spec_.num_experts_per_tok, Din = spec_.moe_input_size();
   const int inter = spec_.moe_intermediate_size, S = spec_.moe_shared_expert_intermediate_size;
   const bool latent = spec_.moe_latent_size > 0;

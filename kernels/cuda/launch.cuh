@@ -1,7 +1,7 @@
 // Programmatic dependent launch (PDL, sm_90) for the decode path's kernels. A kernel launched with
 // launch() may start while the kernel before it in the stream is still running: its blocks run a
-// prologue that reads only constant data (weights, norm gains; e.g. an L2 prefetch of the weight
-// rows it will stream), then pdl_wait() blocks until every earlier kernel has finished and its
+// prologue that reads only constant data (weights, norm gains: the first loads of the weight rows
+// it will stream), then pdl_wait() blocks until every earlier kernel has finished and its
 // writes are visible. pdl_trigger() lets the next kernel launch before this one ends.
 //
 // Rules every kernel launched with launch() follows:
@@ -30,11 +30,6 @@ inline bool& programmatic_launch_flag() {
 #ifdef __CUDACC__
 __device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
 __device__ __forceinline__ void pdl_trigger() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
-
-/** Asks L2 to fetch [p, p + bytes) (bytes a multiple of 16, p 16-byte aligned); a hint, never faults the result. */
-__device__ __forceinline__ void prefetch_l2(const void* p, unsigned bytes) {
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
-}
 
 /** Launches `kernel` on `s`, allowed to overlap its predecessor's tail (see the rules above); checks the launch. */
 template <class... Params, class... Args>

@@ -17,8 +17,8 @@
 // Every dot product is gemv.cuh's warp_dot (16-byte weight loads, fp32 in a fixed order), so an
 // output does not depend on which rows share an expert, a launch or a batch. The counters are
 // device memory the engine zeroes once; each launch's last blocks put them back to zero. All three
-// kernels use programmatic dependent launch (launch.cuh); the route and down kernels ask L2 for
-// their fixed weights (gate, shared expert) before waiting for their inputs.
+// kernels use programmatic dependent launch (launch.cuh); the route kernel issues its first weight
+// loads (gate, shared expert) before waiting for its input.
 #include <algorithm>
 
 #include "cuda/common.cuh"
@@ -31,10 +31,9 @@ namespace lm::cuda {
 
 namespace {
 
-constexpr int ROWS = 2;   // output features per warp
-constexpr int WARPS = 4;  // per block
+constexpr int ROWS_PER_WARP = 2;  // weight rows per warp: 2 beat 1 and 4 at batch 1 and 8 on the H100 (kernels/dev/NOTES.md)
+constexpr int WARPS = 4;          // per block
 constexpr int THREADS = WARPS * 32;
-constexpr int SLICE = ROWS * WARPS;  // output features per block
 constexpr int MAX_K = 32;
 constexpr int MAX_CHOICES = MOE_DECODE_MAX_ROWS * MAX_K;
 
@@ -44,12 +43,12 @@ constexpr int MAX_CHOICES = MOE_DECODE_MAX_ROWS * MAX_K;
  */
 __device__ bool expert_group(const int32_t* ids, int M, int c, int* members, int* count, int* first) {
   if (threadIdx.x < 32) {
-    const int lane = threadIdx.x, e = ids[c];
+    const int lane = threadIdx.x, e = __ldcg(ids + c);
     int n = 0;
     bool is_first = true;
     for (int base = 0; base < M; base += 32) {
       const int i = base + lane;
-      const bool match = i < M && ids[i] == e;
+      const bool match = i < M && __ldcg(ids + i) == e;
       const unsigned m = __ballot_sync(0xffffffffu, match);
       const unsigned before = c >= base + 32 ? m : c > base ? m & ((1u << (c - base)) - 1u) : 0u;
       if (before) is_first = false;
@@ -65,19 +64,7 @@ __device__ bool expert_group(const int32_t* ids, int M, int c, int* members, int
   return *first != 0;
 }
 
-/** Block-wide: whether this block is the last of `total` to arrive at *counter (which it then owns). */
-__device__ bool arrive_last(unsigned* counter, unsigned total, int* flag) {
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    __threadfence();
-    *flag = atomicAdd(counter, 1u) == total - 1;
-  }
-  __syncthreads();
-  if (*flag) __threadfence();
-  return *flag != 0;
-}
-
-template <int MT>
+template <int ROWS, int MT>
 __global__ void __launch_bounds__(THREADS) moe_decode_route_kernel(MoeDecodeParams p, int gate_blocks) {
   extern __shared__ float route_smem[];  // (WARPS, 2, E): scores and choices of each routing warp
   __shared__ int last;
@@ -86,18 +73,19 @@ __global__ void __launch_bounds__(THREADS) moe_decode_route_kernel(MoeDecodePara
   const bf16* W = gate ? p.gate : p.shared_up;
   const int N = gate ? p.E : p.S;
   const int n0 = ((gate ? blockIdx.x : blockIdx.x - gate_blocks) * WARPS + warp) * ROWS;
-  prefetch_rows<ROWS>(W, n0, N, p.H);
+  const bf16* w_rows[ROWS];
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) w_rows[r] = W + static_cast<int64_t>(min(n0 + r, N - 1)) * p.H;
+  WeightStream<ROWS, MT> ws;
+  if (n0 < N) ws.preload(w_rows, p.H);
   pdl_wait();
   pdl_trigger();
   if (n0 < N) {
-    const bf16* w_rows[ROWS];
-#pragma unroll
-    for (int r = 0; r < ROWS; ++r) w_rows[r] = W + static_cast<int64_t>(min(n0 + r, N - 1)) * p.H;
     const bf16* x[MT];
 #pragma unroll
     for (int m = 0; m < MT; ++m) x[m] = p.x + static_cast<int64_t>(min(m, p.R - 1)) * p.H;
     float acc[ROWS][MT];
-    warp_dot<ROWS, MT>(w_rows, x, p.R, p.H, acc);
+    ws.dot(w_rows, x, p.R, p.H, acc);
     if (lane == 0) {
 #pragma unroll
       for (int r = 0; r < ROWS; ++r)
@@ -107,7 +95,6 @@ __global__ void __launch_bounds__(THREADS) moe_decode_route_kernel(MoeDecodePara
           if (gate) p.logits[static_cast<int64_t>(m) * N + n0 + r] = acc[r][m];
           else p.shared_act[static_cast<int64_t>(m) * N + n0 + r] = __float2bfloat16(relu2(acc[r][m]));
         }
-      __threadfence();
     }
   }
   if (!gate) return;
@@ -115,10 +102,9 @@ __global__ void __launch_bounds__(THREADS) moe_decode_route_kernel(MoeDecodePara
   float* sm = route_smem + static_cast<int64_t>(warp) * 2 * p.E;
   for (int r = warp; r < p.R; r += WARPS)
     route_row_warp(p.logits + static_cast<int64_t>(r) * p.E, p.correction_bias, p.E, p.n_group, p.topk_group, p.k, p.norm_topk, p.scaling, sm, sm + p.E, p.ids + r * p.k, p.weights + r * p.k);
-  if (threadIdx.x == 0) p.counters[0] = 0;
 }
 
-template <int MT>
+template <int ROWS, int MT>
 __global__ void __launch_bounds__(THREADS) moe_decode_up_kernel(MoeDecodeParams p) {
   __shared__ int members[MAX_CHOICES];
   __shared__ int count, first;
@@ -150,59 +136,44 @@ __global__ void __launch_bounds__(THREADS) moe_decode_up_kernel(MoeDecodeParams 
   }
 }
 
-template <int MT>
+template <int ROWS, int MT>
 __global__ void __launch_bounds__(THREADS) moe_decode_down_kernel(MoeDecodeParams p) {
   __shared__ int members[MAX_CHOICES];
   __shared__ int count, first, last;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int M = p.R * p.k, N = p.Din, n0 = (blockIdx.y * WARPS + warp) * ROWS;
   const bool shared = static_cast<int>(blockIdx.x) == M;
-  if (shared) prefetch_rows<ROWS>(p.shared_down, n0, N, p.S);
   pdl_wait();
   pdl_trigger();
-  if (shared) {
-    if (n0 < N) {
-      const bf16* w_rows[ROWS];
-#pragma unroll
-      for (int r = 0; r < ROWS; ++r) w_rows[r] = p.shared_down + static_cast<int64_t>(min(n0 + r, N - 1)) * p.S;
-      const bf16* x[MT];
-#pragma unroll
-      for (int m = 0; m < MT; ++m) x[m] = p.shared_act + static_cast<int64_t>(min(m, p.R - 1)) * p.S;
-      float acc[ROWS][MT];
-      warp_dot<ROWS, MT>(w_rows, x, p.R, p.S, acc);
-      if (lane == 0) {
-#pragma unroll
-        for (int r = 0; r < ROWS; ++r)
-#pragma unroll
-          for (int m = 0; m < MT; ++m)
-            if (n0 + r < N && m < p.R) p.shared_out[static_cast<int64_t>(m) * N + n0 + r] = acc[r][m];
-        __threadfence();
-      }
-    }
-  } else if (expert_group(p.ids, M, blockIdx.x, members, &count, &first) && n0 < N) {
-    const int K = p.inter;
-    const bf16* W = p.down[p.ids[blockIdx.x]];
+  if ((shared || expert_group(p.ids, M, blockIdx.x, members, &count, &first)) && n0 < N) {
+    // The group's rows: the shared expert's are the R token rows, a routed expert's its choices.
+    const int K = shared ? p.S : p.inter, rows = shared ? p.R : count;
+    const bf16* W = shared ? p.shared_down : p.down[p.ids[blockIdx.x]];
+    const bf16* xs = shared ? p.shared_act : p.act;
+    float* ys = shared ? p.shared_out : p.expert_out;
     const bf16* w_rows[ROWS];
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) w_rows[r] = W + static_cast<int64_t>(min(n0 + r, N - 1)) * K;
-    for (int g0 = 0; g0 < count; g0 += MT) {
-      const int nx = min(MT, count - g0);
+    for (int g0 = 0; g0 < rows; g0 += MT) {  // passes of MT rows
+      const int nx = min(MT, rows - g0);
       const bf16* x[MT];
 #pragma unroll
-      for (int m = 0; m < MT; ++m) x[m] = p.act + static_cast<int64_t>(members[g0 + min(m, nx - 1)]) * K;
+      for (int m = 0; m < MT; ++m) {
+        const int g = g0 + min(m, nx - 1);
+        x[m] = xs + static_cast<int64_t>(shared ? g : members[g]) * K;
+      }
       float acc[ROWS][MT];
       warp_dot<ROWS, MT>(w_rows, x, nx, K, acc);
-      if (lane == 0) {
+      if (lane == 0)
 #pragma unroll
         for (int r = 0; r < ROWS; ++r)
 #pragma unroll
           for (int m = 0; m < MT; ++m)
-            if (n0 + r < N && m < nx) p.expert_out[static_cast<int64_t>(members[g0 + m]) * N + n0 + r] = acc[r][m];
-      }
+            if (m < nx && n0 + r < N) ys[static_cast<int64_t>(shared ? g0 + m : members[g0 + m]) * N + n0 + r] = acc[r][m];
     }
-    if (lane == 0) __threadfence();
   }
   if (!arrive_last(p.counters + 1 + blockIdx.y, gridDim.x, &last)) return;
+  constexpr int SLICE = ROWS * WARPS;
   // This block owns output columns [c0, c0 + SLICE): every expert's and the shared expert's values are in.
   const int c0 = blockIdx.y * SLICE;
   for (int i = threadIdx.x; i < p.R * SLICE; i += THREADS) {
@@ -214,14 +185,14 @@ __global__ void __launch_bounds__(THREADS) moe_decode_down_kernel(MoeDecodeParam
     if (p.shared_down) acc += __ldcg(p.shared_out + at);
     p.out[at] = acc;
   }
-  if (threadIdx.x == 0) p.counters[1 + blockIdx.y] = 0;
 }
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
 }  // namespace
 
-int moe_decode_counters(int Din) { return 1 + ceil_div(Din, SLICE); }
+// Counters: [0] the router's gate blocks, [1, 1 + slices) each column slice of the down projection
+int moe_decode_counters(int Din) { return 1 + ceil_div(Din, ROWS_PER_WARP * WARPS); }
 
 bool moe_decode_supported(const MoeDecodeParams& p) {
   const bool shared_ok = !p.shared_up || (p.shared_down && p.S > 0 && p.S % 8 == 0 && p.Din == p.H);
@@ -234,30 +205,42 @@ namespace {
 void require(const MoeDecodeParams& p, const char* what) {
   if (!moe_decode_supported(p)) throw Error(std::string(what) + ": shape not supported (see moe_decode_supported)");
 }
-/** The kernel instance for R rows: MT = R rounded up to a power of two. */
-template <class Kernel>
-Kernel by_rows(int R, Kernel k1, Kernel k2, Kernel k4, Kernel k8) {
-  return R <= 1 ? k1 : R <= 2 ? k2 : R <= 4 ? k4 : k8;
+
+template <int ROWS>
+void route_rows(const MoeDecodeParams& p, cudaStream_t s) {
+  constexpr int SLICE = ROWS * WARPS;
+  const int gate_blocks = ceil_div(p.E, SLICE), shared_blocks = p.shared_up ? ceil_div(p.S, SLICE) : 0;
+  auto kernel = p.R <= 1 ? moe_decode_route_kernel<ROWS, 1> : p.R <= 2 ? moe_decode_route_kernel<ROWS, 2> : p.R <= 4 ? moe_decode_route_kernel<ROWS, 4> : moe_decode_route_kernel<ROWS, 8>;
+  launch("moe_decode_route", kernel, dim3(gate_blocks + shared_blocks), dim3(THREADS), WARPS * 2 * p.E * sizeof(float), s, p, gate_blocks);
+}
+
+// Rows per expert pass at most 4: an expert's group is rarely larger, and a pass of 8 rows is ALU-bound.
+template <int ROWS>
+void up_rows(const MoeDecodeParams& p, cudaStream_t s) {
+  auto kernel = p.R <= 1 ? moe_decode_up_kernel<ROWS, 1> : p.R <= 2 ? moe_decode_up_kernel<ROWS, 2> : moe_decode_up_kernel<ROWS, 4>;
+  launch("moe_decode_up", kernel, dim3(p.R * p.k, ceil_div(p.inter, ROWS * WARPS)), dim3(THREADS), 0, s, p);
+}
+
+template <int ROWS>
+void down_rows(const MoeDecodeParams& p, cudaStream_t s) {
+  auto kernel = p.R <= 1 ? moe_decode_down_kernel<ROWS, 1> : p.R <= 2 ? moe_decode_down_kernel<ROWS, 2> : moe_decode_down_kernel<ROWS, 4>;
+  launch("moe_decode_down", kernel, dim3(p.R * p.k + (p.shared_down ? 1 : 0), ceil_div(p.Din, ROWS * WARPS)), dim3(THREADS), 0, s, p);
 }
 }  // namespace
 
 void moe_decode_route(const MoeDecodeParams& p, cudaStream_t s) {
   require(p, "moe_decode_route");
-  const int gate_blocks = ceil_div(p.E, SLICE), shared_blocks = p.shared_up ? ceil_div(p.S, SLICE) : 0;
-  auto kernel = by_rows(p.R, moe_decode_route_kernel<1>, moe_decode_route_kernel<2>, moe_decode_route_kernel<4>, moe_decode_route_kernel<8>);
-  launch("moe_decode_route", kernel, dim3(gate_blocks + shared_blocks), dim3(THREADS), WARPS * 2 * p.E * sizeof(float), s, p, gate_blocks);
+  route_rows<ROWS_PER_WARP>(p, s);
 }
 
 void moe_decode_up(const MoeDecodeParams& p, cudaStream_t s) {
   require(p, "moe_decode_up");
-  auto kernel = by_rows(p.R, moe_decode_up_kernel<1>, moe_decode_up_kernel<2>, moe_decode_up_kernel<4>, moe_decode_up_kernel<8>);
-  launch("moe_decode_up", kernel, dim3(p.R * p.k, ceil_div(p.inter, SLICE)), dim3(THREADS), 0, s, p);
+  up_rows<ROWS_PER_WARP>(p, s);
 }
 
 void moe_decode_down(const MoeDecodeParams& p, cudaStream_t s) {
   require(p, "moe_decode_down");
-  auto kernel = by_rows(p.R, moe_decode_down_kernel<1>, moe_decode_down_kernel<2>, moe_decode_down_kernel<4>, moe_decode_down_kernel<8>);
-  launch("moe_decode_down", kernel, dim3(p.R * p.k + (p.shared_down ? 1 : 0), ceil_div(p.Din, SLICE)), dim3(THREADS), 0, s, p);
+  down_rows<ROWS_PER_WARP>(p, s);
 }
 
 }  // namespace lm::cuda

@@ -144,7 +144,7 @@ void grouped_gemm(const GroupedGemmParams& p, cudaStream_t s);
 /** out (R, D) fp32 (+)= Σ_j weight[r, j] · expert_out[slot_of[r, j]]. */
 void moe_combine(const float* expert_out, const int32_t* slot_of, const float* weights, int R, int k, int D, float* out, bool accumulate, cudaStream_t s);
 
-/** Token rows up to this take the small-batch MoE path (moe_decode.cu). */
+/** The most token rows the small-batch MoE path (moe_decode.cu) takes; the engine uses it up to 4 (where it wins). */
 constexpr int MOE_DECODE_MAX_ROWS = 8;
 /**
  * The MoE layer of a step of at most MOE_DECODE_MAX_ROWS rows in three launches, without moe_plan

@@ -80,15 +80,48 @@ __device__ T block_sum_t(T v, T* scratch) {
 __device__ double block_sum_d(double v, Shared& sh) { return block_sum_t(v, sh.dscratch); }
 __device__ int block_sum_i(int v, Shared& sh) { return block_sum_t(v, sh.iscratch); }
 
-/** Argmax, ties to the lower index. */
+/**
+ * Argmax, ties to the lower index. Each thread visits its tokens in ascending order (16-byte loads,
+ * ARGMAX_UNROLL of them in flight, where the row allows), so the result is the lowest index of the
+ * maximum whatever the split.
+ */
+constexpr int ARGMAX_UNROLL = 8;
 __device__ int block_argmax(const float* x, int V, Shared& sh) {
   float bv = -INFINITY;
   int bi = INT_MAX;
-  for (int j = threadIdx.x; j < V; j += blockDim.x)
-    if (x[j] > bv || bi == INT_MAX) {
-      bv = x[j];
+  auto take = [&](float v, int j) {
+    if (v > bv || bi == INT_MAX) {
+      bv = v;
       bi = j;
     }
+  };
+  if ((V & 3) == 0 && (reinterpret_cast<uintptr_t>(x) & 15) == 0) {
+    const float4* x4 = reinterpret_cast<const float4*>(x);
+    const int V4 = V / 4, step = blockDim.x;
+    int j = threadIdx.x;
+    for (; j + (ARGMAX_UNROLL - 1) * step < V4; j += ARGMAX_UNROLL * step) {
+      float4 v[ARGMAX_UNROLL];
+#pragma unroll
+      for (int u = 0; u < ARGMAX_UNROLL; ++u) v[u] = x4[j + u * step];
+#pragma unroll
+      for (int u = 0; u < ARGMAX_UNROLL; ++u) {
+        const int at = 4 * (j + u * step);
+        take(v[u].x, at);
+        take(v[u].y, at + 1);
+        take(v[u].z, at + 2);
+        take(v[u].w, at + 3);
+      }
+    }
+    for (; j < V4; j += step) {
+      const float4 v = x4[j];
+      take(v.x, 4 * j);
+      take(v.y, 4 * j + 1);
+      take(v.z, 4 * j + 2);
+      take(v.w, 4 * j + 3);
+    }
+  } else {
+    for (int j = threadIdx.x; j < V; j += blockDim.x) take(x[j], j);
+  }
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   for (int o = 16; o > 0; o >>= 1) {
     const float ov = __shfl_xor_sync(FULL_MASK, bv, o);
