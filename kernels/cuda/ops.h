@@ -76,7 +76,7 @@ void ssm_scan(const BatchView& b, const SsmParams& p, cudaStream_t s, bool short
 
 /** Whether ssd_chunked_scan handles this shape (its shared-memory tiles fit). */
 bool ssd_chunked_supported(int head_dim, int dstate, int chunk_size);
-/** Floats of the workspace ssd_chunked_scan needs: (ngroups, rows, chunk rounded up to 16). */
+/** Floats of the workspace ssd_chunked_scan needs: CB tiles (ngroups, rows, chunk rounded up to 16), then ngroups·rows chain flags and a 32-float work counter. */
 int64_t ssd_chunked_workspace_floats(int rows, int ngroups, int chunk_size);
 /**
  * The same SSM by the chunked SSD algorithm (cpu::ssd_chunked_scan) for every sequence of more

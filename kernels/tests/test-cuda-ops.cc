@@ -699,6 +699,15 @@ int main() {
     test_ssd_chunked(g, {4, 24, 2, 20, 24, {37, 1, 100, 5, 2}});   // padded P, N and chunk; PT 32
     test_ssd_chunked(g, {6, 16, 3, 16, 8, {13, 1, 29}});            // fixture-like; PT 16
     test_ssd_chunked(g, {64, 64, 8, 128, 128, {520, 1, 129}});      // Nano heads
+    {
+      std::vector<int> many;  // more than 32 sequences, decode rows among them
+      for (int i = 0; i < 40; ++i) many.push_back(i % 5 == 0 ? 1 : 2 + (i * 7) % 31);
+      test_ssd_chunked(g, {4, 16, 2, 16, 16, many});
+    }
+    test_ssd_chunked(g, {40, 16, 2, 16, 8, {19, 1, 33}});           // more heads per group than the chunk length
+    test_ssd_chunked(g, {4, 18, 2, 18, 16, {45, 3}});               // head and state sizes not multiples of 4
+    test_ssd_chunked(g, {8, 128, 2, 64, 64, {150, 1}});             // head size 128
+    test_ssd_chunked(g, {64, 64, 8, 128, 128, {2048}});             // one 2K Nano sequence (16 chained chunks)
     test_sampler(g);
     test_engine_decode_graphs();
     time_ssd_nano(g);
