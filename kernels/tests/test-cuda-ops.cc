@@ -574,6 +574,389 @@ void test_sampler(std::mt19937& g) {
   std::printf("%-34s greedy %d/%d, sampled %d/%d match lm::sample_token (vocab %d) %s\n", "device sampling", greedy - greedy_bad, greedy, n - greedy - sampled_bad, n - greedy, V, greedy_bad || sampled_bad ? "FAIL" : "ok");
 }
 
+// ---- The decode path's kernels (moe_decode.cu, gemv.cu, conv1d.cu, rmsnorm.cu, sampler.cu) ----
+
+/** n bf16 values on the device, uniform with standard deviation `scale` (fill_dummy_bf16: large weights without a host generator). */
+bf16* dev_dummy(int64_t n, uint64_t seed, float scale) {
+  bf16* p = nullptr;
+  lm::cuda::check(cudaMalloc(&p, std::max<int64_t>(1, n) * sizeof(bf16)), "cudaMalloc");
+  const float a = std::sqrt(3.f) * scale;
+  lm::cuda::fill_dummy_bf16(p, n, seed, -a, a, nullptr);
+  return p;
+}
+
+/** Σ a[i]·b[i] in float64. */
+double dot64(const float* a, const float* b, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) s += double(a[i]) * b[i];
+  return s;
+}
+
+/** Float values after the n written ones: must still hold the sentinel they were given. */
+const float GUARD = 7777.f;
+constexpr int GUARD_N = 16;
+bool guard_intact(const float* d, int64_t n) {
+  for (float v : host(d + n, GUARD_N))
+    if (v != GUARD) return false;
+  return true;
+}
+float* dev_guarded(int64_t n, float fill) {
+  std::vector<float> h(n + GUARD_N, fill);
+  std::fill(h.begin() + n, h.end(), GUARD);
+  return dev(h);
+}
+
+/**
+ * skinny_gemm_multi with three fp32 outputs (attention's q, k, v of Nano: 2688 → 4096, 256 and an
+ * odd 259 so one warp has a row past N) and with one relu² bf16 output (2688 → 3712), for row
+ * counts through each row-template (1, 2, 3, 8, 13, 16); fp32 outputs again with beta 1 over given
+ * values; then Gemm::run_multi for both sets (one skinny launch up to skinny_max_m rows, cuBLASLt
+ * and relu2_bf16 through tmp beyond). Reference: float64 dots of the bf16 values. fp32 outputs:
+ * 1e-4 of max |ref| (as gemm); relu² rounded to bf16 (≤ 4e-3 of a value, 2× through the square's
+ * input error): 1e-2. Outputs start as NaN; 16 values after each fp32 output must stay untouched.
+ */
+void test_skinny_multi(std::mt19937& g) {
+  const int K = 2688, MMAX = lm::cuda::SKINNY_MAX_M;
+  const std::vector<int> qkv_n = {4096, 256, 259};
+  const int relu_n = 3712;
+  auto x = randn(g, int64_t(MMAX) * K);
+  for (auto& v : x) v = round_bf16(v);
+  const bf16* dx = dev(to_bf16(x));
+  std::vector<bf16*> dw;
+  std::vector<std::vector<float>> w, ref;  // per projection: weights (N, K) and float64 results for MMAX rows
+  std::vector<int> ns = qkv_n;
+  ns.push_back(relu_n);
+  for (size_t i = 0; i < ns.size(); ++i) {
+    dw.push_back(dev_dummy(int64_t(ns[i]) * K, 100 + i, 1.f / std::sqrt(float(K))));
+    w.push_back(host(dw.back(), int64_t(ns[i]) * K));
+    std::vector<float> r(int64_t(MMAX) * ns[i]);
+    for (int m = 0; m < MMAX; ++m)
+      for (int n = 0; n < ns[i]; ++n) {
+        const double a = dot64(x.data() + int64_t(m) * K, w[i].data() + int64_t(n) * K, K);
+        r[int64_t(m) * ns[i] + n] = i < qkv_n.size() ? float(a) : round_bf16(a > 0 ? float(a * a) : 0.f);
+      }
+    ref.push_back(r);
+  }
+  auto y0 = randn(g, int64_t(MMAX) * 4096);  // beta-1 starting values (first M·N of them per output)
+  lm::cuda::Gemm gemm;
+  float* tmp = dev(std::vector<float>(int64_t(MMAX) * 4096 + 1024));
+  const std::vector<int> ms = {1, 2, 3, 8, 13, 16};
+  // Paths: 0 skinny q/k/v, 1 skinny q/k/v beta 1, 2 skinny relu², 3 run_multi q/k/v, 4 run_multi relu².
+  const char* names[] = {"skinny multi q/k/v (3 outs)", "skinny multi q/k/v, beta 1", "skinny multi relu² (bf16 out)", "Gemm::run_multi q/k/v", "Gemm::run_multi relu²"};
+  const double tols[] = {1e-4, 1e-4, 1e-2, 1e-4, 1e-2};
+  for (int path = 0; path < 5; ++path) {
+    Err worst;
+    int worst_m = 0, guards = 0;
+    for (int M : ms) {
+      const bool relu = path == 2 || path == 4, beta1 = path == 1;
+      const size_t first = relu ? qkv_n.size() : 0, count = relu ? 1 : qkv_n.size();
+      std::vector<lm::cuda::SkinnyOut> outs;
+      std::vector<float*> ys;
+      std::vector<bf16*> y16s;
+      for (size_t i = first; i < first + count; ++i) {
+        const int64_t n = int64_t(M) * ns[i];
+        if (relu) {
+          y16s.push_back(dev(std::vector<bf16>(n, __float2bfloat16(NAN))));
+          outs.push_back({dw[i], ns[i], nullptr, y16s.back()});
+        } else {
+          ys.push_back(dev_guarded(n, NAN));
+          if (beta1) lm::cuda::check(cudaMemcpy(ys.back(), y0.data(), n * sizeof(float), cudaMemcpyHostToDevice), "cudaMemcpy");
+          outs.push_back({dw[i], ns[i], ys.back(), nullptr});
+        }
+      }
+      if (path <= 2) lm::cuda::skinny_gemm_multi(dx, M, K, outs.data(), static_cast<int>(outs.size()), beta1 ? 1.f : 0.f, nullptr);
+      else gemm.run_multi(dx, M, K, outs.data(), static_cast<int>(outs.size()), tmp, nullptr);
+      std::vector<float> got, want;
+      for (size_t o = 0; o < count; ++o) {
+        const size_t i = first + o;
+        const int64_t n = int64_t(M) * ns[i];
+        const auto h = relu ? host(y16s[o], n) : host(ys[o], n);
+        got.insert(got.end(), h.begin(), h.end());
+        for (int64_t j = 0; j < n; ++j) want.push_back(ref[i][j] + (beta1 ? y0[j] : 0.f));
+        if (!relu && !guard_intact(ys[o], n)) ++guards;
+      }
+      const Err e = compare(got, want);
+      if (e.max >= worst.max) {
+        worst = e;
+        worst_m = M;
+      }
+      for (float* p : ys) cudaFree(p);
+      for (bf16* p : y16s) cudaFree(p);
+    }
+    report((std::string(names[path]) + " M1..16, worst M" + std::to_string(worst_m)).c_str(), worst, tols[path]);
+    if (guards) {
+      ++failures;
+      std::printf("  %d outputs written past their end FAIL\n", guards);
+    }
+  }
+  for (bf16* p : dw) cudaFree(p);
+  cudaFree(tmp);
+}
+
+/**
+ * conv1d_silu_step (one launch: each sequence's one row, then its state shifted) against
+ * conv1d_silu + conv_state_update on the same inputs: outputs and the whole state buffer (slots no
+ * sequence uses included) equal bitwise, the header's claim that the arithmetic is the same; and
+ * the outputs within 1e-5 of cpu::causal_conv1d_silu (fp32 in another contraction order). Nano's
+ * conv width (6144, K 4), odd widths with K 2, 9 (the most state rows) and 1 (no state), with and
+ * without bias; x rows strided inside wider rows at an offset, as the xBC part of in_proj's output.
+ */
+void test_conv_step(std::mt19937& g) {
+  struct Case {
+    int nseq, C, K;
+    bool bias;
+  };
+  for (const Case& c : {Case{5, 6144, 4, true}, {3, 333, 2, false}, {7, 1000, 9, true}, {2, 130, 1, true}, {1, 6144, 4, true}}) {
+    Batch b(std::vector<int>(c.nseq, 1), std::vector<int>(c.nseq, 17), 16);
+    const int slots = 2 * c.nseq + 1, S = c.K - 1, off = 8;
+    const int64_t stride = c.C + 40;
+    auto xw = randn(g, c.nseq * stride), w = randn(g, int64_t(c.C) * c.K, 0.5f), bias = randn(g, c.C, 0.1f), state = randn(g, int64_t(slots) * S * c.C);
+    std::vector<float> ref_out(int64_t(c.nseq) * c.C), ref_state = state;
+    for (int i = 0; i < c.nseq; ++i)
+      lm::cpu::causal_conv1d_silu(xw.data() + i * stride + off, stride, 1, c.C, c.K, w.data(), c.bias ? bias.data() : nullptr, ref_state.data() + int64_t(b.slot[i]) * S * c.C,
+                                  ref_out.data() + int64_t(i) * c.C);
+    const float* dx = dev(xw) + off;
+    const float *dw = dev(w), *dbias = c.bias ? dev(bias) : nullptr;
+    float *st_two = dev(state), *st_one = dev(state);
+    float *out_two = dev(std::vector<float>(ref_out.size(), NAN)), *out_one = dev(std::vector<float>(ref_out.size(), NAN));
+    lm::cuda::conv1d_silu(b.view, dx, stride, c.C, c.K, dw, dbias, st_two, out_two, nullptr);
+    lm::cuda::conv_state_update(b.view, dx, stride, c.C, c.K, st_two, nullptr);
+    lm::cuda::conv1d_silu_step(b.view, dx, stride, c.C, c.K, dw, dbias, st_one, out_one, nullptr);
+    const auto o1 = host(out_one, ref_out.size()), o2 = host(out_two, ref_out.size());
+    const auto s1 = host(st_one, state.size()), s2 = host(st_two, state.size());
+    const bool bitwise = std::memcmp(o1.data(), o2.data(), o1.size() * 4) == 0 && std::memcmp(s1.data(), s2.data(), s1.size() * 4) == 0;
+    const std::string name = "conv step " + std::to_string(c.nseq) + " seqs C" + std::to_string(c.C) + " K" + std::to_string(c.K) + (c.bias ? "" : " no bias");
+    const Err e = compare(o1, ref_out), es = compare(s1, ref_state);
+    const bool ok = bitwise && e.max <= 1e-5 && es.max == 0.0;
+    if (!ok) ++failures;
+    std::printf("%-34s == two-launch path bitwise (out, all slots' state): %s; vs CPU out max %.2e, state max %.2e %s\n", name.c_str(), bitwise ? "yes" : "NO", e.max, es.max, ok ? "ok" : "FAIL");
+    for (float* p : {st_two, st_one, out_two, out_one}) cudaFree(p);
+  }
+}
+
+/**
+ * rmsnorm_bf16's single-pass float4 path (H % 4 == 0 up to 8192: 1, 2, 4 and 8 float4 per thread,
+ * with and without idle threads; rows 3 × 2688 is Nano's decode shape) and its fallback (H 8196,
+ * 1022), direct and through a row gather, against cpu::rmsnorm. bf16 outputs start as NaN and 8
+ * values after them must stay NaN; tolerance 1e-2 of max |ref| as the other bf16 outputs.
+ */
+void test_rmsnorm_vec(std::mt19937& g) {
+  struct Case {
+    int R, H;
+    bool gather;
+  };
+  for (const Case& c : {Case{3, 2688, false}, {2, 2688, true}, {5, 4096, false}, {2, 8192, true}, {4, 64, false}, {2, 4, false}, {3, 1020, false}, {3, 1028, true}, {2, 8196, false},
+                        {2, 1022, true}}) {
+    const int src_rows = c.gather ? c.R + 3 : c.R;
+    auto h = randn(g, int64_t(src_rows) * c.H, 3.f), w = randn(g, c.H);
+    std::vector<int32_t> rows(c.R);
+    for (int i = 0; i < c.R; ++i) rows[i] = c.gather ? (src_rows - 1 - 2 * i + src_rows) % src_rows : i;
+    std::vector<float> picked(int64_t(c.R) * c.H), ref(picked.size());
+    for (int i = 0; i < c.R; ++i) std::copy_n(h.data() + int64_t(rows[i]) * c.H, c.H, picked.data() + int64_t(i) * c.H);
+    lm::cpu::rmsnorm(picked.data(), w.data(), c.R, c.H, 1e-5f, ref.data());
+    const int64_t n = int64_t(c.R) * c.H;
+    bf16* out = dev(std::vector<bf16>(n + 8, __float2bfloat16(NAN)));
+    lm::cuda::rmsnorm_bf16(dev(h), c.gather ? dev(rows) : nullptr, c.R, c.H, dev(w), 1e-5f, out, nullptr);
+    const auto all = host(out, n + 8);
+    int guard = 0;
+    for (int i = 0; i < 8; ++i) guard += !std::isnan(all[n + i]);
+    if (guard) {
+      ++failures;
+      std::printf("  rmsnorm wrote %d values past its output FAIL\n", guard);
+    }
+    report(("rmsnorm bf16 " + std::to_string(c.R) + "x" + std::to_string(c.H) + (c.gather ? " gathered" : "")).c_str(), compare(std::vector<float>(all.begin(), all.begin() + n), ref), 1e-2);
+    cudaFree(out);
+  }
+}
+
+/**
+ * Greedy rows of sample_tokens (temperature 0, or top_k 1 at temperature 0.7) on vocabularies that
+ * are multiples of 4 (the 16-byte unrolled argmax): Nano's 131072 (whole unrolled passes), 50020
+ * (a remainder after them), 16388 and 8. Per vocabulary: random rows; ties for the maximum where
+ * the lower index is visited later (2047 = thread 511's first float4, 2049 = thread 0's second),
+ * within one float4, in the remainder against the first float4, across warps and passes; all equal;
+ * all -inf; the maximum alone at the last index. Rows are read in reverse order. Expected: the
+ * lowest index of the maximum (the tie rule, known per row) and lm::sample_token.
+ */
+void test_greedy_sampling(std::mt19937& g) {
+  for (int V : {131072, 50020, 16388, 8}) {
+    const std::vector<std::vector<int>> ties = {{}, {2049, 2047}, {403, 402}, {V - 1, 5}, {16397, 4002, 4003}, {6, 5}, {V - 1}, {1, 0}};
+    std::vector<std::vector<float>> rows;
+    std::vector<int> expect;
+    for (const auto& t : ties) {
+      std::vector<int> in;
+      for (int i : t)
+        if (i >= 0 && i < V) in.push_back(i);
+      if (in.empty() && !t.empty()) continue;
+      auto l = randn(g, V, 2.f);
+      for (int i : in) l[i] = 100.f;
+      rows.push_back(l);
+      expect.push_back(in.empty() ? -1 : *std::min_element(in.begin(), in.end()));
+    }
+    rows.push_back(std::vector<float>(V, 0.5f));
+    expect.push_back(0);
+    rows.push_back(std::vector<float>(V, -INFINITY));
+    expect.push_back(0);
+    const int n = static_cast<int>(rows.size());
+    std::vector<float> logits;
+    for (const auto& r : rows) logits.insert(logits.end(), r.begin(), r.end());
+    std::vector<lm::cuda::SampleRow> srows;
+    std::vector<int32_t> want;
+    for (int i = 0; i < n; ++i) {
+      const int row = n - 1 - i;
+      srows.push_back(i % 2 ? lm::cuda::SampleRow{row, 1, 0.7f, 1.f, 9, 3} : lm::cuda::SampleRow{row, 0, 0.f, 1.f, 9, 3});
+      want.push_back(lm::sample_token(logits.data() + int64_t(row) * V, V, lm::Sampling{}, 0));
+    }
+    int32_t* dt = dev(std::vector<int32_t>(n, -1));
+    lm::cuda::sample_tokens(dev(logits), V, dev(srows), n, dt, nullptr);
+    std::vector<int32_t> got(n);
+    lm::cuda::check(cudaMemcpy(got.data(), dt, n * 4, cudaMemcpyDeviceToHost), "cudaMemcpy");
+    int bad = 0;
+    std::string detail;
+    for (int i = 0; i < n; ++i) {
+      const int e = expect[srows[i].row];
+      if (got[i] != want[i] || (e >= 0 && want[i] != e)) {
+        ++bad;
+        detail += " row " + std::to_string(srows[i].row) + ": got " + std::to_string(got[i]) + " want " + std::to_string(e >= 0 ? e : want[i]) + ";";
+      }
+    }
+    if (bad) ++failures;
+    std::printf("%-34s %d/%d rows give the lowest index of the maximum%s %s\n", ("greedy sampling vocab " + std::to_string(V)).c_str(), n - bad, n, detail.c_str(), bad ? "FAIL" : "ok");
+    cudaFree(dt);
+  }
+}
+
+/** One small-batch MoE problem (moe_decode.cu). Din != H: latent (v its own input, no shared expert, out written, not accumulated). */
+struct MoeDecodeCase {
+  int R, H, E, n_group, topk_group, k, Din, inter, S;
+  bool popular;  // the correction bias lifts experts 3, 17 and 40, so every row chooses them (experts shared by rows)
+};
+
+/**
+ * moe_decode_route → moe_decode_up → moe_decode_down against float64 loops and cpu::moe_route:
+ * router logits (vs float64 dots of the bf16 x and gate: 1e-4 of max |ref|); the routing of the
+ * device's logits by cpu::moe_route (the same expert sets; weights within 1e-5, as the moe_route
+ * case); the layer output h + Σ_j w_j · down_e(relu²(up_e · v)) + shared(x) with the relu²
+ * activations rounded to bf16 as the device stores them (1e-2 of max |ref|, as the grouped-GEMM
+ * cases); and the counters back at zero (the next launch relies on it). Scratch and ids start as
+ * NaN / -1, the latent output as NaN. Expert weights are filled on the device; the host reads back
+ * only the chosen experts'.
+ */
+void test_moe_decode(std::mt19937& g, const MoeDecodeCase& c) {
+  const bool latent = c.Din != c.H;
+  const int M = c.R * c.k;
+  auto x = randn(g, int64_t(c.R) * c.H), gate = randn(g, int64_t(c.E) * c.H, 1.f / std::sqrt(float(c.H))), bias = randn(g, c.E, 0.05f);
+  for (auto& v : x) v = round_bf16(v);
+  for (auto& v : gate) v = round_bf16(v);
+  if (c.popular)
+    for (int e : {3, 17, 40}) bias[e] += 5.f;
+  auto v = x;
+  if (latent) {
+    v = randn(g, int64_t(c.R) * c.Din);
+    for (auto& a : v) a = round_bf16(a);
+  }
+  auto h0 = randn(g, int64_t(c.R) * c.Din);
+  const int64_t wsize = int64_t(c.inter) * c.Din;
+  bf16* up_all = dev_dummy(c.E * wsize, 11, 1.f / std::sqrt(float(c.Din)));
+  bf16* down_all = dev_dummy(c.E * wsize, 12, 1.f / std::sqrt(float(c.inter)));
+  std::vector<const bf16*> ups(c.E), downs(c.E);
+  for (int e = 0; e < c.E; ++e) {
+    ups[e] = up_all + e * wsize;
+    downs[e] = down_all + e * wsize;
+  }
+  bf16* sup = latent ? nullptr : dev_dummy(int64_t(c.S) * c.H, 13, 1.f / std::sqrt(float(c.H)));
+  bf16* sdown = latent ? nullptr : dev_dummy(int64_t(c.H) * c.S, 14, 1.f / std::sqrt(float(c.S)));
+  const bf16 nan16 = __float2bfloat16(NAN);
+  lm::cuda::MoeDecodeParams p{};
+  p.R = c.R, p.x = dev(to_bf16(x)), p.H = c.H, p.gate = dev(to_bf16(gate)), p.correction_bias = dev(bias);
+  p.E = c.E, p.n_group = c.n_group, p.topk_group = c.topk_group, p.k = c.k, p.norm_topk = true, p.scaling = 2.5f;
+  p.v = latent ? dev(to_bf16(v)) : p.x, p.Din = c.Din, p.up = dev(ups), p.down = dev(downs), p.inter = c.inter;
+  p.shared_up = sup, p.shared_down = sdown, p.S = c.S;
+  p.out = dev(latent ? std::vector<float>(h0.size(), NAN) : h0), p.accumulate = !latent;
+  p.logits = dev(std::vector<float>(int64_t(c.R) * c.E, NAN));
+  p.ids = dev(std::vector<int32_t>(M, -1));
+  p.weights = dev(std::vector<float>(M, NAN));
+  p.act = dev(std::vector<bf16>(int64_t(M) * c.inter, nan16));
+  p.shared_act = latent ? nullptr : dev(std::vector<bf16>(int64_t(c.R) * c.S, nan16));
+  p.expert_out = dev(std::vector<float>(int64_t(M) * c.Din, NAN));
+  p.shared_out = latent ? nullptr : dev(std::vector<float>(int64_t(c.R) * c.Din, NAN));
+  const int ncount = lm::cuda::moe_decode_counters(c.Din);
+  p.counters = dev(std::vector<unsigned>(ncount, 0u));
+  if (!lm::cuda::moe_decode_supported(p)) throw lm::Error("moe_decode_supported refused a test shape");
+  lm::cuda::moe_decode_route(p, nullptr);
+  lm::cuda::moe_decode_up(p, nullptr);
+  lm::cuda::moe_decode_down(p, nullptr);
+  lm::cuda::check(cudaDeviceSynchronize(), "moe_decode");
+  const std::string name = "moe decode R" + std::to_string(c.R) + " E" + std::to_string(c.E) + " k" + std::to_string(c.k) + " g" + std::to_string(c.n_group) + "/" + std::to_string(c.topk_group) +
+                           " " + std::to_string(c.Din) + "x" + std::to_string(c.inter) + (latent ? " latent" : " +shared") + (c.popular ? " shared experts" : "");
+  // Router logits.
+  const auto logits = host(p.logits, int64_t(c.R) * c.E);
+  std::vector<float> ref_logits(logits.size());
+  for (int r = 0; r < c.R; ++r)
+    for (int e = 0; e < c.E; ++e) ref_logits[int64_t(r) * c.E + e] = float(dot64(x.data() + int64_t(r) * c.H, gate.data() + int64_t(e) * c.H, c.H));
+  report((name + ": router logits").c_str(), compare(logits, ref_logits), 1e-4);
+  // Routing of those logits.
+  std::vector<int32_t> ids(M), ref_ids(M);
+  std::vector<float> ref_w(M);
+  lm::cuda::check(cudaMemcpy(ids.data(), p.ids, M * 4, cudaMemcpyDeviceToHost), "cudaMemcpy");
+  const auto w = host(p.weights, M);
+  for (int r = 0; r < c.R; ++r)
+    lm::cpu::moe_route(logits.data() + int64_t(r) * c.E, bias.data(), c.E, c.n_group, c.topk_group, c.k, true, 2.5f, ref_ids.data() + r * c.k, ref_w.data() + r * c.k);
+  int mismatched = 0, shared_choices = 0;
+  std::vector<float> got_w(M), want_w(M);
+  for (int r = 0; r < c.R; ++r)
+    for (int j = 0; j < c.k; ++j) {
+      int found = -1;
+      for (int jj = 0; jj < c.k; ++jj)
+        if (ids[r * c.k + jj] == ref_ids[r * c.k + j]) found = jj;
+      if (found < 0) ++mismatched;
+      got_w[r * c.k + j] = found < 0 ? 0.f : w[r * c.k + found];
+      want_w[r * c.k + j] = ref_w[r * c.k + j];
+      for (int rr = 0; rr < r; ++rr)
+        for (int jj = 0; jj < c.k; ++jj) shared_choices += ref_ids[rr * c.k + jj] == ref_ids[r * c.k + j];
+    }
+  if (mismatched) ++failures;
+  std::printf("%-34s %d of %d choices differ from cpu::moe_route (%d choices of an expert an earlier row chose) %s\n", "  routing", mismatched, M, shared_choices, mismatched ? "FAIL" : "ok");
+  report("  routing weights", compare(got_w, want_w), 1e-5);
+  // The layer output, from the CPU's routing.
+  std::vector<float> ref = latent ? std::vector<float>(h0.size(), 0.f) : h0;
+  std::vector<float> act(std::max(c.inter, c.S));
+  for (int e = 0; e < c.E; ++e) {  // expert by expert: only one expert's weights on the host at a time
+    std::vector<float> up_h, down_h;
+    for (int i = 0; i < M; ++i) {
+      if (ref_ids[i] != e) continue;
+      if (up_h.empty()) {
+        up_h = host(ups[e], wsize);
+        down_h = host(downs[e], wsize);
+      }
+      const int r = i / c.k;
+      for (int n = 0; n < c.inter; ++n) {
+        const double a = dot64(v.data() + int64_t(r) * c.Din, up_h.data() + int64_t(n) * c.Din, c.Din);
+        act[n] = round_bf16(a > 0 ? float(a * a) : 0.f);
+      }
+      for (int d = 0; d < c.Din; ++d) ref[int64_t(r) * c.Din + d] += float(ref_w[i] * dot64(act.data(), down_h.data() + int64_t(d) * c.inter, c.inter));
+    }
+  }
+  if (!latent) {
+    const auto su = host(sup, int64_t(c.S) * c.H), sd = host(sdown, int64_t(c.H) * c.S);
+    for (int r = 0; r < c.R; ++r) {
+      for (int n = 0; n < c.S; ++n) {
+        const double a = dot64(x.data() + int64_t(r) * c.H, su.data() + int64_t(n) * c.H, c.H);
+        act[n] = round_bf16(a > 0 ? float(a * a) : 0.f);
+      }
+      for (int d = 0; d < c.H; ++d) ref[int64_t(r) * c.H + d] += float(dot64(act.data(), sd.data() + int64_t(d) * c.S, c.S));
+    }
+  }
+  report(latent ? "  routed sum (latent, written)" : "  h + routed + shared", compare(host(p.out, ref.size()), ref), 1e-2);
+  std::vector<unsigned> counters(ncount);
+  lm::cuda::check(cudaMemcpy(counters.data(), p.counters, ncount * 4, cudaMemcpyDeviceToHost), "cudaMemcpy");
+  int nonzero = 0;
+  for (unsigned u : counters) nonzero += u != 0;
+  if (nonzero) ++failures;
+  std::printf("%-34s %d of %d non-zero after the layer %s\n", "  counters", nonzero, ncount, nonzero ? "FAIL" : "ok");
+  for (void* q : {static_cast<void*>(up_all), static_cast<void*>(down_all), static_cast<void*>(sup), static_cast<void*>(sdown)}) cudaFree(q);
+}
+
 
 // Decode graphs: the same steps through the engine with cuda_graphs "off" (eager, unpadded),
 // "padded" (padded to the bucket, eager) and "replay" (padded, captured and replayed). Replay must
@@ -709,6 +1092,16 @@ int main() {
     test_ssd_chunked(g, {8, 128, 2, 64, 64, {150, 1}});             // head size 128
     test_ssd_chunked(g, {64, 64, 8, 128, 128, {2048}});             // one 2K Nano sequence (16 chained chunks)
     test_sampler(g);
+    test_greedy_sampling(g);
+    test_rmsnorm_vec(g);
+    test_conv_step(g);
+    test_skinny_multi(g);
+    test_moe_decode(g, {1, 2688, 128, 1, 1, 6, 2688, 1856, 3712, false});  // Nano widths, one row
+    test_moe_decode(g, {2, 2688, 128, 8, 4, 6, 2688, 1856, 3712, false});  // group routing
+    test_moe_decode(g, {3, 2688, 128, 4, 2, 6, 2688, 1856, 3712, true});   // rows sharing experts
+    test_moe_decode(g, {4, 2688, 128, 8, 4, 6, 2688, 1856, 3712, true});
+    test_moe_decode(g, {8, 264, 64, 4, 2, 8, 264, 136, 200, true});        // the most rows; partial column slices
+    test_moe_decode(g, {3, 4096, 512, 1, 1, 22, 1024, 2688, 0, false});    // Super latent: 4096 -> 1024, 512 experts, k 22
     test_engine_decode_graphs();
     time_ssd_nano(g);
     time_moe_nano(g);
