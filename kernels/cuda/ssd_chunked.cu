@@ -28,7 +28,10 @@
 //    and the next chunk reads only after the flag. Tickets go out in order and an item waits
 //    only for an earlier one, so the wait cannot deadlock; the hop between chunks is one state
 //    read, one write and a flag, while everything else of neighbouring chunks runs in parallel.
-// Speed (H100, Nano heads, one 8K sequence): ~0.7 ms, the CB kernel ~0.07 ms of it. Timed per
+// The Nano shape (head 64, state 128, chunk 128) runs an instance with those sizes as template
+// constants (layout, tile assignment and loop bounds fold; products unrolled by 2), and B carries
+// the S_loc weights from its TF32 rounding pass: 8K scan 0.69 -> 0.57 ms on the H100.
+// Speed before that (H100, Nano heads, one 8K sequence): ~0.7 ms, the CB kernel ~0.07 ms of it. Timed per
 // step, a two-head item took ~39 µs of one SM: ~10 loading, ~20 in the three products (~75
 // TFLOP/s of TF32 mma.sync), ~10 in the chain; two blocks per SM (this layout) gained nothing over
 // one block of two heads, so the products are the limit: the next step is wgmma (TF32 operands
@@ -261,16 +264,20 @@ __global__ void __launch_bounds__(SSD_THREADS) ssd_cb_kernel(BatchView b, SsmPar
 /** Accumulators of one warp tile: 2 m16 tiles × 4 n8 tiles, fragment layout. */
 using Acc = float[2][4][4];
 
-template <int WARPS, int VEC>
+template <int WARPS, int VEC, int FP = 0, int FN = 0, int FL = 0>
 __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
-    ssd_chunk_kernel(BatchView b, SsmParams p, int L, int Pp, int Np, int Lp, const float* cb, int* flags, int* ticket, bool vec_y, bool vec_state) {
+    ssd_chunk_kernel(BatchView b, SsmParams p, int L_arg, int Pp_arg, int Np_arg, int Lp_arg, const float* cb, int* flags, int* ticket, bool vec_y, bool vec_state) {
   extern __shared__ __align__(128) float smem[];
   __shared__ int s_ticket;
   __shared__ int2 s_chunk;
+  // FP, FN, FL > 0: head_dim, dstate and chunk fixed at compile time (multiples of 16), so the
+  // layout, the tile assignment and the loop bounds fold into constants.
+  const int P = FP ? FP : p.head_dim, N = FN ? FN : p.dstate, L = FL ? FL : L_arg;
+  const int Pp = FP ? FP : Pp_arg, Np = FN ? FN : Np_arg, Lp = FL ? FL : Lp_arg;
   const ChunkLayout ly = chunk_layout(Pp, Np, Lp);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g8 = lane >> 2, t4 = lane & 3;  // fragment row group and column within it
-  const int P = p.head_dim, N = p.dstate, G = p.ngroups, hpg = p.nheads / G;
+  const int G = p.ngroups, hpg = p.nheads / G;
   const int I = p.nheads * P, Mt = Lp / 16;
   const int ldx = ly.ldx, ldb = ly.ldb, ldc = ly.ldc, ldw = ly.ldw, lds = ly.lds;
   float* Xs = smem;              // (Lp, ldx) x of the head; then (Pp, lds) S_in
@@ -339,10 +346,16 @@ __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
     }
     cp_async_wait<0>();
     __syncthreads();
-    round_tf32(R1, Lp * ldb);  // B is read as raw TF32 bits below
+    // B·diag(w_state), rounded to TF32 in place (read as raw bits below): the S_loc weights ride
+    // on B, so step 2 reads x unscaled.
+    for (int l = warp; l < Lp; l += WARPS) {
+      const float w = wst[l];
+      float* row = R1 + l * ldb;
+      for (int n = lane; n < Np; n += 32) row[n] = __uint_as_float((__float_as_uint(row[n] * w) + 0x1000u) & 0xffffe000u);
+    }
     __syncthreads();
 
-    // 2. S_loc = Xwᵀ B: warp tile rows p ∈ [pb, pb+32), columns n ∈ [nb, nb+32), K = l.
+    // 2. S_loc = Xᵀ (diag(w) B): warp tile rows p ∈ [pb, pb+32), columns n ∈ [nb, nb+32), K = l.
     Acc acc1;
     const int nb_tiles = (Np + 31) / 32;
     const int pb = (warp / nb_tiles) * 32, nb = (warp % nb_tiles) * 32;
@@ -353,17 +366,17 @@ __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
 #pragma unroll
         for (int q = 0; q < 4; ++q) acc1[mi][nj][q] = 0.f;
     if (warp < n_state) {
+#pragma unroll 2
       for (int l0 = 0; l0 < klen; l0 += 8) {
-        const float wa = wst[l0 + t4], wb = wst[l0 + t4 + 4];
         const float* xa = Xs + (l0 + t4) * ldx + pb + g8;
         const float* xb = xa + 4 * ldx;
         uint32_t a[2][4], bf[4][2];
 #pragma unroll
         for (int mi = 0; mi < 2; ++mi) {
-          a[mi][0] = to_tf32(xa[16 * mi] * wa);
-          a[mi][1] = to_tf32(xa[16 * mi + 8] * wa);
-          a[mi][2] = to_tf32(xb[16 * mi] * wb);
-          a[mi][3] = to_tf32(xb[16 * mi + 8] * wb);
+          a[mi][0] = to_tf32(xa[16 * mi]);
+          a[mi][1] = to_tf32(xa[16 * mi + 8]);
+          a[mi][2] = to_tf32(xb[16 * mi]);
+          a[mi][3] = to_tf32(xb[16 * mi + 8]);
         }
         const float* ba = R1 + (l0 + t4) * ldb + nb + g8;
 #pragma unroll
@@ -405,6 +418,7 @@ __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
     if (out_warp) {
       const int i_last = min(2 * rblk + 1, Mt - 1);
       const int kend = min(16 * (i_last + 1), klen);
+#pragma unroll 2
       for (int s0 = 0; s0 < kend; s0 += 8) {
         uint32_t bf[4][2];
         const float* xa = Xs + (s0 + t4) * ldx + pc + g8;
@@ -488,6 +502,7 @@ __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
 
     // 5. Y += C' S_inᵀ (K = n), then y = Y.
     if (out_warp) {
+#pragma unroll 2
       for (int k0 = 0; k0 < Np; k0 += 8) {
         uint32_t bf[4][2];
         const float* sa = Ss + (pc + g8) * lds + k0 + t4;
@@ -550,9 +565,9 @@ int resident_blocks(Kernel kernel, int threads, size_t smem, int sms) {
   return per_sm * sms;
 }
 
-template <int WARPS, int VEC>
+template <int WARPS, int VEC, int FP = 0, int FN = 0, int FL = 0>
 void launch_chunks(const BatchView& b, const SsmParams& p, int L, int Pp, int Np, int Lp, const float* cb, int* flags, int* ticket, int sms, cudaStream_t s) {
-  auto kernel = ssd_chunk_kernel<WARPS, VEC>;
+  auto kernel = ssd_chunk_kernel<WARPS, VEC, FP, FN, FL>;
   const size_t smem = chunk_layout(Pp, Np, Lp).total * sizeof(float);
   const int grid = resident_blocks(kernel, WARPS * 32, smem, sms);
   const bool vec_y = p.head_dim % 2 == 0 && (reinterpret_cast<uintptr_t>(p.y) & 7) == 0;
@@ -571,7 +586,8 @@ void launch_all(const BatchView& b, const SsmParams& p, int L, float* ws, cudaSt
   const int cb_grid = resident_blocks(ssd_cb_kernel<VEC>, SSD_THREADS, cb_smem, sms);
   ssd_cb_kernel<VEC><<<cb_grid, SSD_THREADS, cb_smem, s>>>(b, p, L, Lp, Np, cb, flags, ticket);
   LM_LAUNCH_CHECK("ssd_chunked_scan (CB)");
-  if (chunk_kernel_fits(8, Pp, Np, Lp)) launch_chunks<8, VEC>(b, p, L, Pp, Np, Lp, cb, flags, ticket, sms, s);
+  if (p.head_dim == 64 && p.dstate == 128 && L == 128) launch_chunks<8, VEC, 64, 128, 128>(b, p, L, Pp, Np, Lp, cb, flags, ticket, sms, s);  // the Nano shape
+  else if (chunk_kernel_fits(8, Pp, Np, Lp)) launch_chunks<8, VEC>(b, p, L, Pp, Np, Lp, cb, flags, ticket, sms, s);
   else launch_chunks<16, VEC>(b, p, L, Pp, Np, Lp, cb, flags, ticket, sms, s);
 }
 
