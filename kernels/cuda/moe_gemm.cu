@@ -7,11 +7,12 @@
 // a fixed order.
 //
 // Row tiles come from moe_plan's tile table, read on the device. Three paths:
-// - prefill-sized steps (64-row plan tiles, 16-byte rows): Hopper wgmma, a producer warpgroup feeding
-//   two MMA warpgroups, items of up to 128 rows × up to 256 columns on a persistent grid
-//   (moe_gemm_wgmma.cu);
-// - decode-like steps (16-row plan tiles): BM 16 × BN 64 on 16×16×16 wmma, 4 warps, where the kernel
-//   streams expert weights and needs many blocks in flight;
+// - 64-row plan tiles with 16-byte rows (steps of at least 32 slots over at least 32 experts, and
+//   steps of 32 slots per expert; moe_tile_rows): Hopper wgmma, a producer warpgroup feeding two MMA
+//   warpgroups, items of up to 128 rows × up to 256 columns on a persistent grid (moe_gemm_wgmma.cu);
+//   at decode sizes (a few rows per expert) it is a weight stream, its MMAs mostly on zero rows;
+// - 16-row plan tiles (the other steps: fewer than 32 slots or experts): BM 16 × BN 64 on 16×16×16
+//   wmma, 4 warps, many small blocks in flight;
 // - 64-row tiles whose K or lda is not a multiple of 8: BM 64 × BN 128 wmma with plain loads.
 // The wmma kernels take one block per row tile and column tile (the grid sized for the worst case
 // ceil(M/BM) + min(E, M) row tiles, blocks past the plan's count exit) and walk K in BK steps
@@ -21,6 +22,7 @@
 #include <mma.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "cuda/common.cuh"
 #include "cuda/moe_gemm_wgmma.cuh"
@@ -171,7 +173,24 @@ void dispatch(const GroupedGemmParams& p, cudaStream_t s) {
 
 }  // namespace
 
-int moe_tile_rows(int M, int E) { return M < 32 * E ? SmallTiles::BM : LargeTiles::BM; }
+int moe_tile_rows(int M, int E) {
+  // 64-row tiles (wgmma when the rows allow) once experts hold 32 slots each on average, or once at
+  // least WGMMA_MIN_EXPERTS experts can hold rows: the wgmma path then streams the expert weights at
+  // 0.94-0.99 of copy (weight bytes read against the copy ceiling's read + write) from 0.4 rows per
+  // expert up, where the 16-row wmma kernel reaches 0.61-0.90 (H100, Nano's 128 experts, 8-512
+  // token rows; Nano decode ms/step b8 10.7 -> 9.8, b32 21.4 -> 19.6, b64 26.9 -> 25.0, b256 39.8 ->
+  // 36.1). With fewer experts holding rows its persistent grid (experts × column tiles items) would
+  // leave SMs idle, so those steps keep the 16-row tiles (32 is a guess: the smallest step timed, 48
+  // slots, held 40 experts, and wgmma won there by 16 %).
+  // Dev switch for A/B timing: LM_CUDA_MOE_WGMMA_EXPERTS=<n> replaces WGMMA_MIN_EXPERTS (a large n
+  // gives the old choice: 16-row tiles below 32 slots per expert).
+  constexpr int WGMMA_MIN_EXPERTS = 32;
+  static const int min_experts = [] {
+    const char* v = std::getenv("LM_CUDA_MOE_WGMMA_EXPERTS");
+    return v != nullptr && *v != '\0' ? std::max(1, std::atoi(v)) : WGMMA_MIN_EXPERTS;
+  }();
+  return int64_t(M) >= int64_t(32) * E || std::min(M, E) >= min_experts ? LargeTiles::BM : SmallTiles::BM;
+}
 
 int moe_plan_max_tiles(int M, int E, int tile_rows) { return ceil_div(M, tile_rows) + std::min(E, M); }
 

@@ -1,5 +1,6 @@
 // Grouped expert GEMM on Hopper warpgroup MMAs (wgmma, sm_90a): the path grouped_gemm takes for
-// prefill-sized steps (64-row plan tiles; moe_gemm.cu holds the formulas and dispatches),
+// 64-row plan tiles, prefill and decode steps of at least 32 experts' rows (moe_gemm.cu holds the
+// formulas and dispatches),
 //   out[p, n] = Σ_k A[row(p), k] · W_e[n, k],  then relu(·)² → bf16, or fp32.
 //
 // Work: items are (super tile, column tile) pairs. A super tile is up to two consecutive plan tiles
