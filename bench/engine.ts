@@ -7,8 +7,9 @@
  * - extra cases by name: `decode_b64_ctx8k` (decode batch B at another context) and `mixed_b64_2k`
  *   (decode batch B plus one prefill chunk of N tokens in the same step; ratio = decode-alone step
  *   time ÷ mixed step time);
- * - `profile`: a second engine loaded with profiling runs the same decode steps eagerly and the
- *   per-component device time is tabulated (share of the step, GB/s of the weight-streaming parts);
+ * - `profile`: an engine loaded with profiling runs the same decode steps, prefills and mixed steps
+ *   eagerly and the per-component device time is tabulated (share of the step, GB/s of the
+ *   weight-streaming parts of decode steps);
  * - route skews: every case again on dummy weights with Zipf-like expert popularity;
  * - the transformers baseline (bench/transformers-baseline.py) in a separate process after every
  *   engine is closed (both need ~63 GB on the GPU).
@@ -356,30 +357,76 @@ export function profileRows(components: readonly { name: string; ms: number }[],
   });
 }
 
-/** Each decode case once more on an engine loaded with profiling (fast fill; steps run eagerly). */
+/** The profiled step kinds: decode batches, one-sequence prefills, mixed decode + prefill-chunk steps. */
+type ProfileCase = { readonly kind: "decode"; readonly batch: number; readonly context: number } | { readonly kind: "prefill"; readonly tokens: number } | { readonly kind: "mixed"; readonly batch: number; readonly chunk: number };
+
+/** Steps profiled per prefill / mixed case (each one a whole prefill of the chunk). */
+const PROFILE_PREFILL_STEPS = 3;
+
+/**
+ * Each case once more on an engine loaded with profiling (fast fill; steps run eagerly): the decode
+ * batches and decode cases, every prefill length, and every mixed case (decode batch at `context`
+ * plus one prefill chunk from position 0 in the same step).
+ */
 async function runProfile(ctx: Ctx): Promise<Record<string, EngineProfile>> {
   const o = ctx.o;
   const out: Record<string, EngineProfile> = {};
-  const cases = [...o.batches.map((batch) => ({ batch, context: o.context })), ...o.cases.flatMap((c) => (c.kind === "decode" ? [{ batch: c.batch, context: c.context }] : []))];
+  const cases: ProfileCase[] = [
+    ...o.batches.map((batch) => ({ kind: "decode" as const, batch, context: o.context })),
+    ...o.cases.flatMap((c) => (c.kind === "decode" ? [{ kind: "decode" as const, batch: c.batch, context: c.context }] : [])),
+    ...o.prefill.map((tokens) => ({ kind: "prefill" as const, tokens })),
+    ...o.cases.flatMap((c) => (c.kind === "mixed" ? [{ kind: "mixed" as const, batch: c.batch, chunk: c.chunk }] : [])),
+  ];
   const fast: Ctx = { ...ctx, o: { ...o, fill: "fast" } };
-  for (const { batch: B, context } of cases) {
-    await withEngine(fast, { slots: B, blocks: B * blocksFor(context + o.steps + 4) }, { skew: 0, profile: true }, async (engine) => {
-      const tables = tablesOf(B, blocksFor(context + o.steps + 4));
-      const last = await fill(fast, engine, range(B), tables, context);
-      await decodeSteps(engine, range(B), tables, last, context, 2);
+  const dtype = o.backend === "cpu" ? 4 : 2;
+  for (const c of cases) {
+    const B = c.kind === "prefill" ? 0 : c.batch;
+    const context = c.kind === "decode" ? c.context : o.context;
+    const chunk = c.kind === "decode" ? 0 : c.kind === "prefill" ? c.tokens : c.chunk;
+    const perSeq = blocksFor(context + 2 * o.steps + 8);
+    const sizing = { slots: B + (chunk ? 1 : 0), blocks: B * perSeq + blocksFor(chunk + 2) };
+    await withEngine(fast, sizing, { skew: 0, profile: true }, async (engine) => {
+      const tables = tablesOf(B, perSeq);
+      const last = B ? await fill(fast, engine, range(B), tables, context) : new Int32Array(0);
+      const prompt = promptTokens(engine.config, chunk, 7);
+      const chunkTable = Int32Array.from({ length: blocksFor(chunk + 2) }, (_, i) => B * perSeq + i);
+      let pos = context;
+      /** One step: every decode sequence one position on, plus the chunk (position 0, its own slot). */
+      const step = async (): Promise<number> => {
+        const seqs: StepSequence[] = range(B).map((s) => ({ slotId: s, tokens: Int32Array.of(last[s] ?? 0), position: pos, blockTable: tables[s] as Int32Array, sample: true, logits: "none", sampling: GREEDY }));
+        if (chunk) seqs.push({ slotId: B, tokens: prompt, position: 0, blockTable: chunkTable, sample: true, logits: "none", sampling: GREEDY });
+        const t0 = performance.now();
+        const r = await engine.step(seqs);
+        const ms = performance.now() - t0;
+        for (let s = 0; s < B; s++) last[s] = validToken(engine.config, r.tokens[s], s);
+        pos++;
+        return ms;
+      };
+      const n = chunk ? PROFILE_PREFILL_STEPS : o.steps;
+      for (let i = 0; i < 2; i++) await step();
       engine.takeProfile();
-      const wall = await decodeSteps(engine, range(B), tables, last, context + 2, o.steps);
+      const wall: number[] = [];
+      for (let i = 0; i < n; i++) wall.push(await step());
       const p = engine.takeProfile();
-      const components = profileRows(p.components, p.steps, componentBytes(engine.config, B, context, o.backend === "cpu" ? 4 : 2));
-      out[decodeKey(B, context)] = { steps: p.steps, wallMs: median(wall), deviceMs: components.reduce((a, c) => a + c.ms, 0), components };
-      o.progress(`profiled decode batch ${B}, context ${context}: ${p.steps} steps, ${components.length} components`);
+      const components = profileRows(p.components, p.steps, c.kind === "decode" ? componentBytes(engine.config, B, context, dtype) : {});
+      const key = c.kind === "decode" ? decodeKey(B, context) : c.kind === "prefill" ? prefillKey(chunk) : caseKey({ kind: "mixed", batch: B, chunk }, o.context);
+      out[key] = { steps: p.steps, wallMs: median(wall), deviceMs: components.reduce((a, x) => a + x.ms, 0), components };
+      o.progress(`profiled ${key}: ${p.steps} steps, ${components.length} components`);
     });
   }
   return out;
 }
 
+/** The heading of a profile table: what the profiled step was, from its key. */
+export function profileHeading(key: string): string {
+  if (key.startsWith("decode_")) return `decode ${key.slice("decode_".length)}`;
+  if (key.startsWith("prefill_")) return `prefill ${key.slice("prefill_".length)} tokens (one sequence)`;
+  if (key.startsWith("mixed_")) return `mixed step ${key.slice("mixed_".length)} (decode batch + one prefill chunk)`;
+  return key;
+}
+
 function profileTable(key: string, p: EngineProfile): string {
-  const head = `decode ${key.replace(/^decode_/, "")}: ${p.steps} profiled steps, ${p.deviceMs.toFixed(2)} ms of device time per step (eager, events around each component), ${p.wallMs.toFixed(2)} ms wall`;
+  const head = `${profileHeading(key)}: ${p.steps} profiled steps, ${p.deviceMs.toFixed(2)} ms of device time per step (eager, events around each component), ${p.wallMs.toFixed(2)} ms wall`;
   if (p.components.length === 0) return `${head}: this backend does not profile (no components)`;
   const lines = p.components.map((c) => `| ${c.name} | ${c.ms.toFixed(3)} | ${(100 * c.share).toFixed(1)} % | ${c.bytes !== undefined ? (c.bytes / 1e6).toFixed(1) : ""} | ${c.gbps !== undefined ? c.gbps.toFixed(0) : ""} |`);
   const host = p.wallMs - p.deviceMs;

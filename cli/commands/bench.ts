@@ -57,7 +57,7 @@ engine and kernels write <date>-<kind>-<device>-<commit>.json into --json-dir (c
       env: null,
     }),
     cudaGraphs: flag(z.enum(["replay", "padded", "off"]).optional(), "engine, cuda backend: decode graphs replayed, padded but eager, or off (default replay)", { placeholder: "MODE", env: null }),
-    profile: boolFlag("engine: also time each component of the decode steps on a profiling engine", false, { env: null }),
+    profile: boolFlag("engine: also time each component of the decode steps, prefills and mixed cases on a profiling engine", false, { env: null }),
     routeSkew: flag(NUMBER_LIST.default([0]), "engine, dummy weights: expert-popularity skews to run every case at (0 uniform, 1 Zipf-like), e.g. 0,1", { placeholder: "LIST", env: null }),
     fill: flag(z.enum(["auto", "prefill", "fast"]).default("auto"), "engine: how decode sequences reach their context (auto: prefill up to 2048, fast beyond)", { placeholder: "MODE", env: null }),
     transformers: boolFlag("engine: also run bench/transformers-baseline.py (torch + transformers, cuda) after the engine", false, { env: null }),

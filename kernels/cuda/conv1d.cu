@@ -4,11 +4,23 @@
 // so no row reads a state another row already overwrote. A step of one row per sequence (decode)
 // does both in one launch (conv1d_silu_step): each thread owns one channel of one sequence, reads
 // its K-1 state values, then writes the shifted state; the arithmetic is the two-launch path's.
+#include <cstdint>
+#include <cstdlib>
+
 #include "cuda/common.cuh"
 #include "cuda/launch.cuh"
 #include "cuda/ops.h"
 
 namespace lm::cuda {
+
+/** Dev switch for A/B runs: LM_CUDA_PREFILL_VEC=0 keeps the one-row-per-thread kernels. */
+static bool prefill_vec_paths() {
+  static const bool on = [] {
+    const char* v = std::getenv("LM_CUDA_PREFILL_VEC");
+    return v == nullptr || *v == '\0' || std::atoi(v) != 0;
+  }();
+  return on;
+}
 
 __global__ void conv1d_kernel(BatchView b, const float* x, int64_t x_stride, int C, int K, const float* w, const float* bias, const float* state, float* out) {
   pdl_wait();
@@ -26,6 +38,75 @@ __global__ void conv1d_kernel(BatchView b, const float* x, int64_t x_stride, int
       acc += w[static_cast<int64_t>(c) * K + j] * v;
     }
     out[static_cast<int64_t>(r) * C + c] = silu(acc);
+  }
+}
+
+constexpr int CONV_TILE_ROWS = 16;   // rows per thread of the tiled kernel
+constexpr int CONV_MAX_WINDOW = 8;   // K - 1 inputs kept in registers (K <= 9)
+constexpr int CONV_TILE_THREADS = 128;
+constexpr int CONV_ROWS_IN_FLIGHT = 4;  // inputs loaded ahead of the arithmetic
+
+__device__ __forceinline__ float4 fma4(float w0, float w1, float w2, float w3, float4 v, float4 acc) {
+  return make_float4(fmaf(w0, v.x, acc.x), fmaf(w1, v.y, acc.y), fmaf(w2, v.z, acc.z), fmaf(w3, v.w, acc.w));
+}
+
+__global__ void __launch_bounds__(CONV_TILE_THREADS) conv1d_tiled_kernel(BatchView b, const float* __restrict__ x, int64_t x_stride, int C, int K, const float* w, const float* bias,
+                                                                         const float* __restrict__ state, float* __restrict__ out) {
+  pdl_wait();
+  pdl_trigger();
+  const int c = 4 * (blockIdx.y * blockDim.x + threadIdx.x);
+  if (c >= C) return;
+  const int r0 = blockIdx.x * CONV_TILE_ROWS;
+  const int r1 = min(r0 + CONV_TILE_ROWS, b.rows);
+  // weights of the thread's 4 channels, tap j of channel c + i at wr[j][i]
+  float wr[CONV_MAX_WINDOW + 1][4];
+#pragma unroll
+  for (int j = 0; j <= CONV_MAX_WINDOW; ++j)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) wr[j][i] = j < K ? w[static_cast<int64_t>(c + i) * K + j] : 0.f;
+  const float4 bv = bias ? *reinterpret_cast<const float4*>(bias + c) : make_float4(0.f, 0.f, 0.f, 0.f);
+  float4 win[CONV_MAX_WINDOW];  // win[j]: input at t - (K - 1) + j
+  int prev_seq = -1;
+  for (int rq = r0; rq < r1; rq += CONV_ROWS_IN_FLIGHT) {
+    float4 xs[CONV_ROWS_IN_FLIGHT];  // this group's inputs, loaded before any arithmetic
+#pragma unroll
+    for (int q = 0; q < CONV_ROWS_IN_FLIGHT; ++q)
+      if (rq + q < r1) xs[q] = *reinterpret_cast<const float4*>(x + static_cast<int64_t>(rq + q) * x_stride + c);
+#pragma unroll
+    for (int q = 0; q < CONV_ROWS_IN_FLIGHT; ++q) {
+      const int r = rq + q;
+      if (r >= r1) break;
+      const int seq = b.row_seq[r];
+      if (seq != prev_seq) {  // (re)load the window: this step's rows of the sequence, else its state
+        const int t = r - b.seq_row0[seq];
+        const float* st = state + static_cast<int64_t>(b.seq_slot[seq]) * (K - 1) * C;
+#pragma unroll
+        for (int j = 0; j < CONV_MAX_WINDOW; ++j) {
+          if (j < K - 1) {
+            const int src = t - (K - 1) + j;
+            win[j] = src >= 0 ? *reinterpret_cast<const float4*>(x + static_cast<int64_t>(r - t + src) * x_stride + c)
+                              : *reinterpret_cast<const float4*>(st + static_cast<int64_t>(K - 1 + src) * C + c);
+          }
+        }
+        prev_seq = seq;
+      }
+      const float4 xv = xs[q];
+      float4 acc = bv;
+#pragma unroll
+      for (int j = 0; j < CONV_MAX_WINDOW; ++j)
+        if (j < K - 1) acc = fma4(wr[j][0], wr[j][1], wr[j][2], wr[j][3], win[j], acc);
+      // the current input is tap K - 1
+#pragma unroll
+      for (int j = 0; j <= CONV_MAX_WINDOW; ++j)
+        if (j == K - 1) acc = fma4(wr[j][0], wr[j][1], wr[j][2], wr[j][3], xv, acc);
+      *reinterpret_cast<float4*>(out + static_cast<int64_t>(r) * C + c) = make_float4(silu(acc.x), silu(acc.y), silu(acc.z), silu(acc.w));
+#pragma unroll
+      for (int j = 0; j + 1 < CONV_MAX_WINDOW; ++j)
+        if (j + 1 < K - 1) win[j] = win[j + 1];
+#pragma unroll
+      for (int j = 0; j < CONV_MAX_WINDOW; ++j)
+        if (j == K - 2) win[j] = xv;
+    }
   }
 }
 
@@ -74,6 +155,12 @@ __global__ void conv1d_step_kernel(BatchView b, const float* x, int64_t x_stride
 
 void conv1d_silu(const BatchView& b, const float* x, int64_t x_stride, int C, int K, const float* w, const float* bias, const float* conv_state, float* out, cudaStream_t s) {
   if (b.rows == 0) return;
+  const bool aligned = (reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(out) | reinterpret_cast<uintptr_t>(conv_state) | reinterpret_cast<uintptr_t>(bias)) % 16 == 0;
+  if (prefill_vec_paths() && aligned && C % 4 == 0 && x_stride % 4 == 0 && K >= 1 && K - 1 <= CONV_MAX_WINDOW && b.rows > b.nseq) {
+    launch("conv1d_silu_tiled", conv1d_tiled_kernel, dim3(ceil_div(b.rows, CONV_TILE_ROWS), ceil_div(C / 4, CONV_TILE_THREADS)), dim3(CONV_TILE_THREADS), 0, s, b, x, x_stride, C, K, w, bias,
+           conv_state, out);
+    return;
+  }
   launch("conv1d_silu", conv1d_kernel, dim3(b.rows, ceil_div(C, 256)), dim3(256), 0, s, b, x, x_stride, C, K, w, bias, conv_state, out);
 }
 

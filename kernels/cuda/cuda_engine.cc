@@ -766,8 +766,9 @@ void CudaEngine::moe(const Moe& E, const bf16* u, int R, float* h) {
   const int M = R * k, tile_rows = cuda::moe_tile_rows(M, nE), max_tiles = cuda::moe_plan_max_tiles(M, nE, tile_rows);
   cuda::MoePlan plan{scratch_.get<int32_t>("moe-src-row", M), scratch_.get<int32_t>("moe-slot-of", M), scratch_.get<int32_t>("moe-offsets", nE + 1),
                      scratch_.get<int4>("moe-tiles", max_tiles), scratch_.get<int32_t>("moe-num-tiles", 1)};
-  prof_.mark("moe.experts", stream_);
+  prof_.mark("moe.plan", stream_);
   cuda::moe_plan(ids, R, k, nE, tile_rows, plan, stream_);
+  prof_.mark("moe.experts", stream_);
   bf16* act16 = scratch_.get<bf16>("moe-act16", int64_t(M) * inter);  // (M, inter) expert-major
   float* xo = scratch_.get<float>("moe-out", int64_t(M) * Din);        // (M, Din) expert-major
   cuda::GroupedGemmParams up{v, Din, plan.src_row, E.up_table, inter, Din, plan.tiles, plan.num_tiles, max_tiles, tile_rows, act16, nullptr};

@@ -5,6 +5,7 @@
 // scan, tile table, scatter; one block whose size does not depend on the routing), the row gather,
 // and the weighted combine back to token order (fixed j order per token: deterministic).
 #include <algorithm>
+#include <cstdint>
 
 #include "cuda/common.cuh"
 #include "cuda/launch.cuh"
@@ -103,6 +104,33 @@ __global__ void moe_combine_kernel(const float* expert_out, const int32_t* slot_
   }
 }
 
+/** moe_combine with float4 loads and stores (D % 4 == 0, 16-byte aligned buffers): the same sums in the same order. */
+__global__ void moe_combine_vec_kernel(const float* __restrict__ expert_out, const int32_t* __restrict__ slot_of, const float* __restrict__ weights, int k, int D, float* __restrict__ out,
+                                       bool accumulate) {
+  __shared__ float wsh[16];
+  __shared__ int64_t rowsh[16];
+  pdl_wait();
+  pdl_trigger();
+  const int64_t r = blockIdx.x;
+  if (threadIdx.x < k) {
+    wsh[threadIdx.x] = weights[r * k + threadIdx.x];
+    rowsh[threadIdx.x] = static_cast<int64_t>(slot_of[r * k + threadIdx.x]) * D;
+  }
+  __syncthreads();
+  for (int d = 4 * threadIdx.x; d < D; d += 4 * blockDim.x) {
+    float4 acc = accumulate ? *reinterpret_cast<const float4*>(out + r * D + d) : make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int j = 0; j < k; ++j) {
+      const float w = wsh[j];
+      const float4 x = *reinterpret_cast<const float4*>(expert_out + rowsh[j] + d);
+      acc.x += w * x.x;
+      acc.y += w * x.y;
+      acc.z += w * x.z;
+      acc.w += w * x.w;
+    }
+    *reinterpret_cast<float4*>(out + r * D + d) = acc;
+  }
+}
+
 void moe_route(const float* logits, const float* correction_bias, int R, int E, int n_group, int topk_group, int k, bool norm_topk, float scaling, int32_t* ids, float* weights, cudaStream_t s) {
   if (R == 0) return;
   if (n_group > 64) throw Error("moe_route: n_group > 64 is not supported");
@@ -127,6 +155,11 @@ void gather_rows(const bf16* src, const int32_t* idx, int M, int D, bf16* dst, c
 
 void moe_combine(const float* expert_out, const int32_t* slot_of, const float* weights, int R, int k, int D, float* out, bool accumulate, cudaStream_t s) {
   if (R == 0) return;
+  const bool vec = D % 4 == 0 && k <= 16 && (reinterpret_cast<uintptr_t>(expert_out) | reinterpret_cast<uintptr_t>(out)) % 16 == 0;
+  if (vec) {
+    launch("moe_combine_vec", moe_combine_vec_kernel, dim3(R), dim3(std::min(256, ceil_div(D / 4, 32) * 32)), 0, s, expert_out, slot_of, weights, k, D, out, accumulate);
+    return;
+  }
   launch("moe_combine", moe_combine_kernel, dim3(R), dim3(256), 0, s, expert_out, slot_of, weights, k, D, out, accumulate);
 }
 
