@@ -65,11 +65,15 @@ __global__ void ssm_scan_kernel(BatchView b, SsmParams p, bool short_only) {
 // this step) and whose x/B/C/dt loads are shared by the warp's rows. The state update is the same
 // elementwise arithmetic as above; y sums its N products in another order (lanes own 4
 // consecutive n).
-constexpr int UPDATE_WARPS = 4;
-constexpr int UPDATE_ROWS = 4;        // state rows per warp (2 and 8 measured slower or less stable at batch 32)
+// Row blocks of one (sequence, head) go to consecutive blocks (ROWS_FAST), so the resident blocks
+// stream contiguous state. H100, Nano heads, two harness runs (fraction of copy at b32 / b256):
+//   sequences fastest, 4 warps × 4 rows  0.73-0.83 / 0.88
+//   rows fastest,      4 warps × 4 rows  0.80-0.86 / 0.95
+//   rows fastest,      8 warps × 4 rows  0.84-0.86 / 0.94-0.95
+//   rows fastest,      8 warps × 2 rows  0.867-0.873 / 0.93-0.94   (taken: steadiest at b32)
+constexpr int UPDATE_WARPS = 8;
+constexpr int UPDATE_ROWS = 2;
 constexpr int UPDATE_MAX_CHUNKS = 4;  // N ≤ 512
-// Row blocks of one (sequence, head) in consecutive blocks: the resident blocks stream contiguous
-// state. H100, Nano heads: b32 0.84-0.86 of copy (sequences fastest: 0.73-0.83), b256 0.95 (0.88).
 constexpr bool UPDATE_ROWS_FAST = true;
 
 template <int CHUNKS, int ROWS, int WARPS, bool ROWS_FAST>

@@ -28,9 +28,14 @@
 //    and the next chunk reads only after the flag. Tickets go out in order and an item waits
 //    only for an earlier one, so the wait cannot deadlock; the hop between chunks is one state
 //    read, one write and a flag, while everything else of neighbouring chunks runs in parallel.
-// The Nano shape (head 64, state 128, chunk 128) runs an instance with those sizes as template
-// constants (layout, tile assignment and loop bounds fold; products unrolled by 2), and B carries
-// the S_loc weights from its TF32 rounding pass: 8K scan 0.69 -> 0.57 ms on the H100.
+// The Nano shape (head 64, state 128, chunk 128) takes ssd_chunk_wg_kernel on sm_90 with 16-byte
+// aligned rows: the same items and chain with the three products on wgmma m64n64k8 TF32 (A from
+// registers, B = x transposed or S_in from shared memory; see the comment above it). Otherwise the
+// Nano shape runs ssd_chunk_kernel with its sizes as template constants (layout, tile assignment
+// and loop bounds fold; products unrolled by 2). In both, B carries the S_loc weights from its
+// TF32 rounding pass. H100, one 8K sequence (.ssd harness, CB kernel 0.069 ms included): mma.sync
+// generic 0.688 ms, Nano instance 0.56-0.57, wgmma 0.486 (errors unchanged, 5e-4 against 5e-3).
+// LM_SSD_WGMMA=0 in the environment takes the mma.sync instance (A/B timing).
 // Speed before that (H100, Nano heads, one 8K sequence): ~0.7 ms, the CB kernel ~0.07 ms of it. Timed per
 // step, a two-head item took ~39 µs of one SM: ~10 loading, ~20 in the three products (~75
 // TFLOP/s of TF32 mma.sync), ~10 in the chain; two blocks per SM (this layout) gained nothing over
@@ -46,6 +51,7 @@
 // Rounding: operands are rounded to TF32 (10-bit mantissa) inside the products; sums, decays and
 // the state stay fp32, and the state is never rounded between chunks.
 #include <cstdint>
+#include <cstdlib>
 
 #include "cuda/common.cuh"
 #include "cuda/ops.h"
@@ -548,6 +554,305 @@ __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
   }
 }
 
+// ---- The Nano shape on Hopper wgmma (head 64, state 128, chunk 128, 16-byte aligned rows).
+// Same items, tickets, chain and decay tables as ssd_chunk_kernel; the three products run as
+// wgmma m64n64k8 TF32 with A from registers (computed as the mma.sync fragments were) and B from
+// shared memory. TF32 B operands must be K-major, and K is the token for x (steps 2 and 3) and the
+// state column for S_in (step 5), so x is stored transposed and S_in as it is, both in the
+// no-swizzle core-matrix layout: element (row r, k) at (r/8)·SBO + (k/4)·LBO + (r%8)·16 + (k%4)·4
+// bytes, LBO = 128 (core matrices along K adjacent), SBO = 4096 (K = 128 values per 8-row group).
+// Warpgroup j (warps 4j..4j+3) takes output rows 64j..64j+63: state columns n of S_locᵀ in step 2,
+// tokens l of Y in steps 3 and 5; warp w of a warpgroup its 16 rows 16w.., as the m64 fragments.
+namespace wg {
+
+constexpr int P = 64, N = 128, L = 128;
+constexpr int LDB = N + 8, LDW = L + 4, LDC = N + 4;  // row strides of B, CB, C (as ssd_chunk_kernel)
+constexpr int KT = 128;                                // K extent of both tiled operands (tokens, state)
+constexpr int R1_OFF = P * KT;                         // x transposed, then S_in (P × 128 floats)
+constexpr int TAB_OFF = R1_OFF + L * LDB;
+constexpr int TOTAL = TAB_OFF + 5 * L + (L / 16) * L;  // dt, cum, w_state, e^{cum}, e^{cum − cum_r}, F
+#ifndef LM_SSD_WG_SWAP
+constexpr int LBO = 128, SBO = 4096;
+#else
+constexpr int LBO = 4096, SBO = 128;
+#endif
+
+/** Float offset of (row r, k) in a tiled K-major operand (K = 128). */
+__device__ __forceinline__ int tiled(int r, int k) { return (r >> 3) * (KT * 8) + (k >> 2) * 32 + (r & 7) * 4 + (k & 3); }
+
+__device__ __forceinline__ uint64_t desc(const float* p) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  return static_cast<uint64_t>((a >> 4) & 0x3FFF) | (static_cast<uint64_t>(LBO >> 4) << 16) | (static_cast<uint64_t>(SBO >> 4) << 32);
+}
+// The wgmma instructions exist in sm_90a code only (the CMake default); built for anything else
+// the kernel traps, and use_wgmma() keeps it off devices other than compute capability 9.
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+__device__ __forceinline__ void fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+__device__ __forceinline__ void proxy_fence() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+#else
+__device__ __forceinline__ void proxy_fence() {}
+__device__ __forceinline__ void fence() { __trap(); }
+__device__ __forceinline__ void commit() {}
+__device__ __forceinline__ void wait_all() {}
+#endif
+/** Keeps the compiler from moving accumulator accesses across the asynchronous products. */
+__device__ __forceinline__ void pin(float (&d)[32]) {
+#pragma unroll
+  for (int i = 0; i < 32; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+#define LM_SSD_D8(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
+/** d += a · B, m64n64k8, TF32, A from registers (fragment layout of mma.m16n8k8 per warp), B by descriptor. */
+__device__ __forceinline__ void mma(float (&d)[32], const uint32_t (&a)[4], uint64_t b) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k8.f32.tf32.tf32 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+      "{%32, %33, %34, %35}, %36, p, 1, 1;\n}\n"
+      : LM_SSD_D8(0), LM_SSD_D8(8), LM_SSD_D8(16), LM_SSD_D8(24)
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
+#endif
+}
+#undef LM_SSD_D8
+
+/** Products over K in groups of 4 k8 steps: A fragments first, then the 4 wgmmas, then the wait. */
+template <class FragA>
+__device__ __forceinline__ void products(float (&d)[32], const float* b_tiles, int ksteps, FragA frag) {
+  for (int k0 = 0; k0 < ksteps; k0 += 4) {
+    uint32_t a[4][4];
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) frag(8 * (k0 + kk), a[kk]);
+    pin(d);
+    fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) mma(d, a[kk], desc(b_tiles + (k0 + kk) * 64));
+    commit();
+    wait_all();
+    pin(d);
+  }
+}
+
+}  // namespace wg
+
+__global__ void __launch_bounds__(256, 2) ssd_chunk_wg_kernel(BatchView b, SsmParams p, const float* cb, int* flags, int* ticket, bool vec_y) {
+  using namespace wg;
+  extern __shared__ __align__(128) float smem[];
+  __shared__ int s_ticket;
+  __shared__ int2 s_chunk;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int g8 = lane >> 2, t4 = lane & 3;
+  const int grp = warp >> 2, r0 = 64 * grp + 16 * (warp & 3);  // warpgroup, first of the warp's 16 rows
+  const int G = p.ngroups, hpg = p.nheads / G, I = p.nheads * P;
+  float* XT = smem;  // x transposed (P × tokens, tiled), then S_in (P × N, tiled)
+  float* R1 = smem + R1_OFF;
+  float* dts = smem + TAB_OFF;
+  float* cum = dts + L;
+  float* wst = cum + L;
+  float* ecum = wst + L;
+  float* er = ecum + L;
+  float* F = er + L;
+  const int items = (warp == 0 ? count_chunks(b, L) : 0) * p.nheads;
+  int next_ticket = 0;
+  if (tid == 0) s_ticket = atomicAdd(ticket, 1);
+  for (;;) {
+    __syncthreads();
+    const int t = s_ticket;
+    if (warp == 0) {
+      const int2 sc = t < items ? locate_chunk(b, L, t / p.nheads) : make_int2(-1, -1);
+      if (lane == 0) s_chunk = sc;
+    }
+    __syncthreads();
+    const int seq = s_chunk.x;
+    if (seq < 0) break;
+    const int c = s_chunk.y, h = t % p.nheads, g = h / hpg, hl = h % hpg;
+    const int len = b.seq_len[seq], clen = min(L, len - c * L);
+    const int ksteps = (clen + 31) / 32 * 4;  // k8 steps over the chunk's tokens, whole groups of 4
+    const bool last = (c + 1) * L >= len;
+    const int64_t rb = b.seq_row0[seq] + static_cast<int64_t>(c) * L;
+
+    // 1. B streams in; x into registers (lanes along p, 4 tokens each), transposed into XT below.
+    const float* rows = p.xbc + rb * p.xbc_stride;
+    load_tile_async<4>(R1, LDB, L, N, rows + I + g * N, p.xbc_stride, clen, N);
+    cp_async_commit();
+    if (tid == 0) next_ticket = atomicAdd(ticket, 1);
+    const int xp = tid & 63, xq = tid >> 6;
+    float xv[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int l = 4 * (xq + 4 * j) + i;
+        xv[j][i] = l < clen ? rows[static_cast<int64_t>(l) * p.xbc_stride + h * P + xp] : 0.f;
+      }
+    for (int l = tid; l < L; l += blockDim.x) dts[l] = l < clen ? ssd_dt(p, rb + l, h) : 0.f;
+    __syncthreads();
+    if (warp == 0) {
+      const float A = p.A[h];
+      float carry = 0.f;
+      for (int base = 0; base < L; base += 32) {
+        float v = dts[base + lane] * A;
+        for (int o = 1; o < 32; o <<= 1) {
+          const float w = __shfl_up_sync(0xffffffffu, v, o);
+          if (lane >= o) v += w;
+        }
+        v += carry;
+        cum[base + lane] = v;
+        carry = __shfl_sync(0xffffffffu, v, 31);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      float4 v;
+      v.x = __uint_as_float((__float_as_uint(xv[j][0]) + 0x1000u) & 0xffffe000u);
+      v.y = __uint_as_float((__float_as_uint(xv[j][1]) + 0x1000u) & 0xffffe000u);
+      v.z = __uint_as_float((__float_as_uint(xv[j][2]) + 0x1000u) & 0xffffe000u);
+      v.w = __uint_as_float((__float_as_uint(xv[j][3]) + 0x1000u) & 0xffffe000u);
+      *reinterpret_cast<float4*>(XT + tiled(xp, 4 * (xq + 4 * j))) = v;
+    }
+    __syncthreads();
+    for (int l = tid; l < L; l += blockDim.x) {
+      const float cl = cum[l];
+      wst[l] = __expf(cum[L - 1] - cl) * dts[l];
+      ecum[l] = __expf(cl);
+      er[l] = __expf(cl - cum[l & ~15]);
+    }
+    for (int i = tid; i < (L / 16) * L; i += blockDim.x) {
+      const int mi = i / L, s = i % L;
+      F[i] = s < 16 * mi ? __expf(cum[16 * mi] - cum[s]) * dts[s] : 0.f;
+    }
+    cp_async_wait<0>();
+    __syncthreads();
+    for (int l = warp; l < L; l += 8) {  // B·diag(w_state), TF32
+      const float w = wst[l];
+      float* row = R1 + l * LDB;
+      for (int n = lane; n < N; n += 32) row[n] = __uint_as_float((__float_as_uint(row[n] * w) + 0x1000u) & 0xffffe000u);
+    }
+    proxy_fence();  // XT was written through the generic proxy; wgmma reads it through the async one
+    __syncthreads();
+
+    // 2. S_locᵀ (N × P) = (diag(w) B)ᵀ X: rows n ∈ [r0, r0+16) of this warp, K = tokens.
+    float acc1[32];
+#pragma unroll
+    for (int i = 0; i < 32; ++i) acc1[i] = 0.f;
+    products(acc1, XT, ksteps, [&](int k0, uint32_t(&a)[4]) {
+      const float* ba = R1 + (k0 + t4) * LDB + r0 + g8;
+      a[0] = __float_as_uint(ba[0]);
+      a[1] = __float_as_uint(ba[8]);
+      a[2] = __float_as_uint(ba[4 * LDB]);
+      a[3] = __float_as_uint(ba[4 * LDB + 8]);
+    });
+    __syncthreads();  // B is done with: CB takes its buffer
+    load_tile_async<4>(R1, LDW, L, L, cb + (static_cast<int64_t>(g) * b.rows + rb) * L, L, clen, L, /*lower_tiles=*/true);
+    cp_async_commit();
+
+    // 3. Y = D x + W X: rows l ∈ [r0, r0+16), K = tokens s < 64·(grp+1).
+    float acc2[32];
+    const float Dh = p.D[h];
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int q = 0; q < 4; ++q) acc2[4 * j + q] = Dh * XT[tiled(8 * j + 2 * t4 + (q & 1), r0 + g8 + 8 * (q >> 1))];
+    cp_async_wait<0>();
+    __syncthreads();
+    {
+      const int i = r0 / 16, la = r0 + g8, lb = la + 8;
+      const float* wa = R1 + la * LDW;
+      const float* wb = R1 + lb * LDW;
+      const float ea = er[la], eb = er[lb], ca = cum[la], cbv = cum[lb];
+      products(acc2, XT, min(ksteps, 8 * (grp + 1)), [&](int s0, uint32_t(&a)[4]) {
+        const int sa = s0 + t4, sb = sa + 4;
+        if (s0 < 16 * i) {  // below the diagonal tile: both decay factors ≤ 1
+          const float fa = F[i * L + sa], fb = F[i * L + sb];
+          a[0] = to_tf32(wa[sa] * ea * fa);
+          a[1] = to_tf32(wb[sa] * eb * fa);
+          a[2] = to_tf32(wa[sb] * ea * fb);
+          a[3] = to_tf32(wb[sb] * eb * fb);
+        } else if (s0 < 16 * i + 16) {  // the diagonal tile: causal mask, direct decays
+          const float da = dts[sa], db = dts[sb], csa = cum[sa], csb = cum[sb];
+          a[0] = to_tf32(sa <= la ? wa[sa] * __expf(ca - csa) * da : 0.f);
+          a[1] = to_tf32(sa <= lb ? wb[sa] * __expf(cbv - csa) * da : 0.f);
+          a[2] = to_tf32(sb <= la ? wa[sb] * __expf(ca - csb) * db : 0.f);
+          a[3] = to_tf32(sb <= lb ? wb[sb] * __expf(cbv - csb) * db : 0.f);
+        } else {  // above the diagonal
+          a[0] = a[1] = a[2] = a[3] = 0u;
+        }
+      });
+    }
+    __syncthreads();  // x and CB are done with: S_in and C take their buffers
+    load_tile_async<4>(R1, LDC, L, N, rows + I + (G + g) * N, p.xbc_stride, clen, N);
+    cp_async_commit();
+
+    // 4. The chain (as ssd_chunk_kernel); S_in lands tiled in XT for step 5.
+    if (c > 0 && tid == 0) {
+      const int r = hl % L, want = (hpg - 1 - r) / L + 1;
+      const int* flag = flags + static_cast<int64_t>(g) * b.rows + (rb - L) + r;
+      while (ld_acquire(flag) < want) {
+      }
+    }
+    __syncthreads();
+    float* gst = p.state + (static_cast<int64_t>(b.seq_slot[seq]) * p.nheads + h) * P * N;
+    for (int i = tid; i < P * N / 4; i += blockDim.x) {
+      const int pr = i / (N / 4), n4 = i % (N / 4);
+      cp_async<4>(XT + tiled(pr, 4 * n4), gst + pr * N + 4 * n4, true);
+    }
+    cp_async_commit();
+    cp_async_wait<0>();  // C and S_in
+    __syncthreads();
+    {
+      const float e_last = __expf(cum[L - 1]);
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          const int pr = 8 * j + 2 * t4 + (q & 1), nc = r0 + g8 + 8 * (q >> 1);
+          float* sin = XT + tiled(pr, nc);
+          const float s0 = *sin;
+          *sin = __uint_as_float(to_tf32(s0) & 0xffffe000u);
+          gst[pr * N + nc] = e_last * s0 + acc1[4 * j + q];
+        }
+      __threadfence();
+    }
+    proxy_fence();
+    __syncthreads();
+    if (!last && tid == 0) atomicAdd(flags + static_cast<int64_t>(g) * b.rows + rb + hl % L, 1);
+
+    // 5. Y += C' S_inᵀ (K = n), then y = Y.
+    {
+      const int la = r0 + g8, lb = la + 8;
+      const float ea = ecum[la], eb = ecum[lb];
+      const float* ca = R1 + la * LDC + t4;
+      const float* cbp = R1 + lb * LDC + t4;
+      products(acc2, XT, N / 8, [&](int k0, uint32_t(&a)[4]) {
+        a[0] = to_tf32(ca[k0] * ea);
+        a[1] = to_tf32(cbp[k0] * eb);
+        a[2] = to_tf32(ca[k0 + 4] * ea);
+        a[3] = to_tf32(cbp[k0 + 4] * eb);
+      });
+    }
+    float* yh = p.y + rb * I + static_cast<int64_t>(h) * P;
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int l = r0 + g8 + 8 * half, pp = 8 * j + 2 * t4;
+        if (l >= clen) continue;
+        float* dst = yh + static_cast<int64_t>(l) * I + pp;
+        if (vec_y) {
+          *reinterpret_cast<float2*>(dst) = make_float2(acc2[4 * j + 2 * half], acc2[4 * j + 2 * half + 1]);
+        } else {
+          dst[0] = acc2[4 * j + 2 * half];
+          dst[1] = acc2[4 * j + 2 * half + 1];
+        }
+      }
+    __syncthreads();
+    if (tid == 0) s_ticket = next_ticket;
+  }
+}
+
 int multiprocessors() {
   int dev = 0, sms = 0;
   LM_CUDA_CHECK(cudaGetDevice(&dev));
@@ -576,6 +881,18 @@ void launch_chunks(const BatchView& b, const SsmParams& p, int L, int Pp, int Np
   LM_LAUNCH_CHECK("ssd_chunked_scan (chunks)");
 }
 
+/** wgmma needs sm_90 (the kernels are built for sm_90a); LM_SSD_WGMMA=0 takes the mma.sync path (A/B timing). */
+bool use_wgmma() {
+  static const bool on = [] {
+    int dev = 0, major = 0;
+    LM_CUDA_CHECK(cudaGetDevice(&dev));
+    LM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    const char* env = std::getenv("LM_SSD_WGMMA");
+    return major == 9 && !(env != nullptr && env[0] == '0');
+  }();
+  return on;
+}
+
 template <int VEC>
 void launch_all(const BatchView& b, const SsmParams& p, int L, float* ws, cudaStream_t s) {
   const int Lp = round16(L), Np = round16(p.dstate), Pp = round16(p.head_dim), sms = multiprocessors();
@@ -586,7 +903,14 @@ void launch_all(const BatchView& b, const SsmParams& p, int L, float* ws, cudaSt
   const int cb_grid = resident_blocks(ssd_cb_kernel<VEC>, SSD_THREADS, cb_smem, sms);
   ssd_cb_kernel<VEC><<<cb_grid, SSD_THREADS, cb_smem, s>>>(b, p, L, Lp, Np, cb, flags, ticket);
   LM_LAUNCH_CHECK("ssd_chunked_scan (CB)");
-  if (p.head_dim == 64 && p.dstate == 128 && L == 128) launch_chunks<8, VEC, 64, 128, 128>(b, p, L, Pp, Np, Lp, cb, flags, ticket, sms, s);  // the Nano shape
+  const bool nano = p.head_dim == 64 && p.dstate == 128 && L == 128;
+  if (nano && VEC == 4 && use_wgmma()) {
+    const size_t smem = wg::TOTAL * sizeof(float);
+    const int grid = resident_blocks(ssd_chunk_wg_kernel, 256, smem, sms);
+    const bool vec_y = (reinterpret_cast<uintptr_t>(p.y) & 7) == 0;
+    ssd_chunk_wg_kernel<<<grid, 256, smem, s>>>(b, p, cb, flags, ticket, vec_y);
+    LM_LAUNCH_CHECK("ssd_chunked_scan (chunks, wgmma)");
+  } else if (nano) launch_chunks<8, VEC, 64, 128, 128>(b, p, L, Pp, Np, Lp, cb, flags, ticket, sms, s);
   else if (chunk_kernel_fits(8, Pp, Np, Lp)) launch_chunks<8, VEC>(b, p, L, Pp, Np, Lp, cb, flags, ticket, sms, s);
   else launch_chunks<16, VEC>(b, p, L, Pp, Np, Lp, cb, flags, ticket, sms, s);
 }
