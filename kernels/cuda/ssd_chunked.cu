@@ -34,7 +34,11 @@
 // Nano shape runs ssd_chunk_kernel with its sizes as template constants (layout, tile assignment
 // and loop bounds fold; products unrolled by 2). In both, B carries the S_loc weights from its
 // TF32 rounding pass. H100, one 8K sequence (.ssd harness, CB kernel 0.069 ms included): mma.sync
-// generic 0.688 ms, Nano instance 0.56-0.57, wgmma 0.486 (errors unchanged, 5e-4 against 5e-3).
+// generic 0.688 ms, Nano instance 0.56-0.57, wgmma 0.486, wgmma with the short chain hop 0.455
+// (errors unchanged, 5e-4 against 5e-3). Per-item clock64 profile of the wgmma kernel (cycles of
+// ~43k): loads + tables 10.6k, S_loc 2.2k, CB wait + W X 8.9k, chain wait 10.2k, S_in/S_out 5.6k,
+// C' S_inᵀ + store 4.8k: the products are no longer the limit; the chain (64 hops for 8K tokens)
+// and the loads are.
 // LM_SSD_WGMMA=0 in the environment takes the mma.sync instance (A/B timing).
 // Speed before that (H100, Nano heads, one 8K sequence): ~0.7 ms, the CB kernel ~0.07 ms of it. Timed per
 // step, a two-head item took ~39 µs of one SM: ~10 loading, ~20 in the three products (~75
@@ -641,8 +645,8 @@ __device__ __forceinline__ void products(float (&d)[32], const float* b_tiles, i
 __global__ void __launch_bounds__(256, 2) ssd_chunk_wg_kernel(BatchView b, SsmParams p, const float* cb, int* flags, int* ticket, bool vec_y) {
   using namespace wg;
   extern __shared__ __align__(128) float smem[];
-  __shared__ int s_ticket;
-  __shared__ int2 s_chunk;
+  __shared__ int s_ticket, s_next_ticket;
+  __shared__ int2 s_chunk, s_next_chunk;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g8 = lane >> 2, t4 = lane & 3;
   const int grp = warp >> 2, r0 = 64 * grp + 16 * (warp & 3);  // warpgroup, first of the warp's 16 rows
@@ -656,16 +660,17 @@ __global__ void __launch_bounds__(256, 2) ssd_chunk_wg_kernel(BatchView b, SsmPa
   float* er = ecum + L;
   float* F = er + L;
   const int items = (warp == 0 ? count_chunks(b, L) : 0) * p.nheads;
+  // The next item's ticket is taken in step 1 and located by warp 0 before it waits on the chain
+  // (step 4), so an item starts with one barrier.
   int next_ticket = 0;
-  if (tid == 0) s_ticket = atomicAdd(ticket, 1);
+  if (warp == 0) {
+    const int t0 = __shfl_sync(0xffffffffu, lane == 0 ? atomicAdd(ticket, 1) : 0, 0);
+    const int2 sc = t0 < items ? locate_chunk(b, L, t0 / p.nheads) : make_int2(-1, -1);
+    if (lane == 0) s_ticket = t0, s_chunk = sc;
+  }
   for (;;) {
     __syncthreads();
     const int t = s_ticket;
-    if (warp == 0) {
-      const int2 sc = t < items ? locate_chunk(b, L, t / p.nheads) : make_int2(-1, -1);
-      if (lane == 0) s_chunk = sc;
-    }
-    __syncthreads();
     const int seq = s_chunk.x;
     if (seq < 0) break;
     const int c = s_chunk.y, h = t % p.nheads, g = h / hpg, hl = h % hpg;
@@ -786,39 +791,44 @@ __global__ void __launch_bounds__(256, 2) ssd_chunk_wg_kernel(BatchView b, SsmPa
     load_tile_async<4>(R1, LDC, L, N, rows + I + (G + g) * N, p.xbc_stride, clen, N);
     cp_async_commit();
 
-    // 4. The chain (as ssd_chunk_kernel); S_in lands tiled in XT for step 5.
-    if (c > 0 && tid == 0) {
-      const int r = hl % L, want = (hpg - 1 - r) / L + 1;
-      const int* flag = flags + static_cast<int64_t>(g) * b.rows + (rb - L) + r;
-      while (ld_acquire(flag) < want) {
+    // 4. The chain (as ssd_chunk_kernel), kept short: once the flag is seen each thread reads its
+    // own S_in elements from L2 into registers, writes S_out = e·S_in + S_loc and fences; S_in goes
+    // to XT (tiled, TF32) for step 5 after the flag is published.
+    if (warp == 0) {
+      const int nt = __shfl_sync(0xffffffffu, next_ticket, 0);
+      const int2 sc = nt < items ? locate_chunk(b, L, nt / p.nheads) : make_int2(-1, -1);
+      if (lane == 0) s_next_ticket = nt, s_next_chunk = sc;
+      if (c > 0 && lane == 0) {
+        const int r = hl % L, want = (hpg - 1 - r) / L + 1;
+        const int* flag = flags + static_cast<int64_t>(g) * b.rows + (rb - L) + r;
+        while (ld_acquire(flag) < want) {
+        }
       }
     }
     __syncthreads();
     float* gst = p.state + (static_cast<int64_t>(b.seq_slot[seq]) * p.nheads + h) * P * N;
-    for (int i = tid; i < P * N / 4; i += blockDim.x) {
-      const int pr = i / (N / 4), n4 = i % (N / 4);
-      cp_async<4>(XT + tiled(pr, 4 * n4), gst + pr * N + 4 * n4, true);
-    }
-    cp_async_commit();
-    cp_async_wait<0>();  // C and S_in
-    __syncthreads();
+    float sin[32];
     {
       const float e_last = __expf(cum[L - 1]);
 #pragma unroll
       for (int j = 0; j < 8; ++j)
 #pragma unroll
-        for (int q = 0; q < 4; ++q) {
-          const int pr = 8 * j + 2 * t4 + (q & 1), nc = r0 + g8 + 8 * (q >> 1);
-          float* sin = XT + tiled(pr, nc);
-          const float s0 = *sin;
-          *sin = __uint_as_float(to_tf32(s0) & 0xffffe000u);
-          gst[pr * N + nc] = e_last * s0 + acc1[4 * j + q];
-        }
+        for (int q = 0; q < 4; ++q) sin[4 * j + q] = __ldcg(gst + (8 * j + 2 * t4 + (q & 1)) * N + r0 + g8 + 8 * (q >> 1));
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+#pragma unroll
+        for (int q = 0; q < 4; ++q) gst[(8 * j + 2 * t4 + (q & 1)) * N + r0 + g8 + 8 * (q >> 1)] = e_last * sin[4 * j + q] + acc1[4 * j + q];
       __threadfence();
     }
-    proxy_fence();
     __syncthreads();
     if (!last && tid == 0) atomicAdd(flags + static_cast<int64_t>(g) * b.rows + rb + hl % L, 1);
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int q = 0; q < 4; ++q) XT[tiled(8 * j + 2 * t4 + (q & 1), r0 + g8 + 8 * (q >> 1))] = __uint_as_float(to_tf32(sin[4 * j + q]) & 0xffffe000u);
+    cp_async_wait<0>();  // C
+    proxy_fence();
+    __syncthreads();
 
     // 5. Y += C' S_inᵀ (K = n), then y = Y.
     {
@@ -849,7 +859,7 @@ __global__ void __launch_bounds__(256, 2) ssd_chunk_wg_kernel(BatchView b, SsmPa
         }
       }
     __syncthreads();
-    if (tid == 0) s_ticket = next_ticket;
+    if (tid == 0) s_ticket = s_next_ticket, s_chunk = s_next_chunk;
   }
 }
 
