@@ -356,16 +356,17 @@ __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
     }
     cp_async_wait<0>();
     __syncthreads();
-    // B·diag(w_state), rounded to TF32 in place (read as raw bits below): the S_loc weights ride
-    // on B, so step 2 reads x unscaled.
+    // B rounded to TF32 in place (read as raw bits below). In the Nano instance B also carries the
+    // S_loc weights, so step 2 reads x unscaled; the generic kernel scales x in step 2 (its
+    // rounding as before this instance existed).
     for (int l = warp; l < Lp; l += WARPS) {
-      const float w = wst[l];
+      const float w = FP ? wst[l] : 1.f;
       float* row = R1 + l * ldb;
       for (int n = lane; n < Np; n += 32) row[n] = __uint_as_float((__float_as_uint(row[n] * w) + 0x1000u) & 0xffffe000u);
     }
     __syncthreads();
 
-    // 2. S_loc = Xᵀ (diag(w) B): warp tile rows p ∈ [pb, pb+32), columns n ∈ [nb, nb+32), K = l.
+    // 2. S_loc = Xwᵀ B (Nano instance: Xᵀ (diag(w) B)): warp tile rows p ∈ [pb, pb+32), columns n ∈ [nb, nb+32), K = l.
     Acc acc1;
     const int nb_tiles = (Np + 31) / 32;
     const int pb = (warp / nb_tiles) * 32, nb = (warp % nb_tiles) * 32;
@@ -380,13 +381,14 @@ __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
       for (int l0 = 0; l0 < klen; l0 += 8) {
         const float* xa = Xs + (l0 + t4) * ldx + pb + g8;
         const float* xb = xa + 4 * ldx;
+        const float wa = FP ? 1.f : wst[l0 + t4], wb = FP ? 1.f : wst[l0 + t4 + 4];
         uint32_t a[2][4], bf[4][2];
 #pragma unroll
         for (int mi = 0; mi < 2; ++mi) {
-          a[mi][0] = to_tf32(xa[16 * mi]);
-          a[mi][1] = to_tf32(xa[16 * mi + 8]);
-          a[mi][2] = to_tf32(xb[16 * mi]);
-          a[mi][3] = to_tf32(xb[16 * mi + 8]);
+          a[mi][0] = to_tf32(FP ? xa[16 * mi] : xa[16 * mi] * wa);
+          a[mi][1] = to_tf32(FP ? xa[16 * mi + 8] : xa[16 * mi + 8] * wa);
+          a[mi][2] = to_tf32(FP ? xb[16 * mi] : xb[16 * mi] * wb);
+          a[mi][3] = to_tf32(FP ? xb[16 * mi + 8] : xb[16 * mi + 8] * wb);
         }
         const float* ba = R1 + (l0 + t4) * ldb + nb + g8;
 #pragma unroll
