@@ -117,7 +117,7 @@ struct MoePlan {
   int4* tiles;         // (moe_plan_max_tiles) {expert, first position, end of the expert's positions, 0}
   int32_t* num_tiles;  // (1) tiles in use
 };
-/** Rows per tile for a step of M choices over E experts (16 when experts hold few rows, else 64). */
+/** Rows per tile for a step of M choices over E experts (16 when fewer than 32 choices or experts, else 64: the wgmma path). */
 int moe_tile_rows(int M, int E);
 /** The most row tiles M choices over E experts can need: ceil(M / tile_rows) + min(E, M). */
 int moe_plan_max_tiles(int M, int E, int tile_rows);
