@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { parseModelConfig } from "../../contracts/model-config.js";
-import { caseKey, parseCase, profileRows } from "../../bench/engine.js";
+import { caseKey, parseCase, profileHeading, profileRows } from "../../bench/engine.js";
 import { componentBytes, modelCosts } from "../../bench/engine-model.js";
 import { CLI, FIXTURES } from "../support/paths.js";
 
@@ -27,6 +27,13 @@ describe("bench engine cases", () => {
     assert.equal(caseKey({ kind: "decode", batch: 64, context: 8192 }, 1024), "decode_b64_ctx8k");
     assert.equal(caseKey({ kind: "mixed", batch: 64, chunk: 2048 }, 1024), "mixed_b64_2k");
     assert.equal(caseKey({ kind: "mixed", batch: 4, chunk: 256 }, 64), "mixed_b4_256_ctx64");
+  });
+
+  it("profile headings name decode batches, prefill lengths and mixed steps", () => {
+    assert.equal(profileHeading("decode_b1_ctx1k"), "decode b1_ctx1k");
+    assert.equal(profileHeading("prefill_8k"), "prefill 8k tokens (one sequence)");
+    assert.equal(profileHeading("mixed_b64_2k"), "mixed step b64_2k (decode batch + one prefill chunk)");
+    assert.equal(profileHeading("something_else"), "something_else");
   });
 
   it("profile rows: per-step ms, shares summing to 1, GB/s where bytes are counted", () => {
