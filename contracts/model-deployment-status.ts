@@ -30,6 +30,8 @@ export const REASONS = {
   groupDrained: "GroupDrained",
   /** Nothing is wrong. */
   healthy: "Healthy",
+  /** A stored spec used a value this version no longer accepts; the operator substituted what it serves. */
+  specDefaulted: "SpecValueReplaced",
   /** The API server refused a write; the reconcile is retried with backoff. */
   reconcileError: "ReconcileError",
   /** The autoscaler changed spec.workers.groups. */

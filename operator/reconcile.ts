@@ -73,6 +73,9 @@ export async function reconcile(ctx: ReconcileContext, namespace: string, name: 
     await writeStatus(ctx, raw, previous, status);
     return {};
   }
+  if (previous?.observedGeneration !== generation) {
+    for (const w of validation.warnings) await ctx.events.record(target, "Warning", REASONS.specDefaulted, w);
+  }
   const md: ValidDeployment = { ...validation.md, uid: raw.metadata.uid };
   const desired = buildDesired(md).filter((o) => served(ctx, o));
   const skipped = buildDesired(md).filter((o) => !served(ctx, o));

@@ -28,6 +28,7 @@ export function renderText(text: string, file: string): string {
     if (raw === null || raw === undefined) return;
     const result = validateModelDeployment(raw);
     if (!result.ok) throw invalid(`${where}: ${result.message}`, "file");
+    for (const w of result.warnings) process.stderr.write(`latentmesh render: ${where}: warning: ${w}\n`);
     for (const obj of buildDesired(result.md)) out.push(stringify(obj, { lineWidth: 0 }));
   });
   if (out.length === 0) throw invalid(`${file}: no ModelDeployment found`, "file");

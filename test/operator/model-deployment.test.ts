@@ -17,6 +17,20 @@ describe("ModelDeployment schema", () => {
     assert.equal(v.md.spec.autoscaling.maxGroups, 4);
   });
 
+  it("serves a stored spec with a dtype earlier schemas accepted (fp8) as bfloat16, with a warning, instead of freezing it as invalid", () => {
+    const legacy = exampleDeployment("old", "ns", { engine: { dtype: "fp8" } });
+    const v = validateModelDeployment(legacy);
+    assert.ok(v.ok);
+    assert.equal(v.md.spec.engine.dtype, "bfloat16");
+    assert.equal(v.warnings.length, 1);
+    assert.match(v.warnings[0] ?? "", /spec\.engine\.dtype 'fp8' is not implemented: served as bfloat16/);
+    const current = validateModelDeployment(exampleDeployment());
+    assert.ok(current.ok);
+    assert.deepEqual(current.warnings, []);
+    const unknown = validateModelDeployment(exampleDeployment("x", "ns", { engine: { dtype: "int4" } }));
+    assert.equal(unknown.ok, false, "values no schema ever accepted stay invalid");
+  });
+
   const invalid: [string, Record<string, unknown>, RegExp][] = [
     ["a model URI of an unknown scheme", { model: { name: "m", source: { uri: "ftp://x/y" } } }, /model\.source\.uri/],
     ["negative groups", { workers: { groups: -1 } }, /workers\.groups/],
