@@ -18,6 +18,7 @@
  * exits 0 once they have.
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import { fstatSync } from "node:fs";
 import { join } from "node:path";
 import { LatentMeshError } from "../contracts/errors.js";
 import { rankOpsPorts } from "../contracts/model-deployment-wiring.js";
@@ -34,8 +35,12 @@ export const LIFELINE_ENV = "LATENTMESH_SUPERVISOR_LIFELINE";
  * supervisor is gone (its end of the stdin pipe closed: the kernel closes it even after SIGKILL).
  * `release()` stops watching stdin, so the process can exit once its work is done.
  */
-export function supervisorLifeline(signal: AbortSignal, env: Readonly<Record<string, string | undefined>>, stdin: NodeJS.ReadableStream & { destroy?(): void } = process.stdin): { signal: AbortSignal; release(): void } {
-  if (env[LIFELINE_ENV] !== "stdin") return { signal, release: () => undefined };
+export function supervisorLifeline(signal: AbortSignal, env: Record<string, string | undefined>, stdin: NodeJS.ReadableStream & { destroy?(): void } = process.stdin): { signal: AbortSignal; release(): void } {
+  const asked = env[LIFELINE_ENV] === "stdin";
+  delete env[LIFELINE_ENV]; // for this process only: anything it starts is not a supervised rank
+  // only a pipe from a supervisor is a lifeline: an inherited variable with stdin on /dev/null (which
+  // ends at once) or a terminal (Ctrl-D) must not drain the worker
+  if (!asked || !stdinIsPipe()) return { signal, release: () => undefined };
   const lifeline = new AbortController();
   const onAbort = () => lifeline.abort(signal.reason);
   if (signal.aborted) onAbort();
@@ -60,6 +65,15 @@ export function supervisorLifeline(signal: AbortSignal, env: Readonly<Record<str
       stdin.destroy?.();
     },
   };
+}
+
+function stdinIsPipe(): boolean {
+  try {
+    const st = fstatSync(0);
+    return st.isFIFO() || st.isSocket();
+  } catch {
+    return false;
+  }
 }
 
 /** After a failure (or a sibling's orderly exit), how long the other ranks get before SIGKILL. */
