@@ -165,6 +165,8 @@ export class Dispatcher {
     let refusal: LatentMeshError | null = null;
     for (;;) {
       const t0 = performance.now();
+      // after a migration the SLO left is what counts
+      const sloLeftMs = p.sloMs !== undefined ? Math.max(0, p.sloMs - (t0 - (p.arrivedAt ?? t0))) : undefined;
       const pick = pickRank(
         {
           model: p.model,
@@ -172,7 +174,7 @@ export class Dispatcher {
           maxTokens: p.maxTokens - flight.generated.length,
           requestClass: requestClassOf(p.sampling),
           sessionWorkerId: p.sessionWorkerId,
-          ...(p.sloMs !== undefined ? { sloMs: Math.max(0, p.sloMs - (performance.now() - (p.arrivedAt ?? t0))) } : {}),
+          ...(sloLeftMs !== undefined ? { sloMs: sloLeftMs } : {}),
           exclude: flight.tried,
         },
         this.ranks.views(),
@@ -220,7 +222,7 @@ export class Dispatcher {
       if (!ack.ok) throw new LatentMeshError("internal", `rank ${pick.workerId} answered with an invalid acknowledgement (${ack.error})`);
       switch (ack.value.type) {
         case "accepted":
-          p.log.debug({ workerId: pick.workerId, attempt: flight.attempt, predictedMs: Math.round(pick.predictedMs), reason: pick.reason, ...(p.sloMs !== undefined ? { sloMs: p.sloMs, meetsSlo: pick.meetsSlo } : {}), ...(pick.maxDraftTokens !== undefined ? { maxDraftTokens: pick.maxDraftTokens } : {}) }, "placed");
+          p.log.debug({ workerId: pick.workerId, attempt: flight.attempt, predictedMs: Math.round(pick.predictedMs), reason: pick.reason, ...(sloLeftMs !== undefined ? { sloLeftMs: Math.round(sloLeftMs), meetsSlo: pick.meetsSlo } : {}), ...(pick.maxDraftTokens !== undefined ? { maxDraftTokens: pick.maxDraftTokens } : {}) }, "placed");
           return;
         case "rejected":
           refusal = new LatentMeshError(ack.value.code, ack.value.message);

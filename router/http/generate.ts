@@ -52,7 +52,6 @@ function samplingFor(body: SamplingBody): (index: number) => SamplingParams {
   });
 }
 
-/** Handles one generation request end to end; never throws. */
 /** Request header: the time (ms) from arrival to the last token the client wants the request to take. */
 export const SLO_HEADER = "x-latentmesh-slo-ms";
 const MAX_SLO_MS = 24 * 3600 * 1000;
@@ -68,6 +67,7 @@ export function parseSloHeader(value: string | string[] | undefined): number | u
   return ms;
 }
 
+/** Handles one generation request end to end; never throws. */
 export async function handleGenerate(ctx: RouterContext, flavor: Flavor, req: IncomingMessage, res: ServerResponse, raw: unknown, ids: { requestId: string; wireId: string }, log: Logger): Promise<void> {
   const t0 = performance.now();
   let status = "error";
@@ -78,6 +78,7 @@ export async function handleGenerate(ctx: RouterContext, flavor: Flavor, req: In
     if (body.model !== ctx.model) throw new LatentMeshError("model_not_found", `The model '${body.model}' does not exist (this router serves '${ctx.model}')`, "model");
     const n = body.n ?? 1;
     if (n > ctx.cfg.maxN) throw new LatentMeshError("invalid_request", `n: must be <= ${ctx.cfg.maxN}`, "n");
+    const sloMs = parseSloHeader(req.headers[SLO_HEADER]); // a malformed header is a 400 before any 503/429
     const ready = ctx.ranks.readyFor(ctx.model);
     if (ready.length === 0) throw new LatentMeshError("no_live_rank", `no ready rank serves model ${ctx.model}; try again shortly`);
     const maxContext = Math.max(...ready.map((r) => r.maxContextTokens));
@@ -95,7 +96,6 @@ export async function handleGenerate(ctx: RouterContext, flavor: Flavor, req: In
 
     const sessionId = req.headers["x-session-id"];
     const session = typeof sessionId === "string" && sessionId ? sessionId : undefined;
-    const sloMs = parseSloHeader(req.headers[SLO_HEADER]);
     const stops = body.stop === null || body.stop === undefined ? [] : typeof body.stop === "string" ? [body.stop] : body.stop;
     admitted = true;
     ctx.admit(+1);
@@ -145,7 +145,7 @@ export async function handleGenerate(ctx: RouterContext, flavor: Flavor, req: In
     if (clientGone) gen.cancel();
     if (session) ctx.sessions.set(session, gen.workerId);
     const meetsSlo = gen.meetsSlo;
-    const headers = { "x-request-id": ids.requestId, "x-latentmesh-worker-id": gen.workerId, ...(meetsSlo !== undefined ? { "x-latentmesh-slo": meetsSlo ? "met" : "at-risk" } : {}) };
+    const headers = { "x-request-id": ids.requestId, "x-latentmesh-worker-id": gen.workerId, ...(meetsSlo !== undefined ? { "x-latentmesh-slo": meetsSlo ? "on-track" : "at-risk" } : {}) };
     if (stream) {
       sse.open(headers);
       for (let i = 0; i < n; i++) {
