@@ -39,6 +39,15 @@ export const ANNOTATION = {
   restarts: "latentmesh.dev/restarts",
 } as const;
 
+/**
+ * What a rank writes to its container's termination message (the kubelet's default terminationMessagePath,
+ * /dev/termination-log) when it exits 0 because a *peer* drained the group: the operator reads it back from
+ * containerStatuses[].lastState.terminated.message to tell a group drain from a rank that failed (a rank
+ * stopped by its own SIGTERM — eviction, a failed liveness probe — does not write it).
+ */
+export const GROUP_DRAIN_MESSAGE = "latentmesh: group drained by a peer rank";
+export const TERMINATION_MESSAGE_PATH = "/dev/termination-log";
+
 /** Environment variables of worker pods: the worker's flags (worker/config.ts) by core/flags' naming. */
 export const WORKER_ENV = {
   namespace: "LATENTMESH_NAMESPACE",

@@ -5,7 +5,7 @@
  * at once, with no extra pods (maxSurge 0 friendly: no spare GPUs needed).
  */
 import type { GroupStatus } from "../contracts/model-deployment-status.js";
-import { ANNOTATION } from "../contracts/model-deployment-wiring.js";
+import { ANNOTATION, GROUP_DRAIN_MESSAGE } from "../contracts/model-deployment-wiring.js";
 
 /** The fields of a Pod the decisions read. */
 export interface PodView {
@@ -16,7 +16,7 @@ export interface PodView {
     readonly containerStatuses?: readonly {
       readonly restartCount?: number;
       readonly state?: { readonly waiting?: { readonly reason?: string }; readonly terminated?: { readonly exitCode?: number } };
-      readonly lastState?: { readonly terminated?: { readonly exitCode?: number } };
+      readonly lastState?: { readonly terminated?: { readonly exitCode?: number; readonly message?: string } };
     }[];
   };
 }
@@ -35,14 +35,18 @@ export function rankFailure(pod: PodView): string | undefined {
   return undefined;
 }
 
+/** A container that ended cleanly because a peer drained the group (it wrote GROUP_DRAIN_MESSAGE). */
+const endedByGroupDrain = (t: { readonly exitCode?: number; readonly message?: string } | undefined): boolean => t?.exitCode === 0 && (t.message ?? "").includes(GROUP_DRAIN_MESSAGE);
+
 /**
- * A rank that left after a coordinated group drain (worker/group-drain.ts): its container ended with
- * exit code 0 and was restarted by the kubelet, nothing failed. The group still has to restart as a
- * unit (its ranks rendezvous together), but it did not fail.
+ * A rank that left after a coordinated group drain started by a peer (worker/group-drain.ts): its
+ * container exited 0 with the drain's termination message and was restarted by the kubelet; nothing
+ * failed. The group still has to restart as a unit (its ranks rendezvous together). A clean exit
+ * without the message (a rank stopped by its own SIGTERM, e.g. a failed liveness probe) is a failure.
  */
 export function rankDrained(pod: PodView): string | undefined {
   for (const c of pod.status?.containerStatuses ?? []) {
-    if ((c.restartCount ?? 0) > 0 && c.lastState?.terminated?.exitCode === 0) return `pod ${pod.metadata.name} exited 0 after a group drain`;
+    if ((c.restartCount ?? 0) > 0 && endedByGroupDrain(c.lastState?.terminated)) return `pod ${pod.metadata.name} exited 0 after a group drain`;
   }
   return undefined;
 }
@@ -95,7 +99,7 @@ export function assessGroup(g: GroupObservation): GroupHealth {
 /** rankFailure, not counting a restart that followed a clean exit. */
 function rankFailureBesidesDrain(pod: PodView): string | undefined {
   if (pod.status?.phase === "Failed") return `pod ${pod.metadata.name} failed`;
-  const statuses = (pod.status?.containerStatuses ?? []).map((c) => (c.lastState?.terminated?.exitCode === 0 ? { ...c, restartCount: 0 } : c));
+  const statuses = (pod.status?.containerStatuses ?? []).map((c) => (endedByGroupDrain(c.lastState?.terminated) ? { ...c, restartCount: 0 } : c));
   return rankFailure({ ...pod, status: { ...pod.status, containerStatuses: statuses } });
 }
 

@@ -2,10 +2,12 @@
  * One worker rank end to end: load the engine (with progress lines), join NATS, serve requests, expose
  * the ops ports, and on SIGTERM drain — stop taking requests, finish accepted ones, exit.
  */
+import { existsSync, writeFileSync } from "node:fs";
 import { basename, resolve } from "node:path";
 import { availableParallelism } from "node:os";
 import type { NatsConnection } from "nats";
 import { LatentMeshError } from "../contracts/errors.js";
+import { GROUP_DRAIN_MESSAGE, TERMINATION_MESSAGE_PATH } from "../contracts/model-deployment-wiring.js";
 import { deploymentSubjects } from "../contracts/subjects.js";
 import { createLogger, type Logger } from "../core/log.js";
 import { connectNats } from "../core/nats.js";
@@ -106,6 +108,8 @@ export async function runWorker(cfg: WorkerConfig, signal: AbortSignal): Promise
   wlog.info({ model, subject: subjects.generate(workerId), httpPort: ops.port, grpcPort: admin.port, maxSlots: cfg.maxSlots, numKvBlocks }, "worker ready");
 
   await Promise.race([aborted(signal), aborted(groupFailed.signal), groupDrain ? groupDrain.requested : new Promise<never>(() => undefined)]);
+  // a drain this rank was asked for by a peer, not by its own signal (eviction, liveness probe, supervisor gone)
+  const drainedByPeer = !signal.aborted && !groupFailed.signal.aborted;
   clearInterval(expertTimer);
   const stopAll = async () => {
     groupDrain?.close();
@@ -132,8 +136,23 @@ export async function runWorker(cfg: WorkerConfig, signal: AbortSignal): Promise
     return 1;
   }
   await stopAll();
+  if (drained && drainedByPeer) writeTerminationMessage(GROUP_DRAIN_MESSAGE, wlog);
   wlog.info("worker stopped");
   return drained ? 0 : 1;
+}
+
+/**
+ * Writes the container's termination message (Kubernetes reads it into the container status) when the
+ * file exists: the kubelet creates it in containers; elsewhere LATENTMESH_TERMINATION_MESSAGE_PATH may name one.
+ */
+function writeTerminationMessage(message: string, log: Logger): void {
+  const path = process.env.LATENTMESH_TERMINATION_MESSAGE_PATH ?? TERMINATION_MESSAGE_PATH;
+  if (!existsSync(path)) return;
+  try {
+    writeFileSync(path, message);
+  } catch (err) {
+    log.warn({ err, path }, "cannot write the termination message");
+  }
 }
 
 /** Resolves when `signal` aborts (at once if it has); never rejects. */

@@ -7,6 +7,7 @@ import { assessGroup, planGroupActions, type GroupHealth, type PodView } from ".
 import { WorkQueue } from "../../operator/queue.js";
 import { computeStatus, mergeConditions } from "../../operator/status.js";
 import type { GroupStatus } from "../../contracts/model-deployment-status.js";
+import { GROUP_DRAIN_MESSAGE } from "../../contracts/model-deployment-wiring.js";
 
 const policy = AutoscalingSpec.parse({ enabled: true, minGroups: 1, maxGroups: 4, scaleUpStabilizationSeconds: 0, scaleDownStabilizationSeconds: 60 });
 const load = (waiting: number, ttftSeconds = 0.5): DeploymentLoad => ({ waiting, ttftSeconds, ranks: 8 });
@@ -40,12 +41,12 @@ describe("autoscaling decision", () => {
   });
 });
 
-const pod = (name: string, opts: { ready?: boolean; restarts?: number; lastExit?: number; phase?: string; hash?: string; deleting?: boolean } = {}): PodView => ({
+const pod = (name: string, opts: { ready?: boolean; restarts?: number; lastExit?: number; drainMessage?: boolean; phase?: string; hash?: string; deleting?: boolean } = {}): PodView => ({
   metadata: { name, annotations: { "latentmesh.dev/spec-hash": opts.hash ?? "h1" }, ...(opts.deleting ? { deletionTimestamp: "2026-01-01T00:00:00Z" } : {}) },
   status: {
     phase: opts.phase ?? "Running",
     conditions: [{ type: "Ready", status: opts.ready === false ? "False" : "True" }],
-    containerStatuses: [{ restartCount: opts.restarts ?? 0, ...(opts.lastExit !== undefined ? { lastState: { terminated: { exitCode: opts.lastExit } } } : {}) }],
+    containerStatuses: [{ restartCount: opts.restarts ?? 0, ...(opts.lastExit !== undefined ? { lastState: { terminated: { exitCode: opts.lastExit, ...(opts.drainMessage ? { message: GROUP_DRAIN_MESSAGE } : {}) } } } : {}) }],
   },
 });
 
@@ -58,8 +59,9 @@ describe("worker group health", () => {
     ["a rank pod missing", group(0, [pod("a")]), "Pending", false],
     ["a rank container restarted", group(0, [pod("a"), pod("b", { restarts: 1 })]), "Failed", true],
     ["a rank container restarted after exiting 1", group(0, [pod("a"), pod("b", { restarts: 1, lastExit: 1 })]), "Failed", true],
-    ["ranks restarted after exiting 0 (a group drain)", group(0, [pod("a", { restarts: 1, lastExit: 0 }), pod("b", { deleting: true })]), "Restarting", false],
-    ["one rank drained, the other crashed", group(0, [pod("a", { restarts: 1, lastExit: 0 }), pod("b", { phase: "Failed" })]), "Failed", true],
+    ["ranks restarted after a peer's group drain (exit 0 + the drain message)", group(0, [pod("a", { restarts: 1, lastExit: 0, drainMessage: true }), pod("b", { deleting: true })]), "Restarting", false],
+    ["a rank restarted after exiting 0 without the drain message (its own SIGTERM: liveness probe)", group(0, [pod("a", { restarts: 1, lastExit: 0 }), pod("b")]), "Failed", true],
+    ["one rank drained, the other crashed", group(0, [pod("a", { restarts: 1, lastExit: 0, drainMessage: true }), pod("b", { phase: "Failed" })]), "Failed", true],
     ["a rank pod failed", group(0, [pod("a"), pod("b", { phase: "Failed" })]), "Failed", true],
     ["pods terminating after a restart", group(0, [pod("a", { deleting: true })]), "Restarting", false],
     ["restarted and not whole yet", group(0, [pod("a", { ready: false })], true), "Restarting", false],
@@ -72,7 +74,7 @@ describe("worker group health", () => {
   }
 
   it("restarts a drained group as a unit, saying it drained", () => {
-    const drained = group(1, [pod("a", { restarts: 1, lastExit: 0 }), pod("b", { restarts: 1, lastExit: 0 })]);
+    const drained = group(1, [pod("a", { restarts: 1, lastExit: 0, drainMessage: true }), pod("b", { restarts: 1, lastExit: 0, drainMessage: true })]);
     assert.equal(drained.ready, false);
     assert.equal(drained.status.lastRestartReason, "Drained");
     assert.deepEqual(planGroupActions([drained], 1).map((a) => `${a.reason} ${a.index}`), ["drained 1"]);
