@@ -23,20 +23,20 @@ export interface PodView {
 
 const FAILED_WAITING_REASONS = new Set(["CrashLoopBackOff", "Error", "ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError"]);
 
-/** Why a rank pod counts as failed, or undefined when it does not. */
+/** A container that ended cleanly because a peer drained the group (it wrote GROUP_DRAIN_MESSAGE). */
+const endedByGroupDrain = (t: { readonly exitCode?: number; readonly message?: string } | undefined): boolean => t?.exitCode === 0 && (t.message ?? "").includes(GROUP_DRAIN_MESSAGE);
+
+/** Why a rank pod counts as failed, or undefined when it does not (a restart after a peer's group drain is not a failure: rankDrained). */
 export function rankFailure(pod: PodView): string | undefined {
   if (pod.status?.phase === "Failed") return `pod ${pod.metadata.name} failed`;
   for (const c of pod.status?.containerStatuses ?? []) {
-    if ((c.restartCount ?? 0) > 0) return `pod ${pod.metadata.name} restarted a container`;
+    if ((c.restartCount ?? 0) > 0 && !endedByGroupDrain(c.lastState?.terminated)) return `pod ${pod.metadata.name} restarted a container`;
     const waiting = c.state?.waiting?.reason;
     if (waiting && FAILED_WAITING_REASONS.has(waiting)) return `pod ${pod.metadata.name}: ${waiting}`;
     if (c.state?.terminated && c.state.terminated.exitCode !== 0) return `pod ${pod.metadata.name} exited with ${c.state.terminated.exitCode}`;
   }
   return undefined;
 }
-
-/** A container that ended cleanly because a peer drained the group (it wrote GROUP_DRAIN_MESSAGE). */
-const endedByGroupDrain = (t: { readonly exitCode?: number; readonly message?: string } | undefined): boolean => t?.exitCode === 0 && (t.message ?? "").includes(GROUP_DRAIN_MESSAGE);
 
 /**
  * A rank that left after a coordinated group drain started by a peer (worker/group-drain.ts): its
@@ -85,8 +85,7 @@ export interface GroupHealth {
 export function assessGroup(g: GroupObservation): GroupHealth {
   const live = g.pods.filter((p) => !p.metadata.deletionTimestamp);
   const terminating = g.pods.length - live.length;
-  // a clean exit after a drain shows as a restarted container: not a failure unless something else failed
-  const failure = live.map((p) => (rankDrained(p) && rankFailureBesidesDrain(p) === undefined ? undefined : rankFailure(p))).find((f) => f !== undefined);
+  const failure = live.map(rankFailure).find((f) => f !== undefined);
   const drained = failure ? undefined : live.map(rankDrained).find((f) => f !== undefined);
   const readyPods = live.filter(isReady).length;
   const outdated = g.templateHash !== undefined && live.some((p) => p.metadata.annotations?.[ANNOTATION.specHash] !== g.templateHash);
@@ -94,13 +93,6 @@ export function assessGroup(g: GroupObservation): GroupHealth {
   const phase: GroupStatus["phase"] = failure ? "Failed" : ready ? "Ready" : drained || terminating > 0 || g.wasRestarting ? "Restarting" : "Pending";
   const reason = drained ? "Drained" : phase === "Restarting" ? g.lastRestartReason : undefined;
   return { status: { index: g.index, name: g.name, phase, readyPods, pods: live.length, restarts: g.restarts, ...(reason ? { lastRestartReason: reason } : {}) }, failure, drained, outdated, ready };
-}
-
-/** rankFailure, not counting a restart that followed a clean exit. */
-function rankFailureBesidesDrain(pod: PodView): string | undefined {
-  if (pod.status?.phase === "Failed") return `pod ${pod.metadata.name} failed`;
-  const statuses = (pod.status?.containerStatuses ?? []).map((c) => (endedByGroupDrain(c.lastState?.terminated) ? { ...c, restartCount: 0 } : c));
-  return rankFailure({ ...pod, status: { ...pod.status, containerStatuses: statuses } });
 }
 
 export type GroupAction = { readonly kind: "restart"; readonly index: number; readonly reason: "rank-failed" | "drained" | "rollout"; readonly detail: string };
