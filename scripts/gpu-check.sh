@@ -16,7 +16,7 @@ grep -E "CUDA backend|kernels: compiled" "$out/build.log"
 echo "== CPU op tests"
 ./kernels/build/test-ops | tail -3
 echo "== CUDA ops vs CPU reference"
-./kernels/build/test-cuda-ops || status_ops=1
+for t in ./kernels/build/test-cuda-*; do [[ -x $t ]] || continue; echo "-- ${t##*/}"; "$t" || status_ops=1; done
 echo "== CUDA parity on fixtures"
 node scripts/gpu-parity.mjs cuda
 status=$?
