@@ -28,6 +28,10 @@ export const REASONS = {
   groupRestarted: "GroupRestarted",
   /** A group drained (evicted or scaled in, its ranks exited cleanly) and is restarting as a unit. */
   groupDrained: "GroupDrained",
+  /** A worker pod cannot be scheduled (Event reason; the scheduler's message is in the Progressing condition). */
+  unschedulable: "Unschedulable",
+  /** Nothing progressed for spec.workers.rollout.progressDeadlineSeconds while the deployment was not ready. */
+  progressDeadlineExceeded: "ProgressDeadlineExceeded",
   /** Nothing is wrong. */
   healthy: "Healthy",
   /** A stored spec used a value this version no longer accepts; the operator substituted what it serves. */
@@ -60,6 +64,7 @@ export const GroupStatus = z.object({
   pods: z.int().min(0),
   restarts: z.int().min(0).default(0).describe("Times the group was restarted as a unit"),
   lastRestartReason: z.enum(["RankFailed", "Drained", "Rollout"]).optional().describe("Why the group was last restarted as a unit; kept while it is Restarting"),
+  waiting: z.string().optional().describe("Why the group is not ready yet, when a pod says so (e.g. the scheduler's message for an unschedulable pod)"),
 });
 export type GroupStatus = z.infer<typeof GroupStatus>;
 
@@ -79,6 +84,7 @@ export const ModelDeploymentStatus = z.object({
   groupStatuses: z.array(GroupStatus).optional(),
   router: z.object({ replicas: z.int().min(0), readyReplicas: z.int().min(0) }).optional(),
   lastScaleTime: z.string().optional(),
+  lastProgressTime: z.string().optional().describe("RFC 3339 time the deployment last made progress (what progressDeadlineSeconds counts from)"),
   conditions: z.array(Condition).meta({ "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"] }).optional(),
 });
 export type ModelDeploymentStatus = z.infer<typeof ModelDeploymentStatus>;

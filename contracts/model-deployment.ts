@@ -99,6 +99,11 @@ export const WorkersSpec = z.object({
     .object({
       maxUnavailable: z.int().min(0).default(1).describe("Groups that may be down at once during a rollout"),
       maxSurge: z.int().min(0).default(0).describe("Extra groups during a rollout; 0 suits clusters without spare GPUs"),
+      progressDeadlineSeconds: z
+        .int()
+        .min(1)
+        .default(600)
+        .describe("Seconds a deployment may go without progress (a group or router replica becoming ready or changing size) before it is Degraded with reason ProgressDeadlineExceeded, as a Deployment's spec.progressDeadlineSeconds; progress clears it"),
     })
     .prefault({}),
 });

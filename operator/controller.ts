@@ -184,9 +184,12 @@ export class Controller {
         const result = await reconcile(ctx, namespace, name);
         this.queue.forget(key);
         if (result.requeueAfterMs !== undefined) {
-          this.queue.addAfter(key, result.requeueAfterMs);
+          this.queue.addAfter(key, Math.min(result.requeueAfterMs, result.checkAfterMs ?? Infinity));
           this.metrics.reconcileTotal.inc({ controller: CONTROLLER, result: "requeue_after" });
-        } else this.metrics.reconcileTotal.inc({ controller: CONTROLLER, result: "success" });
+        } else {
+          if (result.checkAfterMs !== undefined) this.queue.addAfter(key, result.checkAfterMs);
+          this.metrics.reconcileTotal.inc({ controller: CONTROLLER, result: "success" });
+        }
       } catch (err) {
         const delay = this.queue.addRateLimited(key);
         if (err instanceof KubeError && err.conflict) {

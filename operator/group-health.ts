@@ -12,7 +12,7 @@ export interface PodView {
   readonly metadata: { readonly name: string; readonly deletionTimestamp?: string; readonly annotations?: Record<string, string> };
   readonly status?: {
     readonly phase?: string;
-    readonly conditions?: readonly { readonly type: string; readonly status: string }[];
+    readonly conditions?: readonly { readonly type: string; readonly status: string; readonly reason?: string; readonly message?: string }[];
     readonly containerStatuses?: readonly {
       readonly restartCount?: number;
       readonly state?: { readonly waiting?: { readonly reason?: string }; readonly terminated?: { readonly exitCode?: number } };
@@ -49,6 +49,14 @@ export function rankDrained(pod: PodView): string | undefined {
     if ((c.restartCount ?? 0) > 0 && endedByGroupDrain(c.lastState?.terminated)) return `pod ${pod.metadata.name} exited 0 after a group drain`;
   }
   return undefined;
+}
+
+/** Why a pod waits to be placed, as the scheduler said (PodScheduled=False), or undefined. */
+export function podUnschedulable(pod: PodView): string | undefined {
+  const c = (pod.status?.conditions ?? []).find((x) => x.type === "PodScheduled" && x.status === "False");
+  if (!c) return undefined;
+  const why = c.message?.trim() || c.reason || "not scheduled";
+  return `pod ${pod.metadata.name} unschedulable: ${why}`;
 }
 
 function isReady(pod: PodView): boolean {
@@ -92,7 +100,14 @@ export function assessGroup(g: GroupObservation): GroupHealth {
   const ready = !failure && !drained && terminating === 0 && live.length === g.expectedPods && readyPods === g.expectedPods;
   const phase: GroupStatus["phase"] = failure ? "Failed" : ready ? "Ready" : drained || terminating > 0 || g.wasRestarting ? "Restarting" : "Pending";
   const reason = drained ? "Drained" : phase === "Restarting" ? g.lastRestartReason : undefined;
-  return { status: { index: g.index, name: g.name, phase, readyPods, pods: live.length, restarts: g.restarts, ...(reason ? { lastRestartReason: reason } : {}) }, failure, drained, outdated, ready };
+  const waiting = ready || failure ? undefined : live.map(podUnschedulable).find((w) => w !== undefined);
+  return {
+    status: { index: g.index, name: g.name, phase, readyPods, pods: live.length, restarts: g.restarts, ...(reason ? { lastRestartReason: reason } : {}), ...(waiting ? { waiting } : {}) },
+    failure,
+    drained,
+    outdated,
+    ready,
+  };
 }
 
 export type GroupAction = { readonly kind: "restart"; readonly index: number; readonly reason: "rank-failed" | "drained" | "rollout"; readonly detail: string };

@@ -38,8 +38,10 @@ export interface ReconcileContext {
 }
 
 export interface ReconcileResult {
-  /** Reconcile again after this long even without events (e.g. a restart is held back). */
+  /** Reconcile again after this long even without events (e.g. a restart is held back): work is pending. */
   readonly requeueAfterMs?: number;
+  /** Look again after this long (a time-based condition such as the progress deadline falls due); the reconcile itself succeeded. */
+  readonly checkAfterMs?: number;
 }
 
 function readStatus(raw: KubeObject): ModelDeploymentStatus | undefined {
@@ -140,9 +142,20 @@ export async function reconcile(ctx: ReconcileContext, namespace: string, name: 
     groups: health.map((g) => g.status),
     router: { replicas: md.spec.router.replicas, readyReplicas: router?.readyReplicas ?? 0 },
     rollingOut: health.some((g) => g.outdated),
+    progressDeadlineSeconds: md.spec.workers.rollout.progressDeadlineSeconds,
   };
-  await writeStatus(ctx, raw, previous, computeStatus(previous, observed, nowIso()));
-  return requeueAfterMs === undefined ? {} : { requeueAfterMs };
+  const status = computeStatus(previous, observed, nowIso());
+  // pods the scheduler cannot place: say so where `kubectl describe` looks (the recorder collapses repeats)
+  for (const g of health) if (g.status.waiting) await ctx.events.record(target, "Warning", REASONS.unschedulable, `${g.status.name}: ${g.status.waiting}`);
+  const progressing = conditionOf(status, "Progressing");
+  if (progressing?.reason === REASONS.progressDeadlineExceeded && conditionOf(previous, "Progressing")?.reason !== REASONS.progressDeadlineExceeded) {
+    log.warn({ deployment: `${namespace}/${name}` }, progressing.message);
+    await ctx.events.record(target, "Warning", REASONS.progressDeadlineExceeded, progressing.message);
+  }
+  await writeStatus(ctx, raw, previous, status);
+  // judge the deadline on time even when nothing else wakes this deployment
+  const checkAfterMs = progressing?.status === "True" && status.lastProgressTime ? Math.max(0, Date.parse(status.lastProgressTime) + md.spec.workers.rollout.progressDeadlineSeconds * 1000 - ctx.now()) + 1000 : undefined;
+  return { ...(requeueAfterMs === undefined ? {} : { requeueAfterMs }), ...(checkAfterMs === undefined ? {} : { checkAfterMs }) };
 }
 
 const RESTART_REASON = { "rank-failed": "RankFailed", drained: "Drained", rollout: "Rollout" } as const;

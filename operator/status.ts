@@ -35,6 +35,19 @@ export interface Observed {
   readonly invalid?: string;
   /** The last reconcile error, when the API refused a write. */
   readonly error?: string;
+  /** spec.workers.rollout.progressDeadlineSeconds; without it no deadline is judged. */
+  readonly progressDeadlineSeconds?: number;
+}
+
+/** What counts as progress: any group's phase or pod counts, the router's readiness, the group count or the spec changing. */
+function progressKey(generation: number | undefined, existingGroups: number | undefined, groups: readonly GroupStatus[] | undefined, router: Observed["router"] | undefined): string {
+  return JSON.stringify([generation, existingGroups, (groups ?? []).map((g) => [g.index, g.phase, g.readyPods, g.pods]), router?.replicas, router?.readyReplicas]);
+}
+
+/** The Progressing message: counts, then why groups wait (the scheduler's words, shortened). */
+function progressMessage(o: Observed, ready: number): string {
+  const waiting = o.groups.filter((g) => g.waiting).map((g) => `${g.name}: ${(g.waiting ?? "").slice(0, 300)}`);
+  return `${o.existingGroups}/${o.desiredGroups} groups exist, ${ready} ready${waiting.length ? `; waiting: ${waiting.join("; ")}` : ""}`;
 }
 
 /** Degraded while groups restart as units: RankFailed unless every one of them drained cleanly. */
@@ -53,6 +66,11 @@ export function computeStatus(previous: ModelDeploymentStatus | undefined, o: Ob
   const allReady = !o.invalid && ready === o.desiredGroups && o.existingGroups === o.desiredGroups && o.router.readyReplicas >= o.router.replicas && !o.rollingOut;
   let conditions: ConditionInput[];
   let phase: DeploymentPhase;
+  // progress: the clock restarts whenever what is ready or exists changes (or the spec does)
+  const moved = !previous?.lastProgressTime || progressKey(previous.observedGeneration, previous.groups, previous.groupStatuses, previous.router) !== progressKey(o.generation, o.existingGroups, o.groups, o.router);
+  const lastProgressTime = moved ? now : (previous?.lastProgressTime ?? now);
+  const stalledMs = Date.parse(now) - Date.parse(lastProgressTime);
+  const stalled = !o.invalid && !allReady && o.progressDeadlineSeconds !== undefined && stalledMs > o.progressDeadlineSeconds * 1000;
   if (o.invalid) {
     const c = { status: "True" as const, reason: REASONS.invalidSpec, message: o.invalid };
     conditions = [
@@ -63,6 +81,7 @@ export function computeStatus(previous: ModelDeploymentStatus | undefined, o: Ob
     phase = "Invalid";
   } else {
     const available = ready > 0 && routerReady;
+    const progress = progressMessage(o, ready);
     conditions = [
       {
         type: "Available",
@@ -72,14 +91,18 @@ export function computeStatus(previous: ModelDeploymentStatus | undefined, o: Ob
       },
       allReady
         ? { type: "Progressing", status: "False", reason: REASONS.upToDate, message: "all objects match the spec and are ready" }
-        : { type: "Progressing", status: "True", reason: REASONS.rollingOut, message: `${o.existingGroups}/${o.desiredGroups} groups exist, ${ready} ready` },
+        : stalled
+          ? { type: "Progressing", status: "False", reason: REASONS.progressDeadlineExceeded, message: `no progress for ${o.progressDeadlineSeconds} s: ${progress}` }
+          : { type: "Progressing", status: "True", reason: REASONS.rollingOut, message: progress },
       o.error
         ? { type: "Degraded", status: "True", reason: REASONS.reconcileError, message: o.error }
         : broken.length > 0
           ? brokenCondition(broken)
-          : { type: "Degraded", status: "False", reason: REASONS.healthy, message: "" },
+          : stalled
+            ? { type: "Degraded", status: "True", reason: REASONS.progressDeadlineExceeded, message: `no progress for ${o.progressDeadlineSeconds} s: ${progress}` }
+            : { type: "Degraded", status: "False", reason: REASONS.healthy, message: "" },
     ];
-    phase = o.error || broken.length > 0 ? "Degraded" : allReady ? "Ready" : o.existingGroups > 0 || o.router.replicas > 0 ? "Progressing" : "Pending";
+    phase = o.error || broken.length > 0 || stalled ? "Degraded" : allReady ? "Ready" : o.existingGroups > 0 || o.router.replicas > 0 ? "Progressing" : "Pending";
   }
   return {
     observedGeneration: o.generation,
@@ -91,6 +114,7 @@ export function computeStatus(previous: ModelDeploymentStatus | undefined, o: Ob
     groupStatuses: [...o.groups],
     router: { ...o.router },
     ...(previous?.lastScaleTime ? { lastScaleTime: previous.lastScaleTime } : {}),
+    lastProgressTime,
     conditions: mergeConditions(previous?.conditions, conditions, o.generation, now),
   };
 }

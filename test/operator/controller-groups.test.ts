@@ -103,6 +103,36 @@ describe("operator: worker groups, leadership, autoscaling, metrics", () => {
     await server.waitFor("phase Ready", () => status().phase === "Ready" && status().observedGeneration === 2);
   });
 
+  it("pods the scheduler cannot place - the reason in Progressing and a Warning event; past the progress deadline Degraded until they run", async () => {
+    ops.push(startOperator(server));
+    await kube.create(exampleDeployment("nano", "llm", { workers: { groups: 1, expertParallel: 4, gpusPerPod: 2, rollout: { progressDeadlineSeconds: 2 } }, autoscaling: { enabled: false } }) as unknown as KubeObject);
+    await server.waitFor("StatefulSet", () => server.store.tryGet(server.resource("statefulsets"), "llm", "nano-g0"));
+    const sts = server.store.get(server.resource("statefulsets"), "llm", "nano-g0") as KubeObject & { spec: { template: { metadata: { labels: Record<string, string>; annotations: Record<string, string> } } } };
+    const why = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu. preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod.";
+    for (let i = 0; i < 2; i++) {
+      await kube.create({
+        apiVersion: "v1",
+        kind: "Pod",
+        metadata: { name: `nano-g0-${i}`, namespace: "llm", labels: { ...sts.spec.template.metadata.labels, "apps.kubernetes.io/pod-index": String(i) }, annotations: sts.spec.template.metadata.annotations },
+        spec: { containers: [{ name: "worker", image: "x" }] },
+        status: { phase: "Pending", conditions: [{ type: "PodScheduled", status: "False", reason: "Unschedulable", message: why }] },
+      });
+    }
+    await server.waitFor("the scheduler's words in Progressing", () => (condition("Progressing") as (Condition & { message?: string }) | undefined)?.message?.includes("Insufficient nvidia.com/gpu"));
+    assert.equal(condition("Progressing")?.status, "True");
+    assert.equal(condition("Degraded")?.status, "False", "not yet past the deadline");
+    assert.ok(server.store.list(server.resource("events"), "llm").items.some((e) => e.reason === "Unschedulable" && e.type === "Warning" && String(e.message).includes("nano-g0-0 unschedulable")));
+    // nothing else happens: the operator wakes itself at the deadline
+    await server.waitFor("deadline exceeded", () => condition("Degraded")?.reason === "ProgressDeadlineExceeded", 10_000);
+    assert.equal(status().phase, "Degraded");
+    assert.equal(condition("Progressing")?.status, "False");
+    assert.ok(server.store.list(server.resource("events"), "llm").items.some((e) => e.reason === "ProgressDeadlineExceeded" && e.type === "Warning"));
+    for (let i = 0; i < 2; i++) server.store.delete(server.resource("pods"), "llm", `nano-g0-${i}`);
+    await runPods([0]);
+    await server.waitFor("ready once the pods run", () => status().phase === "Ready");
+    assert.equal(condition("Degraded")?.status, "False");
+  });
+
   it("two operator replicas - exactly one leads and acts; the other takes over when it stops", async () => {
     const a = startOperator(server, { identity: "op-a", leaderElection: FAST_LEASE });
     const b = startOperator(server, { identity: "op-b", leaderElection: FAST_LEASE });

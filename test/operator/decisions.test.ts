@@ -106,6 +106,59 @@ describe("worker group health", () => {
   });
 });
 
+describe("unschedulable pods and the progress deadline", () => {
+  const unschedulable: PodView = {
+    metadata: { name: "g0-1", annotations: { "latentmesh.dev/spec-hash": "h1" } },
+    status: { phase: "Pending", conditions: [{ type: "PodScheduled", status: "False", reason: "Unschedulable", message: "0/3 nodes are available: 3 Insufficient nvidia.com/gpu." }] },
+  };
+
+  it("a pod the scheduler cannot place leaves the group Pending, saying why", () => {
+    const h = group(0, [pod("g0-0"), unschedulable]);
+    assert.equal(h.status.phase, "Pending");
+    assert.equal(h.failure, undefined, "waiting for a node is not a rank failure");
+    assert.equal(h.status.waiting, "pod g0-1 unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu.");
+    assert.equal(group(0, [pod("g0-0"), pod("g0-1")]).status.waiting, undefined);
+  });
+
+  const T0 = Date.parse("2026-11-24T00:00:00Z");
+  const at = (s: number) => new Date(T0 + s * 1000).toISOString();
+  const g = (readyPods: number, waiting?: string): GroupStatus => ({ index: 0, name: "g0", phase: readyPods === 2 ? "Ready" : "Pending", readyPods, pods: 2, restarts: 0, ...(waiting ? { waiting } : {}) });
+  const observe = (groups: GroupStatus[], progressDeadlineSeconds = 600) => ({ generation: 1, desiredGroups: 1, selector: "s", existingGroups: 1, groups, router: { replicas: 1, readyReplicas: 1 }, rollingOut: false, progressDeadlineSeconds });
+  const cond = (s: ReturnType<typeof computeStatus>, type: string) => s.conditions?.find((c) => c.type === type);
+
+  it("stays Progressing until the deadline passes without progress, then is Degraded; progress clears it", () => {
+    const first = computeStatus(undefined, observe([g(1, "pod g0-1 unschedulable: no GPUs")]), at(0));
+    assert.equal(first.lastProgressTime, at(0));
+    assert.match(cond(first, "Progressing")?.message ?? "", /waiting: g0: pod g0-1 unschedulable: no GPUs/);
+    const before = computeStatus(first, observe([g(1, "pod g0-1 unschedulable: no GPUs")]), at(599));
+    assert.equal(cond(before, "Progressing")?.status, "True");
+    assert.equal(before.phase, "Progressing");
+    assert.equal(before.lastProgressTime, at(0), "nothing changed: the clock keeps running");
+    const after = computeStatus(before, observe([g(1, "pod g0-1 unschedulable: no GPUs")]), at(601));
+    assert.equal(cond(after, "Progressing")?.status, "False");
+    assert.equal(cond(after, "Progressing")?.reason, "ProgressDeadlineExceeded");
+    assert.equal(cond(after, "Degraded")?.reason, "ProgressDeadlineExceeded");
+    assert.match(cond(after, "Degraded")?.message ?? "", /no progress for 600 s: .*no GPUs/);
+    assert.equal(after.phase, "Degraded");
+    const moved = computeStatus(after, observe([g(0)]), at(700));
+    assert.equal(cond(moved, "Progressing")?.status, "True", "a change of what is ready is progress");
+    assert.equal(moved.lastProgressTime, at(700));
+    assert.equal(cond(moved, "Degraded")?.status, "False");
+    const done = computeStatus(moved, observe([g(2)]), at(5000));
+    assert.equal(done.phase, "Ready");
+    assert.equal(cond(done, "Progressing")?.reason, "UpToDate");
+    assert.equal(computeStatus(done, observe([g(2)]), at(9000)).phase, "Ready", "a ready deployment never passes a deadline");
+  });
+
+  it("a rank failure stays the Degraded reason past the deadline; a shorter deadline fires sooner", () => {
+    const failing: GroupStatus = { ...g(0), phase: "Failed" };
+    const s0 = computeStatus(undefined, observe([failing], 10), at(0));
+    const s1 = computeStatus(s0, observe([failing], 10), at(11));
+    assert.equal(cond(s1, "Degraded")?.reason, "RankFailed");
+    assert.equal(cond(s1, "Progressing")?.reason, "ProgressDeadlineExceeded");
+  });
+});
+
 describe("work queue", () => {
   it("hands out a key once however often it is added, and re-queues a key added while it is processed", async () => {
     const q = new WorkQueue({ name: "t", baseDelayMs: 1, maxDelayMs: 10 });
