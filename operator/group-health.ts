@@ -32,7 +32,9 @@ export function rankFailure(pod: PodView): string | undefined {
   for (const c of pod.status?.containerStatuses ?? []) {
     if ((c.restartCount ?? 0) > 0 && !endedByGroupDrain(c.lastState?.terminated)) return `pod ${pod.metadata.name} restarted a container`;
     const waiting = c.state?.waiting?.reason;
-    if (waiting && FAILED_WAITING_REASONS.has(waiting)) return `pod ${pod.metadata.name}: ${waiting}`;
+    // a rank drained again before the group restart came round waits in CrashLoopBackOff: still a drain
+    const backingOffAfterDrain = waiting === "CrashLoopBackOff" && endedByGroupDrain(c.lastState?.terminated);
+    if (waiting && FAILED_WAITING_REASONS.has(waiting) && !backingOffAfterDrain) return `pod ${pod.metadata.name}: ${waiting}`;
     if (c.state?.terminated && c.state.terminated.exitCode !== 0) return `pod ${pod.metadata.name} exited with ${c.state.terminated.exitCode}`;
   }
   return undefined;

@@ -50,6 +50,16 @@ const pod = (name: string, opts: { ready?: boolean; restarts?: number; lastExit?
   },
 });
 
+/** A restarted container now waiting (e.g. in CrashLoopBackOff) after its last exit: 0 with the drain message, or 1. */
+const podWaiting = (name: string, reason: string, drained: boolean): PodView => ({
+  metadata: { name, annotations: { "latentmesh.dev/spec-hash": "h1" } },
+  status: {
+    phase: "Running",
+    conditions: [{ type: "Ready", status: "False" }],
+    containerStatuses: [{ restartCount: 2, state: { waiting: { reason } }, lastState: { terminated: drained ? { exitCode: 0, message: GROUP_DRAIN_MESSAGE } : { exitCode: 1 } } }],
+  },
+});
+
 const group = (index: number, pods: PodView[], wasRestarting = false, lastRestartReason?: GroupStatus["lastRestartReason"]): GroupHealth =>
   assessGroup({ index, name: `g${index}`, expectedPods: 2, templateHash: "h1", pods, restarts: 0, wasRestarting, lastRestartReason });
 
@@ -61,6 +71,8 @@ describe("worker group health", () => {
     ["a rank container restarted after exiting 1", group(0, [pod("a"), pod("b", { restarts: 1, lastExit: 1 })]), "Failed", true],
     ["ranks restarted after a peer's group drain (exit 0 + the drain message)", group(0, [pod("a", { restarts: 1, lastExit: 0, drainMessage: true }), pod("b", { deleting: true })]), "Restarting", false],
     ["a rank restarted after exiting 0 without the drain message (its own SIGTERM: liveness probe)", group(0, [pod("a", { restarts: 1, lastExit: 0 }), pod("b")]), "Failed", true],
+    ["a drained rank drained again and waits in CrashLoopBackOff", group(0, [podWaiting("a", "CrashLoopBackOff", true), pod("b", { deleting: true })]), "Restarting", false],
+    ["a rank crash-loops after exiting 1", group(0, [podWaiting("a", "CrashLoopBackOff", false), pod("b")]), "Failed", true],
     ["one rank drained, the other crashed", group(0, [pod("a", { restarts: 1, lastExit: 0, drainMessage: true }), pod("b", { phase: "Failed" })]), "Failed", true],
     ["a rank pod failed", group(0, [pod("a"), pod("b", { phase: "Failed" })]), "Failed", true],
     ["pods terminating after a restart", group(0, [pod("a", { deleting: true })]), "Restarting", false],
