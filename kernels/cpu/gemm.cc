@@ -1,51 +1,106 @@
 // y = x · Wᵀ (+ bias): the projections. W is stored (N, K) as in checkpoints, so each output is a
-// dot product along contiguous K; outputs are split over threads by columns of W (rows of y^T),
-// and 4 rows of x are processed together so each W row is read once per 4 tokens.
+// dot product along contiguous K.
+//
+// Register tiles of MR rows of x × NR rows of W: every k step loads NR weight vectors and MR input
+// vectors and runs MR·NR independent vector FMA chains, so one weight row read serves MR tokens and
+// the FMA latency is hidden by the other chains (a lone dot product is latency-bound). The tile
+// shape follows the rows left (4×2, 3×3, 2×4, 1×8: about eight chains each), and outputs are split
+// over threads by columns of W in panels small enough to stay in cache while every row block reads
+// them.
+//
+// Every output is computed the same way whatever tile it falls in: one 8-lane accumulator over k in
+// steps of 8, summed across lanes in a fixed order, then the k tail, then the bias. A row's results
+// therefore never depend on M or on which other rows share the call (a verify step's rows equal
+// plain decode steps' bit for bit; speculative decoding relies on it).
+#include <cstring>
+
 #include "cpu/ops.h"
 
 namespace lm::cpu {
 
 namespace {
 
-inline float dot(const float* a, const float* b, int64_t K) {
-  float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f, s4 = 0.f, s5 = 0.f, s6 = 0.f, s7 = 0.f;
-  int64_t k = 0;
-  for (; k + 8 <= K; k += 8) {
-    s0 += a[k] * b[k];
-    s1 += a[k + 1] * b[k + 1];
-    s2 += a[k + 2] * b[k + 2];
-    s3 += a[k + 3] * b[k + 3];
-    s4 += a[k + 4] * b[k + 4];
-    s5 += a[k + 5] * b[k + 5];
-    s6 += a[k + 6] * b[k + 6];
-    s7 += a[k + 7] * b[k + 7];
-  }
-  for (; k < K; ++k) s0 += a[k] * b[k];
-  return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7));
+typedef float v8 __attribute__((vector_size(32)));
+
+inline v8 load8(const float* p) {
+  v8 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
 }
+
+inline float lanes_sum(v8 v) { return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7])); }
+
+/** Outputs y[m0..m0+MR) × [n0..n0+NR). */
+template <int MR, int NR>
+inline void tile(const float* x, int64_t m0, int64_t K, const float* W, int64_t n0, int64_t N, float* y, const float* bias) {
+  v8 acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) acc[i][j] = v8{};
+  const int64_t K8 = K & ~int64_t{7};
+  const float* xr[MR];
+  const float* wr[NR];
+  for (int i = 0; i < MR; ++i) xr[i] = x + (m0 + i) * K;
+  for (int j = 0; j < NR; ++j) wr[j] = W + (n0 + j) * K;
+  for (int64_t k = 0; k < K8; k += 8) {
+    v8 w[NR];
+    for (int j = 0; j < NR; ++j) w[j] = load8(wr[j] + k);
+    for (int i = 0; i < MR; ++i) {
+      const v8 xv = load8(xr[i] + k);
+      for (int j = 0; j < NR; ++j) acc[i][j] += xv * w[j];
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) {
+      float s = lanes_sum(acc[i][j]);
+      for (int64_t k = K8; k < K; ++k) s += xr[i][k] * wr[j][k];
+      y[(m0 + i) * N + n0 + j] = s + (bias ? bias[n0 + j] : 0.f);
+    }
+}
+
+/** Rows [m0, m0+MR) × columns [n0, n1): NR-wide tiles, then single columns. */
+template <int MR, int NR>
+inline void rows_block(const float* x, int64_t m0, int64_t K, const float* W, int64_t n0, int64_t n1, int64_t N, float* y, const float* bias) {
+  int64_t n = n0;
+  for (; n + NR <= n1; n += NR) tile<MR, NR>(x, m0, K, W, n, N, y, bias);
+  for (; n < n1; ++n) tile<MR, 1>(x, m0, K, W, n, N, y, bias);
+}
+
+/** Every row of x against columns [n0, n1), panel by panel. */
+void columns(const float* x, int64_t M, int64_t K, const float* W, int64_t n0, int64_t n1, int64_t N, float* y, const float* bias) {
+  // a panel of W stays in L2 while every row block streams it: about 256 KB
+  const int64_t panel = std::max<int64_t>(8, (int64_t{64} * 1024 / std::max<int64_t>(K, 1)) & ~int64_t{7});
+  for (int64_t p0 = n0; p0 < n1; p0 += panel) {
+    const int64_t p1 = std::min(n1, p0 + panel);
+    int64_t m = 0;
+    for (; m + 4 <= M; m += 4) rows_block<4, 2>(x, m, K, W, p0, p1, N, y, bias);
+    switch (M - m) {
+      case 3: rows_block<3, 3>(x, m, K, W, p0, p1, N, y, bias); break;
+      case 2: rows_block<2, 4>(x, m, K, W, p0, p1, N, y, bias); break;
+      case 1: rows_block<1, 8>(x, m, K, W, p0, p1, N, y, bias); break;
+      default: break;
+    }
+  }
+}
+
+/** Below this many multiply-adds a GEMM runs on the calling thread: waking the pool costs more. */
+constexpr int64_t PARALLEL_MIN_WORK = int64_t{1} << 17;
+/** Columns per unit of work handed to a thread (whole tiles of every shape above but 3×3). */
+constexpr int64_t COLUMN_GROUP = 8;
 
 }  // namespace
 
 void gemm_xwt(ThreadPool& pool, const float* x, int64_t M, int64_t K, const float* W, int64_t N, float* y, const float* bias) {
+  if (M <= 0 || N <= 0) return;
   const int64_t work = M * N * K;
-  auto body = [&](int64_t n0, int64_t n1) {
-    int64_t m = 0;
-    for (; m + 4 <= M; m += 4) {
-      const float* x0 = x + m * K;
-      for (int64_t n = n0; n < n1; ++n) {
-        const float* w = W + n * K;
-        const float b = bias ? bias[n] : 0.f;
-        y[(m + 0) * N + n] = dot(x0, w, K) + b;
-        y[(m + 1) * N + n] = dot(x0 + K, w, K) + b;
-        y[(m + 2) * N + n] = dot(x0 + 2 * K, w, K) + b;
-        y[(m + 3) * N + n] = dot(x0 + 3 * K, w, K) + b;
-      }
-    }
-    for (; m < M; ++m)
-      for (int64_t n = n0; n < n1; ++n) y[m * N + n] = dot(x + m * K, W + n * K, K) + (bias ? bias[n] : 0.f);
-  };
-  if (work < (1 << 16)) body(0, N);
-  else pool.parallel_for(N, body, 16);
+  if (work < PARALLEL_MIN_WORK || pool.size() == 1) {
+    columns(x, M, K, W, 0, N, N, y, bias);
+    return;
+  }
+  const int64_t groups = (N + COLUMN_GROUP - 1) / COLUMN_GROUP;
+  // each thread's share should be worth at least about PARALLEL_MIN_WORK / 2
+  const int64_t min_groups = std::max<int64_t>(1, PARALLEL_MIN_WORK / 2 / std::max<int64_t>(1, M * K * COLUMN_GROUP));
+  pool.parallel_for(
+      groups, [&](int64_t g0, int64_t g1) { columns(x, M, K, W, g0 * COLUMN_GROUP, std::min(N, g1 * COLUMN_GROUP), N, y, bias); }, min_groups);
 }
 
 }  // namespace lm::cpu

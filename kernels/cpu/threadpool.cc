@@ -1,20 +1,51 @@
 // A small fixed thread pool: the CPU backend's GEMMs use every core through parallel_for.
+//
+// A step calls parallel_for dozens of times a few microseconds apart, and waking a thread blocked
+// on a condition variable takes tens of microseconds (more than a small model's whole GEMM), so
+// workers spin on the job counter for a while after each job (SPIN_US) and only then sleep; the
+// caller hands out ranges through an atomic cursor and spins until every worker has checked in.
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 
 #include "cpu/ops.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define LM_CPU_RELAX() _mm_pause()
+#elif defined(__aarch64__)
+#define LM_CPU_RELAX() asm volatile("yield" ::: "memory")
+#else
+#define LM_CPU_RELAX() ((void)0)
+#endif
+
 namespace lm::cpu {
+
+namespace {
+/** How long an idle worker polls for the next job before sleeping. */
+constexpr auto SPIN_US = std::chrono::microseconds(2000);
+}  // namespace
 
 struct ThreadPool::State {
   std::mutex mu;
-  std::condition_variable work_cv, done_cv;
+  std::condition_variable work_cv;
+  int sleepers = 0;  // workers waiting on work_cv (guarded by mu)
+  bool stop = false;  // guarded by mu; also read by spinning workers through `generation`
   const std::function<void(int64_t, int64_t)>* fn = nullptr;
   int64_t n = 0, chunk = 0;
-  int64_t next = 0;     // next range start to hand out
-  int active = 0;       // workers still running the current job
-  uint64_t generation = 0;
-  bool stop = false;
+  std::atomic<int64_t> next{0};        // next range start to hand out
+  std::atomic<int> active{0};          // workers that have not yet finished the current job
+  std::atomic<uint64_t> generation{0};  // bumped once per job (and on stop)
+
+  /** Takes ranges of the current job until none is left. */
+  void drain() {
+    for (;;) {
+      const int64_t b = next.fetch_add(chunk, std::memory_order_relaxed);
+      if (b >= n) return;
+      (*fn)(b, std::min(n, b + chunk));
+    }
+  }
 };
 
 ThreadPool::ThreadPool(int threads) : state_(std::make_unique<State>()) {
@@ -24,18 +55,28 @@ ThreadPool::ThreadPool(int threads) : state_(std::make_unique<State>()) {
       State& s = *state_;
       uint64_t seen = 0;
       for (;;) {
-        std::unique_lock<std::mutex> lock(s.mu);
-        s.work_cv.wait(lock, [&] { return s.stop || s.generation != seen; });
-        if (s.stop) return;
-        seen = s.generation;
-        while (s.next < s.n) {
-          int64_t b = s.next, e = std::min(s.n, b + s.chunk);
-          s.next = e;
-          lock.unlock();
-          (*s.fn)(b, e);
-          lock.lock();
+        uint64_t g = s.generation.load(std::memory_order_acquire);
+        if (g == seen) {
+          const auto until = std::chrono::steady_clock::now() + SPIN_US;
+          for (int spins = 0; (g = s.generation.load(std::memory_order_acquire)) == seen; ++spins) {
+            LM_CPU_RELAX();
+            if ((spins & 255) == 255 && std::chrono::steady_clock::now() > until) break;
+          }
         }
-        if (--s.active == 0) s.done_cv.notify_all();
+        if (g == seen) {
+          std::unique_lock<std::mutex> lock(s.mu);
+          ++s.sleepers;
+          s.work_cv.wait(lock, [&] { return s.stop || s.generation.load(std::memory_order_acquire) != seen; });
+          --s.sleepers;
+          g = s.generation.load(std::memory_order_acquire);
+        }
+        {
+          std::lock_guard<std::mutex> lock(s.mu);
+          if (s.stop) return;
+        }
+        seen = g;
+        s.drain();
+        s.active.fetch_sub(1, std::memory_order_acq_rel);
       }
     });
   }
@@ -45,6 +86,7 @@ ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(state_->mu);
     state_->stop = true;
+    state_->generation.fetch_add(1, std::memory_order_acq_rel);
   }
   state_->work_cv.notify_all();
   for (auto& t : workers_) t.join();
@@ -58,23 +100,22 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
     return;
   }
   State& s = *state_;
-  std::unique_lock<std::mutex> lock(s.mu);
-  s.fn = &fn;
-  s.n = n;
-  s.chunk = (n + parts * 4 - 1) / (parts * 4);  // a few ranges per thread to even out imbalance
-  if (s.chunk < min_chunk) s.chunk = min_chunk;
-  s.next = 0;
-  s.active = static_cast<int>(workers_.size());
-  ++s.generation;
-  s.work_cv.notify_all();
-  while (s.next < s.n) {
-    int64_t b = s.next, e = std::min(s.n, b + s.chunk);
-    s.next = e;
-    lock.unlock();
-    fn(b, e);
-    lock.lock();
+  {
+    std::lock_guard<std::mutex> lock(s.mu);
+    s.fn = &fn;
+    s.n = n;
+    s.chunk = std::max(min_chunk, (n + parts * 4 - 1) / (parts * 4));  // a few ranges per thread to even out imbalance
+    s.next.store(0, std::memory_order_relaxed);
+    s.active.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
+    s.generation.fetch_add(1, std::memory_order_acq_rel);
+    if (s.sleepers > 0) s.work_cv.notify_all();
   }
-  s.done_cv.wait(lock, [&] { return s.active == 0; });
+  s.drain();
+  // every worker must have left this job before `fn` goes out of scope and the next job is set up
+  for (int spins = 0; s.active.load(std::memory_order_acquire) != 0; ++spins) {
+    if (spins < 4096) LM_CPU_RELAX();
+    else std::this_thread::yield();
+  }
   s.fn = nullptr;
 }
 
