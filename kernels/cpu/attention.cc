@@ -1,11 +1,34 @@
 // Causal GQA attention without positional encoding over a paged KV cache:
 //   o_t = softmax_s≤pos(t) (q_t · k_s / √hd) · v_s ;  query head j reads KV head j / (nq/nkv).
-// Softmax is computed stably (max-subtracted) in fp32.
+// Softmax is computed stably (max-subtracted) in fp32. Each query row is computed alone, the same
+// way whatever T is (a verify step's rows equal decode steps' bit for bit).
+#include <cstring>
 #include <vector>
 
 #include "cpu/ops.h"
 
 namespace lm::cpu {
+
+namespace {
+
+typedef float v8 __attribute__((vector_size(32)));
+
+/** a · b over n floats: 8-lane partial sums in a fixed order (a lone scalar chain is latency-bound). */
+inline float dot(const float* a, const float* b, int64_t n) {
+  v8 acc{};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    v8 x, y;
+    std::memcpy(&x, a + i, sizeof x);
+    std::memcpy(&y, b + i, sizeof y);
+    acc += x * y;
+  }
+  float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+}  // namespace
 
 void paged_attention(const float* q, int64_t T, int64_t pos0, int64_t nq, int64_t nkv, int64_t hd, const float* k_cache, const float* v_cache, const int32_t* block_table, int64_t block_size, float* out) {
   const float scale = 1.f / std::sqrt(static_cast<float>(hd));
@@ -23,10 +46,7 @@ void paged_attention(const float* q, int64_t T, int64_t pos0, int64_t nq, int64_
       const float* qh = q + (t * nq + h) * hd;
       float mx = -INFINITY;
       for (int64_t s = 0; s <= last; ++s) {
-        const float* k = kv_row(k_cache, s, kvh);
-        float acc = 0.f;
-        for (int64_t d = 0; d < hd; ++d) acc += qh[d] * k[d];
-        scores[s] = acc * scale;
+        scores[s] = dot(qh, kv_row(k_cache, s, kvh), hd) * scale;
         mx = std::max(mx, scores[s]);
       }
       double sum = 0.0;

@@ -26,8 +26,16 @@ void ssm_recurrent_scan(const SsmArgs& a) {
       for (int64_t p = 0; p < P; ++p) {
         float* Sp = S + p * N;
         const float dx = dt * x[p];
-        float acc = 0.f;
-        for (int64_t n = 0; n < N; ++n) {
+        // y_p = S_p · C in 8 interleaved partial sums (one scalar chain is latency-bound)
+        float acc8[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+        int64_t n = 0;
+        for (; n + 8 <= N; n += 8)
+          for (int64_t j = 0; j < 8; ++j) {
+            Sp[n + j] = decay * Sp[n + j] + dx * B[n + j];
+            acc8[j] += Sp[n + j] * C[n + j];
+          }
+        float acc = ((acc8[0] + acc8[4]) + (acc8[1] + acc8[5])) + ((acc8[2] + acc8[6]) + (acc8[3] + acc8[7]));
+        for (; n < N; ++n) {
           Sp[n] = decay * Sp[n] + dx * B[n];
           acc += Sp[n] * C[n];
         }

@@ -9,6 +9,7 @@
 // each step starts with a lockstep header (so a rank with no sequences steps too) and each MoE layer
 // dispatches its tokens to the experts' owners and combines the results (engine/expert-parallel.h).
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <numeric>
 
@@ -59,10 +60,53 @@ struct MtpHead {
   std::vector<Layer> blocks;
 };
 
+/**
+ * EngineOptions::profile on the CPU backend: wall milliseconds per component, summed over steps in
+ * the order components first appear. Components do not nest; an off profiler costs a branch.
+ */
+class CpuProfile {
+ public:
+  explicit CpuProfile(bool on) : on_(on) {}
+  using Clock = std::chrono::steady_clock;
+  /** The time now when profiling (else a default time point, never read). */
+  Clock::time_point start() const { return on_ ? Clock::now() : Clock::time_point{}; }
+  /** Adds the time since `t0` to `name` and returns the time now (the next component's start). */
+  Clock::time_point add(const char* name, Clock::time_point t0) {
+    if (!on_) return t0;
+    const Clock::time_point t1 = Clock::now();
+    size_t i = 0;
+    while (i < names_.size() && names_[i] != name) ++i;
+    if (i == names_.size()) {
+      names_.emplace_back(name);
+      ms_.push_back(0);
+    }
+    ms_[i] += std::chrono::duration<double, std::milli>(t1 - t0).count();
+    return t1;
+  }
+  void end_step() {
+    if (on_) ++steps_;
+  }
+  StepProfile take() {
+    StepProfile p;
+    if (!on_) return p;
+    p.steps = steps_;
+    for (size_t i = 0; i < names_.size(); ++i) p.ms.emplace_back(names_[i], ms_[i]);
+    std::fill(ms_.begin(), ms_.end(), 0.0);
+    steps_ = 0;
+    return p;
+  }
+
+ private:
+  bool on_;
+  int steps_ = 0;
+  std::vector<std::string> names_;
+  std::vector<double> ms_;
+};
+
 class CpuEngine final : public Engine {
  public:
   explicit CpuEngine(const EngineOptions& o)
-      : spec_(o.spec), opts_(o), pool_(o.threads), store_(o.tensors, o.dummy, o.dummy_seed), ep_(o.spec, o.group) {
+      : spec_(o.spec), opts_(o), pool_(o.threads), prof_(o.profile), store_(o.tensors, o.dummy, o.dummy_seed), ep_(o.spec, o.group) {
     validate_spec(spec_, opts_);
     load();
     allocate_state();
@@ -92,6 +136,8 @@ class CpuEngine final : public Engine {
 
   std::vector<uint64_t> expert_token_counts() const override { return ep_.token_counts(); }
 
+  StepProfile take_profile() override { return prof_.take(); }
+
   std::vector<float> slot_state(int slot) const override {
     if (slot < 0 || slot >= opts_.max_slots) throw Error("slot_state: slot out of range");
     std::vector<float> out;
@@ -108,6 +154,8 @@ class CpuEngine final : public Engine {
   const ModelSpec spec_;
   const EngineOptions opts_;
   ThreadPool pool_;
+  CpuProfile prof_;
+  bool in_mtp_ = false;  // the MTP head is running (profile names)
   WeightStore store_;
   ExpertParallel ep_;
   std::vector<Layer> layers_;
@@ -120,6 +168,25 @@ class CpuEngine final : public Engine {
   std::vector<int64_t> mtp_pos_;
   std::vector<float> mtp_hidden_;  // (slots, hidden)
   std::vector<int32_t> mtp_token_;
+  /**
+   * Per slot, rows the MTP head has not run yet because the sequence skipped it (mtp_skip): the
+   * (hidden after norm_f, next token) pairs of consecutive positions [pos0, pos0 + rows), the last
+   * token -1 while unknown. The first step that runs the head for the slot feeds them first (their
+   * attention KV only, one batched pass), so resuming speculation sees the same KV as never having
+   * skipped. At most MTP_PENDING_BYTES per slot are kept (the oldest rows beyond are given up: their
+   * KV stays stale, which can only lower acceptance).
+   */
+  struct PendingRows {
+    int64_t pos0 = 0;
+    std::vector<float> hidden;  // (rows, hidden)
+    std::vector<int32_t> next;  // (rows)
+    void clear() {
+      hidden.clear();
+      next.clear();
+    }
+  };
+  std::vector<PendingRows> mtp_pending_;
+  static constexpr int64_t MTP_PENDING_BYTES = int64_t{16} << 20;
   // Per sequence of the running step with drafts: the Mamba state after each verified position,
   // (mamba layers, num_drafts + 1, conv + SSM), to roll back rejected drafts.
   std::vector<std::vector<float>> verify_states_;
@@ -244,15 +311,24 @@ class CpuEngine final : public Engine {
     mtp_pos_.assign(static_cast<size_t>(opts_.max_slots), -1);
     mtp_token_.assign(static_cast<size_t>(opts_.max_slots), -1);
     if (opts_.mtp) mtp_hidden_.assign(static_cast<size_t>(opts_.max_slots) * spec_.hidden_size, 0.f);
+    if (opts_.mtp) mtp_pending_.resize(static_cast<size_t>(opts_.max_slots));
   }
 
   void mamba(const Layer& L, const std::vector<StepSeq>& batch, const std::vector<int64_t>& row0, const float* u, int64_t R, float* h);
-  void attention(const Layer& L, const std::vector<StepSeq>& batch, const std::vector<int64_t>& row0, const float* u, int64_t R, float* h);
+  /**
+   * With `keep` (per sequence, how many of its last rows go on): K/V of every row are written but
+   * only the kept rows attend, and `h` holds just those rows (sum of keep, H), in batch order.
+   */
+  void attention(const Layer& L, const std::vector<StepSeq>& batch, const std::vector<int64_t>& row0, const float* u, int64_t R, float* h, const std::vector<int64_t>* keep = nullptr);
   void mlp(const MlpLayer& W, int64_t in, int64_t inter, const float* u, int64_t R, float* out);
   void moe(const Layer& L, const float* u, int64_t R, float* h);
   void block(const Layer& L, const std::vector<StepSeq>& batch, const std::vector<int64_t>& row0, float* u, int64_t R, float* h);
-  /** The MTP head over rows (next token, hidden); `batch` gives each sequence's rows, KV positions and blocks. out (R, H). */
-  void mtp_forward(const std::vector<StepSeq>& batch, const std::vector<int64_t>& row0, const float* hidden, int64_t R, float* out);
+  /**
+   * The MTP head over rows (next token, hidden); `batch` gives each sequence's rows, KV positions and
+   * blocks. Every row's attention KV is written; out (sum of keep, H) holds the head's output for the
+   * last keep[i] rows of each sequence (keep nullptr: every row).
+   */
+  void mtp_forward(const std::vector<StepSeq>& batch, const std::vector<int64_t>& row0, const float* hidden, int64_t R, float* out, const std::vector<int64_t>* keep = nullptr);
   void mtp_step(const std::vector<StepSeq>& batch, const std::vector<int64_t>& row0, const float* hn, const std::vector<int64_t>& last, StepOutput& out);
   std::vector<int32_t> greedy(const float* x, int64_t rows, std::vector<float>* logits_out = nullptr);
   StepOutput forward(const std::vector<StepSeq>& batch);
@@ -307,17 +383,35 @@ void CpuEngine::mamba(const Layer& L, const std::vector<StepSeq>& batch, const s
   for (int64_t i = 0; i < R * H; ++i) h[i] += out[i];
 }
 
-void CpuEngine::attention(const Layer& L, const std::vector<StepSeq>& batch, const std::vector<int64_t>& row0, const float* u, int64_t R, float* h) {
+void CpuEngine::attention(const Layer& L, const std::vector<StepSeq>& batch, const std::vector<int64_t>& row0, const float* u, int64_t R, float* h, const std::vector<int64_t>* keep) {
   const AttentionLayer& A = L.attn;
   const int64_t H = spec_.hidden_size, nq = spec_.num_attention_heads, nkv = spec_.num_key_value_heads, hd = spec_.head_dim;
   const int64_t bs = opts_.kv_block_size;
-  std::vector<float> q(static_cast<size_t>(R * nq * hd)), k(static_cast<size_t>(R * nkv * hd)), v(static_cast<size_t>(R * nkv * hd));
-  cpu::gemm_xwt(pool_, u, R, H, A.q, nq * hd, q.data(), A.qb);
+  // the rows that attend: all, or the last keep[i] of each sequence (their inputs gathered)
+  std::vector<int64_t> qrow0(batch.size()), nq_rows(batch.size());
+  int64_t QR = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    qrow0[i] = QR;
+    nq_rows[i] = keep ? (*keep)[i] : static_cast<int64_t>(batch[i].tokens.size());
+    QR += nq_rows[i];
+  }
+  std::vector<float> gathered;
+  const float* uq = u;
+  if (keep && QR < R) {
+    gathered.resize(static_cast<size_t>(QR * H));
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const int64_t first = row0[i] + static_cast<int64_t>(batch[i].tokens.size()) - nq_rows[i];
+      std::copy_n(u + first * H, nq_rows[i] * H, gathered.begin() + qrow0[i] * H);
+    }
+    uq = gathered.data();
+  }
+  std::vector<float> q(static_cast<size_t>(QR * nq * hd)), k(static_cast<size_t>(R * nkv * hd)), v(static_cast<size_t>(R * nkv * hd));
+  cpu::gemm_xwt(pool_, uq, QR, H, A.q, nq * hd, q.data(), A.qb);
   cpu::gemm_xwt(pool_, u, R, H, A.k, nkv * hd, k.data(), A.kb);
   cpu::gemm_xwt(pool_, u, R, H, A.v, nkv * hd, v.data(), A.vb);
   float* kc = k_cache_.data() + A.index * kv_layer_size();
   float* vc = v_cache_.data() + A.index * kv_layer_size();
-  std::vector<float> o(static_cast<size_t>(R * nq * hd));
+  std::vector<float> o(static_cast<size_t>(QR * nq * hd));
   for (size_t i = 0; i < batch.size(); ++i) {
     const auto& s = batch[i];
     const int64_t T = static_cast<int64_t>(s.tokens.size()), r0 = row0[i];
@@ -327,11 +421,12 @@ void CpuEngine::attention(const Layer& L, const std::vector<StepSeq>& batch, con
       std::copy(k.begin() + (r0 + t) * nkv * hd, k.begin() + (r0 + t + 1) * nkv * hd, kc + dst);
       std::copy(v.begin() + (r0 + t) * nkv * hd, v.begin() + (r0 + t + 1) * nkv * hd, vc + dst);
     }
-    cpu::paged_attention(q.data() + r0 * nq * hd, T, s.position, nq, nkv, hd, kc, vc, s.block_table.data(), bs, o.data() + r0 * nq * hd);
+    if (nq_rows[i] > 0)
+      cpu::paged_attention(q.data() + qrow0[i] * nq * hd, nq_rows[i], s.position + T - nq_rows[i], nq, nkv, hd, kc, vc, s.block_table.data(), bs, o.data() + qrow0[i] * nq * hd);
   }
-  std::vector<float> out(static_cast<size_t>(R * H));
-  cpu::gemm_xwt(pool_, o.data(), R, nq * hd, A.o, H, out.data(), A.ob);
-  for (int64_t i = 0; i < R * H; ++i) h[i] += out[i];
+  std::vector<float> out(static_cast<size_t>(QR * H));
+  cpu::gemm_xwt(pool_, o.data(), QR, nq * hd, A.o, H, out.data(), A.ob);
+  for (int64_t i = 0; i < QR * H; ++i) h[i] += out[i];
 }
 
 void CpuEngine::mlp(const MlpLayer& W, int64_t in, int64_t inter, const float* u, int64_t R, float* out) {
@@ -405,15 +500,26 @@ void CpuEngine::moe(const Layer& L, const float* u, int64_t R, float* h) {
 
 void CpuEngine::block(const Layer& L, const std::vector<StepSeq>& batch, const std::vector<int64_t>& row0, float* u, int64_t R, float* h) {
   const int64_t H = spec_.hidden_size;
+  const auto t0 = prof_.start();
   cpu::rmsnorm(h, L.norm, R, H, spec_.norm_eps, u);
   switch (L.kind) {
-    case BlockKind::Mamba: mamba(L, batch, row0, u, R, h); break;
-    case BlockKind::Attention: attention(L, batch, row0, u, R, h); break;
-    case BlockKind::MoE: moe(L, u, R, h); break;
+    case BlockKind::Mamba:
+      mamba(L, batch, row0, u, R, h);
+      prof_.add("mamba", t0);
+      break;
+    case BlockKind::Attention:
+      attention(L, batch, row0, u, R, h);
+      prof_.add(in_mtp_ ? "mtp.attention" : "attention", t0);
+      break;
+    case BlockKind::MoE:
+      moe(L, u, R, h);
+      prof_.add(in_mtp_ ? "mtp.moe" : "moe", t0);
+      break;
     case BlockKind::MLP: {
       std::vector<float> o(static_cast<size_t>(R * H));
       mlp(L.mlp, H, spec_.intermediate_size, u, R, o.data());
       for (int64_t i = 0; i < R * H; ++i) h[i] += o[i];
+      prof_.add(in_mtp_ ? "mtp.mlp" : "mlp", t0);
       break;
     }
   }
@@ -421,6 +527,7 @@ void CpuEngine::block(const Layer& L, const std::vector<StepSeq>& batch, const s
 
 StepOutput CpuEngine::forward(const std::vector<StepSeq>& batch) {
   validate_batch(spec_, opts_, n_attn_ + n_mtp_attn_ > 0, batch);
+  auto t = prof_.start();
   const int64_t H = spec_.hidden_size, V = spec_.vocab_size;
   const int64_t state_size = conv_state_size() + ssm_state_size();
   std::vector<int64_t> row0(batch.size());
@@ -434,7 +541,10 @@ StepOutput CpuEngine::forward(const std::vector<StepSeq>& batch) {
         std::fill_n(conv_state(l, batch[i].slot), conv_state_size(), 0.f);
         std::fill_n(ssm_state(l, batch[i].slot), ssm_state_size(), 0.f);
       }
-      if (opts_.mtp) mtp_pos_[batch[i].slot] = -1;
+      if (opts_.mtp) {
+        mtp_pos_[batch[i].slot] = -1;
+        mtp_pending_[batch[i].slot].clear();
+      }
     }
     if (batch[i].num_drafts > 0) verify_states_[i].resize(static_cast<size_t>(n_mamba_ * (batch[i].num_drafts + 1) * state_size));
   }
@@ -445,9 +555,11 @@ StepOutput CpuEngine::forward(const std::vector<StepSeq>& batch) {
   if (out.group_tokens == 0) return out;  // the whole group is idle (a rank with R == 0 still runs the MoE collectives)
   std::vector<float> h(static_cast<size_t>(R * H)), u(static_cast<size_t>(R * H));
   for (size_t i = 0; i < batch.size(); ++i)
-    for (size_t t = 0; t < batch[i].tokens.size(); ++t)
-      std::copy(embed_ + batch[i].tokens[t] * H, embed_ + (batch[i].tokens[t] + 1) * H, h.begin() + (row0[i] + static_cast<int64_t>(t)) * H);
+    for (size_t j = 0; j < batch[i].tokens.size(); ++j)
+      std::copy(embed_ + batch[i].tokens[j] * H, embed_ + (batch[i].tokens[j] + 1) * H, h.begin() + (row0[i] + static_cast<int64_t>(j)) * H);
+  t = prof_.add("embed", t);
   for (const Layer& L : layers_) block(L, batch, row0, u.data(), R, h.data());
+  t = prof_.start();
 
   // Rows whose logits are needed, per sequence a block [lo, T): every row when asked for all, the
   // k+1 verified positions with k drafts, else the last row of a sampling sequence.
@@ -473,6 +585,7 @@ StepOutput CpuEngine::forward(const std::vector<StepSeq>& batch) {
     for (int64_t j = 0; j < NL; ++j) cpu::rmsnorm(h.data() + rows[j] * H, norm_f_, 1, H, spec_.norm_eps, hn.data() + j * H);
   }
   cpu::gemm_xwt(pool_, opts_.mtp ? sel.data() : hn.data(), NL, H, lm_head_, V, logits.data());
+  t = prof_.add("lm_head", t);
 
   std::vector<int64_t> last(batch.size());  // the last accepted row of each sequence
   for (size_t i = 0; i < batch.size(); ++i) {
@@ -499,31 +612,90 @@ StepOutput CpuEngine::forward(const std::vector<StepSeq>& batch) {
       out.logits.insert(out.logits.end(), logits.begin() + j * V, logits.begin() + (j + 1) * V);
     }
   }
+  prof_.add("sample", t);
   if (opts_.mtp) mtp_step(batch, row0, hn.data(), last, out);
+  prof_.end_step();
   return out;
 }
 
 std::vector<int32_t> CpuEngine::greedy(const float* x, int64_t n, std::vector<float>* logits_out) {
   const int64_t H = spec_.hidden_size, V = spec_.vocab_size;
+  const auto t = prof_.start();
   std::vector<float> logits(static_cast<size_t>(n * V));
   cpu::gemm_xwt(pool_, x, n, H, lm_head_, V, logits.data());
   std::vector<int32_t> out(static_cast<size_t>(n));
   for (int64_t r = 0; r < n; ++r) out[r] = sample_token(logits.data() + r * V, static_cast<int>(V), Sampling{}, 0);
   if (logits_out) *logits_out = std::move(logits);
+  prof_.add("mtp.lm_head", t);
   return out;
 }
 
-void CpuEngine::mtp_forward(const std::vector<StepSeq>& batch, const std::vector<int64_t>& row0, const float* hidden, int64_t R, float* out) {
+void CpuEngine::mtp_forward(const std::vector<StepSeq>& batch, const std::vector<int64_t>& row0, const float* hidden, int64_t R, float* out, const std::vector<int64_t>* keep) {
   const int64_t H = spec_.hidden_size;
+  auto t = prof_.start();
   std::vector<float> cat(static_cast<size_t>(R * 2 * H)), x(static_cast<size_t>(R * H)), u(static_cast<size_t>(R * H));
   for (size_t i = 0; i < batch.size(); ++i)
-    for (size_t t = 0; t < batch[i].tokens.size(); ++t) {
-      const int64_t r = row0[i] + static_cast<int64_t>(t);
-      cpu::rmsnorm(embed_ + static_cast<int64_t>(batch[i].tokens[t]) * H, mtp_.enorm, 1, H, spec_.norm_eps, cat.data() + r * 2 * H);  // embedding half first
+    for (size_t j = 0; j < batch[i].tokens.size(); ++j) {
+      const int64_t r = row0[i] + static_cast<int64_t>(j);
+      cpu::rmsnorm(embed_ + static_cast<int64_t>(batch[i].tokens[j]) * H, mtp_.enorm, 1, H, spec_.norm_eps, cat.data() + r * 2 * H);  // embedding half first
       cpu::rmsnorm(hidden + r * H, mtp_.hnorm, 1, H, spec_.norm_eps, cat.data() + r * 2 * H + H);
     }
   cpu::gemm_xwt(pool_, cat.data(), R, 2 * H, mtp_.eh_proj, H, x.data());
-  for (const Layer& L : mtp_.blocks) block(L, batch, row0, u.data(), R, x.data());
+  t = prof_.add("mtp.eh_proj", t);
+  // Rows that only feed the attention KV (keep) leave after the last attention block: their
+  // queries, attention, MoE and output are never computed.
+  bool compact = false;
+  if (keep)
+    for (size_t i = 0; i < batch.size(); ++i) compact = compact || (*keep)[i] < static_cast<int64_t>(batch[i].tokens.size());
+  int last_attn = -1;
+  for (size_t b = 0; b < mtp_.blocks.size(); ++b)
+    if (mtp_.blocks[b].kind == BlockKind::Attention) last_attn = static_cast<int>(b);
+  std::vector<StepSeq> kept;
+  std::vector<int64_t> kept_row0;
+  int64_t KR = 0;
+  if (compact) {
+    kept.resize(batch.size());
+    kept_row0.resize(batch.size());
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const int64_t T = static_cast<int64_t>(batch[i].tokens.size()), n = (*keep)[i];
+      kept[i].slot = batch[i].slot;
+      kept[i].position = static_cast<int>(batch[i].position + T - n);
+      kept[i].tokens.assign(batch[i].tokens.end() - n, batch[i].tokens.end());
+      kept[i].block_table = batch[i].block_table;
+      kept_row0[i] = KR;
+      KR += n;
+    }
+  }
+  // x (rows, H) → only the kept rows, in batch order
+  auto gather_kept = [&](const float* src) {
+    std::vector<float> g(static_cast<size_t>(KR * H));
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const int64_t first = row0[i] + static_cast<int64_t>(batch[i].tokens.size()) - (*keep)[i];
+      std::copy_n(src + first * H, (*keep)[i] * H, g.begin() + kept_row0[i] * H);
+    }
+    return g;
+  };
+  in_mtp_ = true;
+  if (compact && last_attn < 0) {
+    x = gather_kept(x.data());
+    R = KR;
+  }
+  for (size_t b = 0; b < mtp_.blocks.size(); ++b) {
+    const Layer& L = mtp_.blocks[b];
+    const bool compacted = compact && static_cast<int>(b) > last_attn;
+    if (compact && static_cast<int>(b) == last_attn) {
+      t = prof_.start();
+      cpu::rmsnorm(x.data(), L.norm, R, H, spec_.norm_eps, u.data());
+      std::vector<float> xk = gather_kept(x.data());
+      attention(L, batch, row0, u.data(), R, xk.data(), keep);
+      x.swap(xk);
+      R = KR;
+      prof_.add("mtp.attention", t);
+      continue;
+    }
+    block(L, compacted ? kept : batch, compacted ? kept_row0 : row0, u.data(), R, x.data());
+  }
+  in_mtp_ = false;
   cpu::rmsnorm(x.data(), mtp_.final_norm, R, H, spec_.norm_eps, out);
 }
 
@@ -535,48 +707,86 @@ void CpuEngine::mtp_forward(const std::vector<StepSeq>& batch, const std::vector
 // chunk) is kept per slot and completed by the next step's first token.
 void CpuEngine::mtp_step(const std::vector<StepSeq>& batch, const std::vector<int64_t>& row0, const float* hn, const std::vector<int64_t>& last, StepOutput& out) {
   const int64_t H = spec_.hidden_size;
+  const int64_t max_pending = std::max<int64_t>(1, MTP_PENDING_BYTES / static_cast<int64_t>(H * sizeof(float)));
   std::vector<StepSeq> mb;
-  std::vector<int64_t> mrow0, seq_of;
+  std::vector<int64_t> mrow0, seq_of, keep;
   std::vector<float> hidden;
   int64_t MR = 0;
   for (size_t i = 0; i < batch.size(); ++i) {
     const StepSeq& s = batch[i];
+    const int64_t P = s.position;
+    PendingRows& pend = mtp_pending_[s.slot];
+    // this sequence's rows for the head, positions [q.position, ...): rows it skipped before (their
+    // KV is caught up now), or the last accepted row again when its next token was not known or
+    // has changed, then this step's accepted rows
     StepSeq q;
     q.slot = s.slot;
-    q.position = s.position;
+    q.position = static_cast<int>(P);
     q.block_table = s.block_table;
-    const int64_t P = s.position;
-    if (P > 0 && mtp_pos_[s.slot] == P - 1 && mtp_token_[s.slot] != s.tokens[0]) {
+    if (!pend.next.empty() && pend.pos0 + static_cast<int64_t>(pend.next.size()) == P) {
+      if (pend.next.back() < 0) pend.next.back() = s.tokens[0];
+      q.position = static_cast<int>(pend.pos0);
+      q.tokens = pend.next;
+      hidden.insert(hidden.end(), pend.hidden.begin(), pend.hidden.end());
+    } else if (P > 0 && mtp_pos_[s.slot] == P - 1 && mtp_token_[s.slot] != s.tokens[0]) {
       q.position = static_cast<int>(P - 1);
       q.tokens.push_back(s.tokens[0]);
       hidden.insert(hidden.end(), mtp_hidden_.begin() + s.slot * H, mtp_hidden_.begin() + (s.slot + 1) * H);
     }
+    pend.clear();
     for (int64_t t = 0; t < last[i]; ++t) q.tokens.push_back(s.tokens[t + 1]);
     hidden.insert(hidden.end(), hn + row0[i] * H, hn + (row0[i] + last[i]) * H);
-    if (s.sample) {
-      q.tokens.push_back(out.tokens[i]);
-      hidden.insert(hidden.end(), hn + (row0[i] + last[i]) * H, hn + (row0[i] + last[i] + 1) * H);
-    }
+    const bool known = s.sample;  // the last row's next token: the one sampled now
+    q.tokens.push_back(known ? out.tokens[i] : -1);
+    hidden.insert(hidden.end(), hn + (row0[i] + last[i]) * H, hn + (row0[i] + last[i] + 1) * H);
     mtp_pos_[s.slot] = P + last[i];
     std::copy_n(hn + (row0[i] + last[i]) * H, H, mtp_hidden_.begin() + s.slot * H);
-    mtp_token_[s.slot] = s.sample && !s.mtp_skip ? out.tokens[i] : -1;  // skipped: the next step computes the last row
-    if (q.tokens.empty() || s.mtp_skip) continue;
+    mtp_token_[s.slot] = -1;
+    const int64_t n = static_cast<int64_t>(q.tokens.size());
+    const int64_t hidden_end = static_cast<int64_t>(hidden.size()) / H;  // rows of `hidden` so far
+    if (s.mtp_skip) {
+      // keep the rows for the step that runs the head next (the newest max_pending of them)
+      const int64_t drop = std::max<int64_t>(0, n - max_pending);
+      pend.pos0 = q.position + drop;
+      pend.next.assign(q.tokens.begin() + drop, q.tokens.end());
+      pend.hidden.assign(hidden.begin() + (hidden_end - n + drop) * H, hidden.end());
+      hidden.resize(static_cast<size_t>((hidden_end - n) * H));
+      continue;
+    }
+    if (!known) {
+      // the last row waits for the next step's first token
+      pend.pos0 = P + last[i];
+      pend.next.assign(1, -1);
+      pend.hidden.assign(hidden.end() - H, hidden.end());
+      q.tokens.pop_back();
+      hidden.resize(hidden.size() - static_cast<size_t>(H));
+    } else {
+      mtp_token_[s.slot] = out.tokens[i];
+    }
+    if (q.tokens.empty()) continue;
     mrow0.push_back(MR);
     MR += static_cast<int64_t>(q.tokens.size());
     seq_of.push_back(static_cast<int64_t>(i));
+    // the rows whose output is read: all for mtp_logits, the last for drafting, else none (KV only)
+    keep.push_back(s.mtp_logits ? static_cast<int64_t>(q.tokens.size()) : s.draft_tokens > 0 ? 1 : 0);
     mb.push_back(std::move(q));
   }
   if (MR == 0) return;
-  std::vector<float> y(static_cast<size_t>(MR * H));
-  mtp_forward(mb, mrow0, hidden.data(), MR, y.data());
+  int64_t KR = 0;
+  std::vector<int64_t> krow0;
+  for (int64_t n : keep) {
+    krow0.push_back(KR);
+    KR += n;
+  }
+  std::vector<float> y(static_cast<size_t>(std::max<int64_t>(KR, 1) * H));
+  mtp_forward(mb, mrow0, hidden.data(), MR, y.data(), &keep);
   const int64_t V = spec_.vocab_size;
   std::vector<std::vector<float>> mtp_rows(batch.size());  // per sequence asking for the head's logits
   for (size_t m = 0; m < mb.size(); ++m) {
     const size_t i = static_cast<size_t>(seq_of[m]);
     if (!batch[i].mtp_logits) continue;
-    const int64_t n = static_cast<int64_t>(mb[m].tokens.size());
-    mtp_rows[i].resize(static_cast<size_t>(n * V));
-    cpu::gemm_xwt(pool_, y.data() + mrow0[m] * H, n, H, lm_head_, V, mtp_rows[i].data());
+    mtp_rows[i].resize(static_cast<size_t>(keep[m] * V));
+    cpu::gemm_xwt(pool_, y.data() + krow0[m] * H, keep[m], H, lm_head_, V, mtp_rows[i].data());
   }
 
   // Drafting: round r proposes draft r of every sequence that asked for at least r.
@@ -586,7 +796,7 @@ void CpuEngine::mtp_step(const std::vector<StepSeq>& batch, const std::vector<in
   for (size_t m = 0; m < mb.size(); ++m) {
     const size_t i = static_cast<size_t>(seq_of[m]);
     if (batch[i].draft_tokens == 0) continue;
-    const int64_t r = mrow0[m] + static_cast<int64_t>(mb[m].tokens.size()) - 1;
+    const int64_t r = krow0[m] + keep[m] - 1;
     cur.insert(cur.end(), y.begin() + r * H, y.begin() + (r + 1) * H);
     drafting.push_back(static_cast<int64_t>(i));
   }

@@ -86,6 +86,51 @@ void test_conv_split_equals_whole() {
   check(std::fabs(o1[0] - expect) < 1e-6, "conv tap K-1 multiplies the current token");
 }
 
+void test_gemm_rows_independent() {
+  std::mt19937 g(5);
+  lm::cpu::ThreadPool pool(2);
+  // K off the 8-lane step, N off every tile width; M covers every row-block shape and the threaded path
+  for (int64_t K : {int64_t{37}, int64_t{256}})
+    for (int64_t N : {int64_t{13}, int64_t{1031}}) {
+      const int64_t M = 11;
+      const auto x = randn(g, M * K), W = randn(g, N * K), bias = randn(g, N);
+      std::vector<float> all(M * N);
+      lm::cpu::gemm_xwt(pool, x.data(), M, K, W.data(), N, all.data(), bias.data());
+      double worst = 0;
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < N; ++n) {
+          double ref = bias[n];
+          for (int64_t k = 0; k < K; ++k) ref += double(x[m * K + k]) * W[n * K + k];
+          worst = std::max(worst, std::fabs(ref - all[m * N + n]) / (1.0 + std::fabs(ref)));
+        }
+      const std::string tag = " (K " + std::to_string(K) + ", N " + std::to_string(N) + ")";
+      check(worst < 1e-5, "gemm matches a float64 reference" + tag);
+      bool same = true;
+      for (int64_t m0 = 0; m0 < M; ++m0)
+        for (int64_t rows = 1; m0 + rows <= M && rows <= 5; ++rows) {
+          std::vector<float> part(rows * N);
+          lm::cpu::gemm_xwt(pool, x.data() + m0 * K, rows, K, W.data(), N, part.data(), bias.data());
+          same = same && std::equal(part.begin(), part.end(), all.begin() + m0 * N);
+        }
+      check(same, "gemm rows are bitwise the same whichever rows share the call" + tag);
+    }
+}
+
+void test_attention_rows_independent() {
+  std::mt19937 g(9);
+  const int64_t nq = 4, nkv = 2, hd = 12, bs = 4, ctx = 23, T = 5;
+  const auto kc = randn(g, 8 * bs * nkv * hd), vc = randn(g, 8 * bs * nkv * hd), q = randn(g, T * nq * hd);
+  const std::vector<int32_t> table = {3, 0, 7, 1, 5, 2};
+  std::vector<float> all(T * nq * hd), one(nq * hd);
+  lm::cpu::paged_attention(q.data(), T, ctx - T, nq, nkv, hd, kc.data(), vc.data(), table.data(), bs, all.data());
+  bool same = true;
+  for (int64_t t = 0; t < T; ++t) {
+    lm::cpu::paged_attention(q.data() + t * nq * hd, 1, ctx - T + t, nq, nkv, hd, kc.data(), vc.data(), table.data(), bs, one.data());
+    same = same && std::equal(one.begin(), one.end(), all.begin() + t * nq * hd);
+  }
+  check(same, "attention over T query rows equals each row alone, bitwise");
+}
+
 void test_moe_route_by_hand() {
   // 8 experts, 2 groups of 4, keep 1 group, pick 2. Sigmoid scores chosen through logits.
   auto logit = [](float p) { return std::log(p / (1 - p)); };
@@ -315,15 +360,59 @@ void test_mtp_speculation() {
   check(threw, "drafts on an engine loaded without MTP are an lm::Error");
 }
 
+// A sequence that skipped the MTP head (prefill and decodes) and then resumes drafting must see the
+// head's attention KV as if it had never skipped: the rows it skipped are caught up first.
+void test_mtp_resume_after_skip() {
+  lm::EngineOptions o = tiny_options();
+  o.spec.mtp_pattern = "*E";
+  o.spec.num_nextn_predict_layers = 1;
+  o.mtp = true;
+  auto engine = lm::create_engine(o);
+  const int V = 97, decodes = 9;
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 13; ++i) prompt.push_back((i * 17 + 5) % V);
+  const int Lp = static_cast<int>(prompt.size());
+  // steps 0 (prefill) .. skip_until-1 skip the head; the last decode drafts 3 (with MTP logits if asked)
+  auto run = [&](int slot, int skip_until, bool last_logits) {
+    auto p = seq(slot, prompt, 0, blocks(16 * slot, 16), lm::LogitsMode::None);
+    p.mtp_skip = skip_until > 0;
+    p.draft_tokens = p.mtp_skip ? 0 : 1;
+    lm::StepOutput out = engine->step({p});
+    int32_t tok = out.tokens[0];
+    for (int j = 1; j <= decodes; ++j) {
+      auto q = seq(slot, {tok}, Lp + j - 1, blocks(16 * slot, 16), lm::LogitsMode::None);
+      q.mtp_skip = j < skip_until;
+      q.draft_tokens = q.mtp_skip ? 0 : j == decodes ? 3 : 1;
+      q.mtp_logits = j == decodes && last_logits;
+      out = engine->step({q});
+      tok = out.tokens[0];
+    }
+    return out;
+  };
+  const lm::StepOutput never = run(0, 0, true), resumed = run(1, decodes, true), resumed_no_logits = run(2, decodes, false);
+  const size_t tail = static_cast<size_t>(3 * V);  // the last accepted row and two further drafts
+  check(never.mtp_logits.size() >= tail && resumed.mtp_logits.size() > never.mtp_logits.size(), "a resumed sequence's MTP rows include the caught-up positions");
+  const bool same_tail = never.mtp_logits.size() >= tail && resumed.mtp_logits.size() >= tail &&
+                         std::equal(never.mtp_logits.end() - tail, never.mtp_logits.end(), resumed.mtp_logits.end() - tail);
+  check(same_tail, "MTP rows after resuming from a skip equal never-skipped ones, bitwise");
+  check(never.drafts == resumed.drafts && resumed.drafts.size() == 3, "drafts after resuming from a skip equal never-skipped ones");
+  check(resumed_no_logits.drafts == resumed.drafts, "drafts without MTP logits (KV-only rows left out of the MoE) equal drafts with them");
+  const size_t rows = resumed.mtp_logits.size() / V;
+  check(rows == static_cast<size_t>(Lp + decodes - 1 + 3), "one MTP row per position of the context, then the drafts");
+}
+
 }  // namespace
 
 int main() {
   test_ssd_matches_recurrence();
   test_conv_split_equals_whole();
+  test_gemm_rows_independent();
+  test_attention_rows_independent();
   test_moe_route_by_hand();
   test_sampler();
   test_engine_invariances();
   test_mtp_speculation();
+  test_mtp_resume_after_skip();
   std::printf("%d passed, %d failed\n", checks - failures, failures);
   return failures == 0 ? 0 : 1;
 }
