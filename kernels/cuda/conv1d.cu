@@ -50,22 +50,27 @@ __device__ __forceinline__ float4 fma4(float w0, float w1, float w2, float w3, f
   return make_float4(fmaf(w0, v.x, acc.x), fmaf(w1, v.y, acc.y), fmaf(w2, v.z, acc.z), fmaf(w3, v.w, acc.w));
 }
 
-__global__ void __launch_bounds__(CONV_TILE_THREADS) conv1d_tiled_kernel(BatchView b, const float* __restrict__ x, int64_t x_stride, int C, int K, const float* w, const float* bias,
+// WINDOW: the most K - 1 state rows the instance keeps in registers (CONV_MAX_WINDOW, or 3 for the
+// conv_kernel 4 of every released Nemotron-H: 16 weight registers instead of 36, so twice the
+// resident blocks of this latency-bound kernel).
+template <int WINDOW>
+__global__ void __launch_bounds__(CONV_TILE_THREADS, WINDOW <= 3 ? 6 : 1) conv1d_tiled_kernel(BatchView b, const float* __restrict__ x, int64_t x_stride, int C, int K, const float* w, const float* bias,
                                                                          const float* __restrict__ state, float* __restrict__ out) {
+  // weights of the thread's 4 channels, tap j of channel c + i at wr[j][i] (constants: loaded
+  // before waiting for the kernel that writes x)
+  const int c = 4 * (blockIdx.y * blockDim.x + threadIdx.x);
+  float wr[WINDOW + 1][4];
+#pragma unroll
+  for (int j = 0; j <= WINDOW; ++j)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) wr[j][i] = j < K && c < C ? w[static_cast<int64_t>(c + i) * K + j] : 0.f;
+  const float4 bv = bias && c < C ? *reinterpret_cast<const float4*>(bias + c) : make_float4(0.f, 0.f, 0.f, 0.f);
   pdl_wait();
   pdl_trigger();
-  const int c = 4 * (blockIdx.y * blockDim.x + threadIdx.x);
   if (c >= C) return;
   const int r0 = blockIdx.x * CONV_TILE_ROWS;
   const int r1 = min(r0 + CONV_TILE_ROWS, b.rows);
-  // weights of the thread's 4 channels, tap j of channel c + i at wr[j][i]
-  float wr[CONV_MAX_WINDOW + 1][4];
-#pragma unroll
-  for (int j = 0; j <= CONV_MAX_WINDOW; ++j)
-#pragma unroll
-    for (int i = 0; i < 4; ++i) wr[j][i] = j < K ? w[static_cast<int64_t>(c + i) * K + j] : 0.f;
-  const float4 bv = bias ? *reinterpret_cast<const float4*>(bias + c) : make_float4(0.f, 0.f, 0.f, 0.f);
-  float4 win[CONV_MAX_WINDOW];  // win[j]: input at t - (K - 1) + j
+  float4 win[WINDOW];  // win[j]: input at t - (K - 1) + j
   int prev_seq = -1;
   for (int rq = r0; rq < r1; rq += CONV_ROWS_IN_FLIGHT) {
     float4 xs[CONV_ROWS_IN_FLIGHT];  // this group's inputs, loaded before any arithmetic
@@ -81,7 +86,7 @@ __global__ void __launch_bounds__(CONV_TILE_THREADS) conv1d_tiled_kernel(BatchVi
         const int t = r - b.seq_row0[seq];
         const float* st = state + static_cast<int64_t>(b.seq_slot[seq]) * (K - 1) * C;
 #pragma unroll
-        for (int j = 0; j < CONV_MAX_WINDOW; ++j) {
+        for (int j = 0; j < WINDOW; ++j) {
           if (j < K - 1) {
             const int src = t - (K - 1) + j;
             win[j] = src >= 0 ? *reinterpret_cast<const float4*>(x + static_cast<int64_t>(r - t + src) * x_stride + c)
@@ -93,18 +98,18 @@ __global__ void __launch_bounds__(CONV_TILE_THREADS) conv1d_tiled_kernel(BatchVi
       const float4 xv = xs[q];
       float4 acc = bv;
 #pragma unroll
-      for (int j = 0; j < CONV_MAX_WINDOW; ++j)
+      for (int j = 0; j < WINDOW; ++j)
         if (j < K - 1) acc = fma4(wr[j][0], wr[j][1], wr[j][2], wr[j][3], win[j], acc);
       // the current input is tap K - 1
 #pragma unroll
-      for (int j = 0; j <= CONV_MAX_WINDOW; ++j)
+      for (int j = 0; j <= WINDOW; ++j)
         if (j == K - 1) acc = fma4(wr[j][0], wr[j][1], wr[j][2], wr[j][3], xv, acc);
       *reinterpret_cast<float4*>(out + static_cast<int64_t>(r) * C + c) = make_float4(silu(acc.x), silu(acc.y), silu(acc.z), silu(acc.w));
 #pragma unroll
-      for (int j = 0; j + 1 < CONV_MAX_WINDOW; ++j)
+      for (int j = 0; j + 1 < WINDOW; ++j)
         if (j + 1 < K - 1) win[j] = win[j + 1];
 #pragma unroll
-      for (int j = 0; j < CONV_MAX_WINDOW; ++j)
+      for (int j = 0; j < WINDOW; ++j)
         if (j == K - 2) win[j] = xv;
     }
   }
@@ -157,8 +162,9 @@ void conv1d_silu(const BatchView& b, const float* x, int64_t x_stride, int C, in
   if (b.rows == 0) return;
   const bool aligned = (reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(out) | reinterpret_cast<uintptr_t>(conv_state) | reinterpret_cast<uintptr_t>(bias)) % 16 == 0;
   if (prefill_vec_paths() && aligned && C % 4 == 0 && x_stride % 4 == 0 && K >= 1 && K - 1 <= CONV_MAX_WINDOW && b.rows > b.nseq) {
-    launch("conv1d_silu_tiled", conv1d_tiled_kernel, dim3(ceil_div(b.rows, CONV_TILE_ROWS), ceil_div(C / 4, CONV_TILE_THREADS)), dim3(CONV_TILE_THREADS), 0, s, b, x, x_stride, C, K, w, bias,
-           conv_state, out);
+    const dim3 grid(ceil_div(b.rows, CONV_TILE_ROWS), ceil_div(C / 4, CONV_TILE_THREADS));
+    if (K - 1 <= 3) launch("conv1d_silu_tiled", conv1d_tiled_kernel<3>, grid, dim3(CONV_TILE_THREADS), 0, s, b, x, x_stride, C, K, w, bias, conv_state, out);
+    else launch("conv1d_silu_tiled", conv1d_tiled_kernel<CONV_MAX_WINDOW>, grid, dim3(CONV_TILE_THREADS), 0, s, b, x, x_stride, C, K, w, bias, conv_state, out);
     return;
   }
   launch("conv1d_silu", conv1d_kernel, dim3(b.rows, ceil_div(C, 256)), dim3(256), 0, s, b, x, x_stride, C, K, w, bias, conv_state, out);

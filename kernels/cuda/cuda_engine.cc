@@ -1205,8 +1205,10 @@ void CudaEngine::rollback(const std::vector<int>& seqs, const std::vector<StepSe
   const size_t o_slot = put(slots), o_snap = put(snaps), o_row0 = put(row0), o_len = put(lens), o_pos0 = put(pos0), o_bt0 = put(bt0), o_rs = put(row_seq);
   int32_t* d = scratch_.get<int32_t>("rollback-batch", static_cast<int64_t>(packed.size()));
   LM_CUDA_CHECK(cudaMemcpyAsync(d, packed.data(), packed.size() * 4, cudaMemcpyHostToDevice, stream_));
-  cuda::slot_states(conv_state_, state_slots(), n_mamba_, conv_state_size(), d + o_slot, d + o_snap, n, snap_conv, true, stream_);
+  // SSM state first: ssm_scan reads its state before waiting for the launch right before it
+  // (ops.h), which must not be the restore of that state.
   cuda::slot_states(ssm_state_, state_slots(), n_mamba_, ssm_state_size(), d + o_slot, d + o_snap, n, snap_ssm, true, stream_);
+  cuda::slot_states(conv_state_, state_slots(), n_mamba_, conv_state_size(), d + o_slot, d + o_snap, n, snap_conv, true, stream_);
   cuda::BatchView rb;
   rb.nseq = n;
   rb.rows = rows;

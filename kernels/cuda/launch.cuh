@@ -5,11 +5,13 @@
 // writes are visible. pdl_trigger() lets the next kernel launch before this one ends.
 //
 // Rules every kernel launched with launch() follows:
-//   - every block executes pdl_wait() before it exits and before it reads anything an earlier
-//     kernel wrote or writes anything an earlier kernel reads (a block that skipped it could let
-//     a later kernel overtake an unfinished one);
+//   - every block executes pdl_wait() before it exits and before it reads anything its
+//     predecessor (the launch right before it in the stream) writes, or writes anything an earlier
+//     kernel reads (a block that skipped it could let a later kernel overtake an unfinished one);
 //   - pdl_trigger() only after pdl_wait(), so a kernel launched early can rely on everything
-//     before its predecessor being complete.
+//     before its predecessor being complete: data written two or more launches back (weights,
+//     the batch description, the state of earlier steps) may be read before pdl_wait(); each
+//     kernel that does so says which.
 // Without the launch attribute (set_programmatic_launch(false), or a predecessor that is not a
 // kernel) both instructions return at once and the launch is an ordinary stream-ordered one.
 #pragma once

@@ -70,7 +70,9 @@ constexpr int SSM_RECURRENT_MAX_LEN = 8;
 /**
  * The Mamba-2 SSM by the per-token recurrence over each sequence's rows from its slot's state,
  * state updated in place. short_only: sequences longer than SSM_RECURRENT_MAX_LEN rows are left
- * alone (they go through ssd_chunked_scan).
+ * alone (they go through ssd_chunked_scan). Its short-sequence kernel reads the slots' state and
+ * the batch description before waiting for the kernel launched right before it (launch.cuh): that
+ * kernel must not write them.
  */
 void ssm_scan(const BatchView& b, const SsmParams& p, cudaStream_t s, bool short_only = false);
 

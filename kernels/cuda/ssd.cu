@@ -6,6 +6,7 @@
 // steps); longer prefill goes through the chunked SSD kernel (ssd_chunked.cu) where the shape
 // allows, with the same results to rounding.
 #include "cuda/common.cuh"
+#include "cuda/launch.cuh"
 #include "cuda/ops.h"
 
 namespace lm::cuda {
@@ -83,9 +84,12 @@ __global__ void __launch_bounds__(WARPS * 32) ssm_update_kernel(BatchView b, Ssm
   const int seq = ROWS_FAST ? blockIdx.z : blockIdx.x, h = blockIdx.y, zb = ROWS_FAST ? blockIdx.x : blockIdx.z;
   const int lane = threadIdx.x & 31, p0 = (zb * WARPS + (threadIdx.x >> 5)) * ROWS;
   const int P = p.head_dim, N = p.dstate, N4 = N / 4;
-  if (p0 >= P) return;
+  // The state rows and per-head constants load before waiting for the kernel before (programmatic
+  // dependent launch): no kernel of this step writes them before this one (the batch description
+  // and the slot's state come from earlier steps, or from copies and kernels at least two launches
+  // back, complete once the kernel before has passed its own wait).
   const int len = b.seq_len[seq];
-  if (len > max_len || len == 0) return;
+  const bool active = p0 < P && len <= max_len && len > 0;
   const int g = h / (p.nheads / p.ngroups), row0 = b.seq_row0[seq], I = p.nheads * P;
   float4* st = reinterpret_cast<float4*>(p.state + ((static_cast<int64_t>(b.seq_slot[seq]) * p.nheads + h) * P + p0) * N);
   float4 S[ROWS][CHUNKS];
@@ -93,8 +97,11 @@ __global__ void __launch_bounds__(WARPS * 32) ssm_update_kernel(BatchView b, Ssm
   for (int r = 0; r < ROWS; ++r)
 #pragma unroll
     for (int c = 0; c < CHUNKS; ++c)
-      if (p0 + r < P && c * 32 + lane < N4) S[r][c] = __ldcs(st + r * N4 + c * 32 + lane);
+      if (active && p0 + r < P && c * 32 + lane < N4) S[r][c] = __ldcs(st + r * N4 + c * 32 + lane);
   const float A = p.A[h], Dh = p.D[h], bias = p.dt_bias[h];
+  pdl_wait();
+  pdl_trigger();
+  if (!active) return;
   for (int t = 0; t < len; ++t) {
     const int64_t r = row0 + t;
     const float* row = p.xbc + r * p.xbc_stride;
@@ -153,13 +160,14 @@ static void launch_update(const BatchView& b, const SsmParams& p, cudaStream_t s
     return;
   }
   const dim3 grid = ROWS_FAST ? dim3(zb, p.nheads, b.nseq) : dim3(b.nseq, p.nheads, zb);
+  const dim3 block(WARPS * 32);
+  const int max_len = SSM_RECURRENT_MAX_LEN;
   switch ((p.dstate + 127) / 128) {
-    case 1: ssm_update_kernel<1, ROWS, WARPS, ROWS_FAST><<<grid, WARPS * 32, 0, s>>>(b, p, SSM_RECURRENT_MAX_LEN); break;
-    case 2: ssm_update_kernel<2, ROWS, WARPS, ROWS_FAST><<<grid, WARPS * 32, 0, s>>>(b, p, SSM_RECURRENT_MAX_LEN); break;
-    case 3: ssm_update_kernel<3, ROWS, WARPS, ROWS_FAST><<<grid, WARPS * 32, 0, s>>>(b, p, SSM_RECURRENT_MAX_LEN); break;
-    default: ssm_update_kernel<4, ROWS, WARPS, ROWS_FAST><<<grid, WARPS * 32, 0, s>>>(b, p, SSM_RECURRENT_MAX_LEN); break;
+    case 1: launch("ssm_scan (update)", ssm_update_kernel<1, ROWS, WARPS, ROWS_FAST>, grid, block, 0, s, b, p, max_len); break;
+    case 2: launch("ssm_scan (update)", ssm_update_kernel<2, ROWS, WARPS, ROWS_FAST>, grid, block, 0, s, b, p, max_len); break;
+    case 3: launch("ssm_scan (update)", ssm_update_kernel<3, ROWS, WARPS, ROWS_FAST>, grid, block, 0, s, b, p, max_len); break;
+    default: launch("ssm_scan (update)", ssm_update_kernel<4, ROWS, WARPS, ROWS_FAST>, grid, block, 0, s, b, p, max_len); break;
   }
-  LM_LAUNCH_CHECK("ssm_scan (update)");
 }
 
 void ssm_scan(const BatchView& b, const SsmParams& p, cudaStream_t s, bool short_only) {
