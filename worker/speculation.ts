@@ -9,8 +9,17 @@
  * step is memory-bound and t barely grows with k, so k goes deep; as batches fill the machine t
  * grows with B·(k+1) and k falls to 0 — measured, not assumed.
  *
- * Untried (B, k) cells borrow the nearest measured cell of the same batch bucket with fewer drafts
- * (optimistic), so each depth gets tried once per bucket and real timings decide from then on.
+ * An untried (B, k) cell is predicted, not tried blindly: from its cost ratio to plain decoding in
+ * the nearest smaller batch bucket that measured it (the ratio grows with the batch — a verify
+ * step's extra rows and the head's passes cost more once the machine is busy — so a depth that lost
+ * at a smaller batch is not tried again at a larger one, where trying costs most), else linearly
+ * between the measured depths of its bucket around it (or extending the two deepest below it).
+ * Where nothing is known about speculating in a bucket, the deepest depth is tried once, optimistic
+ * (its time borrowed from plain decoding): one such step measures acceptance at every position and
+ * the deepest cost, and shallower depths are interpolated from then on. A depth switched to runs
+ * EXPLORE_STEPS steady steps before it is judged (one sample is noise-prone, and acceptance needs
+ * more than one step's drafts), and a measured depth that loses is re-timed less often the more it
+ * costs (trying it again costs steps at its price), so exploring stays a small share of the time.
  *
  * Acceptance is kept per request class (contracts' RequestClass: greedy vs sampled) as well as over
  * all sequences; a class's rates lean on the overall ones until it has its own observations. A step's
@@ -56,14 +65,16 @@ export class AcceptanceStats implements AcceptanceView {
 
   /**
    * The conditional acceptance rate of draft position j: accepted at j / reached j (drafts at j
-   * whose predecessors were all accepted), with a Beta(1, 1) prior so unseen positions read 0.5 —
-   * or, with a prior's stats, CLASS_PRIOR_WEIGHT pseudo-observations at the prior's rate.
+   * whose predecessors were all accepted), with two pseudo-observations at a prior rate: 0.5 for the
+   * first position, the previous position's rate for later ones (so a depth never tried looks as
+   * good as the last one measured, and gets tried when its cost allows) — or, with a prior's stats,
+   * CLASS_PRIOR_WEIGHT pseudo-observations at the prior's rate.
    */
   rate(j: number): number {
     const reached = j === 0 ? (this.draftedPerPos[0] ?? 0) : Math.min(this.draftedPerPos[j] ?? 0, this.acceptedPerPos[j - 1] ?? 0);
     const accepted = Math.min(this.acceptedPerPos[j] ?? 0, reached);
     if (this.prior) return (accepted + CLASS_PRIOR_WEIGHT * this.prior.rate(j)) / (reached + CLASS_PRIOR_WEIGHT);
-    return (accepted + 1) / (reached + 2);
+    return (accepted + 2 * (j === 0 ? 0.5 : this.rate(j - 1))) / (reached + 2);
   }
 
   /** Expected tokens emitted per sequence by a step with k drafts. */
@@ -139,6 +150,10 @@ const MIN_GAIN = 0.03;
  * timings taken at different moments, and switching depth costs a step that drafts without verifying.
  */
 const SPECULATE_GAIN = 0.1;
+/** Steady steps a depth switched to runs before the policy judges it (unless it was timed that often before). */
+export const EXPLORE_STEPS = 2;
+/** Depths predict() looks across for neighbours to interpolate from. */
+const MAX_DEPTH = 16;
 
 /** Batch sizes are bucketed by powers of two: 1, 2, 3-4, 5-8, ... */
 export function batchBucket(batchSize: number): number {
@@ -158,6 +173,8 @@ export class StepCostModel {
   private readonly lastSeen = new Map<string, number>();
   /** Per cell: relative change of its ratio when it was last switched to. */
   private readonly moved = new Map<string, number>();
+  /** Per cell: steady steps observed. */
+  private readonly count = new Map<string, number>();
 
   observe(batchSize: number, draftTokens: number, stepMs: number): void {
     const b = batchBucket(batchSize);
@@ -179,6 +196,7 @@ export class StepCostModel {
     }
     const mean = this.batchMean.get(b);
     this.batchMean.set(b, mean === undefined ? batchSize : mean + COST_RISE * (batchSize - mean));
+    this.count.set(key, (this.count.get(key) ?? 0) + 1);
     const steps = (this.bucketSteps.get(b) ?? 0) + 1;
     this.bucketSteps.set(b, steps);
     this.lastSeen.set(key, steps);
@@ -204,16 +222,47 @@ export class StepCostModel {
     return [...this.batchMean].sort((a, b) => a[0] - b[0]).map(([bucket, batch]) => ({ bucket, batch }));
   }
 
-  /** The measured time, else the nearest measured cell with fewer drafts in the same bucket, else undefined. */
+  /**
+   * The measured time; else this bucket's plain time × depth k's ratio in the nearest smaller bucket
+   * that measured both; else the nearest known depths of this bucket (measured or taken from a smaller
+   * bucket) below and above k interpolated linearly, or the two deepest below extended linearly;
+   * else undefined (only plain decoding known: see chooseDraftTokens).
+   */
   predict(batchSize: number, draftTokens: number): number | undefined {
     const b = batchBucket(batchSize);
     const base = this.base.get(b);
     if (base === undefined) return undefined;
-    for (let k = draftTokens; k >= 0; k--) {
-      const r = this.ratio.get(`${b}:${k}`);
-      if (r !== undefined) return base * r;
+    const known = (k: number): number | undefined => {
+      const own = this.ratio.get(`${b}:${k}`);
+      if (own !== undefined) return own;
+      const plain = this.ratio.get(`${b}:0`);
+      if (k === 0 || plain === undefined) return undefined;
+      for (let lower = b - 1; lower >= 0; lower--) {
+        const rk = this.ratio.get(`${lower}:${k}`), r0 = this.ratio.get(`${lower}:0`);
+        if (rk !== undefined && r0 !== undefined) return plain * (rk / r0);
+      }
+      return undefined;
+    };
+    const at = known(draftTokens);
+    if (at !== undefined) return base * at;
+    let j = draftTokens - 1;
+    while (j >= 0 && known(j) === undefined) j--;
+    if (j < 0) return undefined;
+    const rj = known(j) as number;
+    for (let l = draftTokens + 1; l <= MAX_DEPTH; l++) {
+      const rl = known(l);
+      if (rl !== undefined) return base * (rj + ((rl - rj) * (draftTokens - j)) / (l - j));
     }
-    return undefined;
+    let i = j - 1;
+    while (i >= 0 && known(i) === undefined) i--;
+    if (i < 0) return undefined;
+    const perDraft = Math.max(0, (rj - (known(i) as number)) / (j - i));
+    return base * (rj + perDraft * (draftTokens - j));
+  }
+
+  /** Steady steps timed at (batch size, k) so far. */
+  samples(batchSize: number, draftTokens: number): number {
+    return this.count.get(`${batchBucket(batchSize)}:${draftTokens}`) ?? 0;
   }
 
   /** Whether (batch size, k) itself was measured. */
@@ -239,9 +288,11 @@ export function chooseDraftTokens(c: DraftChoice): number {
   let bestRate = -1;
   for (let k = 0; k <= c.maxDraftTokens; k++) {
     if (c.measuredOnly && !c.cost.measured(c.batchSize, k)) continue;
-    const t = c.cost.predict(c.batchSize, k);
-    // with nothing measured in this bucket yet, start plain and let timings arrive
-    if (t === undefined) return best;
+    let t = c.cost.predict(c.batchSize, k);
+    // nothing known about speculating here: the deepest depth borrows plain decoding's time (optimistic),
+    // so it is tried once; with nothing measured in this bucket yet, start plain and let timings arrive
+    if (t === undefined && k === c.maxDraftTokens && !c.measuredOnly) t = c.cost.predict(c.batchSize, 0);
+    if (t === undefined) continue;
     const rate = c.acceptance.expectedTokens(k) / Math.max(t, 1e-6);
     // a deeper k must win by a margin: step-time noise alone should not buy speculation
     if (rate > bestRate * (k === 0 ? 1 : 1 + (best === 0 ? SPECULATE_GAIN : MIN_GAIN))) {
@@ -278,6 +329,8 @@ export class SpeculationPolicy {
   readonly acceptance = new AcceptanceStats();
   readonly byClass: Readonly<Record<RequestClass, AcceptanceStats>> = { greedy: new AcceptanceStats(this.acceptance), sampled: new AcceptanceStats(this.acceptance) };
   readonly cost = new StepCostModel();
+  /** The depth of the last timed step. */
+  private lastDepth = 0;
 
   constructor(readonly setting: SpeculativeTokens) {}
 
@@ -297,11 +350,19 @@ export class SpeculationPolicy {
   next(batchSize: number, cap = Infinity, mix?: BatchMix): number {
     if (this.setting.mode === "fixed") return Math.min(this.setting.k, cap);
     const max = Math.min(this.setting.max, cap);
+    // a depth just switched to runs its first EXPLORE_STEPS steady steps before it is judged
+    const current = this.lastDepth;
+    if (current > 0 && current <= max && this.cost.measured(batchSize, current) && this.cost.samples(batchSize, current) < EXPLORE_STEPS) return current;
     const k = chooseDraftTokens({ batchSize, maxDraftTokens: max, acceptance: this.acceptanceOf(mix), cost: this.cost });
     // step times drift (load, noise, thermal): now and then re-time plain decoding and the measured
     // neighbour depths, so a stale estimate cannot keep the policy on the wrong side of a boundary
+    const chosenMs = this.cost.predict(batchSize, k);
     for (const other of [0, k - 1, k + 1]) {
-      if (other !== k && other >= 0 && other <= max && this.cost.due(batchSize, other, other === 0 ? PLAIN_REFRESH_STEPS : REFRESH_STEPS)) return other;
+      if (other === k || other < 0 || other > max) continue;
+      // a dearer depth waits longer (trying it costs a step at its price); plain decoding is cheap to re-time
+      const otherMs = this.cost.predict(batchSize, other);
+      const dearer = chosenMs !== undefined && otherMs !== undefined ? Math.max(1, otherMs / chosenMs) : 1;
+      if (this.cost.due(batchSize, other, other === 0 ? PLAIN_REFRESH_STEPS : Math.round(REFRESH_STEPS * dearer))) return other;
     }
     return k;
   }
@@ -309,6 +370,7 @@ export class SpeculationPolicy {
   /** One decode step's outcome: its batch size, drafts per sequence, time, and each verified sequence. */
   observe(batchSize: number, draftTokens: number, stepMs: number, verified: readonly Verified[]): void {
     this.cost.observe(batchSize, draftTokens, stepMs);
+    this.lastDepth = draftTokens;
     this.record(verified);
   }
 

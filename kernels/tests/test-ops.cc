@@ -399,6 +399,31 @@ void test_mtp_resume_after_skip() {
   check(resumed_no_logits.drafts == resumed.drafts, "drafts without MTP logits (KV-only rows left out of the MoE) equal drafts with them");
   const size_t rows = resumed.mtp_logits.size() / V;
   check(rows == static_cast<size_t>(Lp + decodes - 1 + 3), "one MTP row per position of the context, then the drafts");
+
+  // two sequences of different lengths skipping side by side, resuming in one step: each one's
+  // drafts equal its never-skipped run alone
+  auto batched = [&](bool skip) {
+    std::vector<lm::StepSeq> b;
+    std::vector<int32_t> last(2);
+    for (int j = 0; j < 2; ++j) {
+      std::vector<int32_t> p(prompt.begin(), prompt.begin() + 7 + 5 * j);
+      b.push_back(seq(j, p, 0, blocks(16 * j, 16), lm::LogitsMode::None));
+      b.back().mtp_skip = skip;
+      b.back().draft_tokens = skip ? 0 : 2;
+    }
+    lm::StepOutput out = engine->step(b);
+    for (int step = 1; step <= 4; ++step) {
+      for (int j = 0; j < 2; ++j) {
+        b[j].position += static_cast<int>(b[j].tokens.size());
+        b[j].tokens = {out.tokens[j]};
+        b[j].mtp_skip = skip && step < 4;
+        b[j].draft_tokens = b[j].mtp_skip ? 0 : 2;
+      }
+      out = engine->step(b);
+    }
+    return out.drafts;
+  };
+  check(batched(true) == batched(false), "side-by-side sequences resuming in one step draft as if they never skipped");
 }
 
 }  // namespace

@@ -67,9 +67,11 @@ describe("speculation - choosing k", () => {
     const p = new SpeculationPolicy({ mode: "auto", max: 2 });
     assert.equal(p.next(1), 0);
     p.observe(1, 0, 10, []);
-    assert.equal(p.next(1), 2, "unmeasured depths borrow the shallower time (optimistic)");
+    assert.equal(p.next(1), 2, "with nothing known about speculating, the deepest depth is tried first (optimistic)");
     p.observe(1, 2, 40, [[2, 0]]);
-    p.observe(1, 1, 40, [[1, 0]]);
+    assert.equal(p.next(1), 2, "a depth switched to runs EXPLORE_STEPS steady steps before it is judged");
+    p.observe(1, 2, 40, [[2, 0]]);
+    assert.equal(p.cost.predict(1, 1), 25, "shallower depths are interpolated");
     assert.equal(p.next(1), 0, "slow, unaccepted drafts switch speculation off");
   });
 
