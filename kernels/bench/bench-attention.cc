@@ -6,7 +6,8 @@
 // plus extra rows: the simple kernel on both (…_naive; the 8K prefill is extrapolated from a 2048-token
 // prefill when it would take too long), the mma.sync prefill at head dim 128, decode at batch 8, and the
 // device-to-device copy bandwidth (bytes read + written) as the ceiling for decode. Also prints the
-// largest difference between the fast paths and the simple kernel on the same inputs.
+// largest difference between the fast paths and the simple kernel on the same inputs, every head-dim-128
+// prefill variant's time (twice, for the spread), and the warp-specialized kernel's cycles per phase.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -20,7 +21,12 @@
 #include "cuda/ops.h"
 
 namespace lm::cuda {
-// attention.cu, for benchmarks: 0 = paged_attention, 1 = the simple kernel, 2 = the mma.sync prefill at head dim 128.
+namespace attn {
+// attention_prefill_sm90.cu: the cycle counters of the counting builds (see attention_mma.cuh).
+void flash_prefill_sm90_profile(unsigned long long (&cycles)[8]);
+}  // namespace attn
+// attention.cu, for benchmarks: 0 = paged_attention, 1 = the simple kernel, 2 = the mma.sync prefill at head dim 128,
+// 3 = the wgmma kernel without warp roles, 4 + c = the warp-specialized kernel's config c (attention_mma.cuh).
 void paged_attention_variant(int variant, const BatchView& b, const float* q, int nq, int nkv, int hd, const bf16* k_cache, const bf16* v_cache, bf16* out, float* workspace, cudaStream_t s);
 }  // namespace lm::cuda
 
@@ -151,11 +157,34 @@ void bench_prefill(std::mt19937& g) {
   Buffers buf(s);
   const double ms = time_ms(3, 20, [&] { buf.run(0, s, buf.out); });
   const double ms_mma = time_ms(3, 20, [&] { buf.run(2, s, buf.out_ref); });
-  std::printf("prefill 8192 tok, GQA 32/2, hd 128: wgmma %.3f ms = %.1f TFLOP/s; mma.sync %.3f ms = %.1f TFLOP/s; the two differ by %.2e of max |out|\n", ms, flops / ms / 1e9, ms_mma,
+  std::printf("prefill 8192 tok, GQA 32/2, hd 128: default %.3f ms = %.1f TFLOP/s; mma.sync %.3f ms = %.1f TFLOP/s; the two differ by %.2e of max |out|\n", ms, flops / ms / 1e9, ms_mma,
               flops / ms_mma / 1e9, max_rel_diff(buf.out_ref, buf.out, buf.q_elems));
   bench_line("attn_prefill_8k", flops / ms / 1e9, "TFLOP/s", ms, "flops", flops);
   bench_line("attn_prefill_8k_mma_sync", flops / ms_mma / 1e9, "TFLOP/s", ms_mma, "flops", flops);
-
+  // Every head-dim-128 prefill variant (see attention_mma.cuh), twice each for the spread.
+  const char* names[] = {"wgmma, no warp roles", "sm90 2 stages", "sm90 3 stages", "sm90 2 stages ping-pong", "sm90 2 stages persistent (default)"};
+  const int variants[] = {3, 4, 5, 6, 8};
+  for (int i = 0; i < 5; ++i) {
+    const double a = time_ms(3, 20, [&] { buf.run(variants[i], s, buf.out_ref); });
+    const double b = time_ms(3, 20, [&] { buf.run(variants[i], s, buf.out_ref); });
+    std::printf("prefill 8192 variant %d (%s): %.3f / %.3f ms = %.1f TFLOP/s; differs from the default by %.2e of max |out|\n", variants[i], names[i], a, b, flops / std::min(a, b) / 1e9,
+                max_rel_diff(buf.out_ref, buf.out, buf.q_elems));
+  }
+  // Where the cycles go (the sm90 kernel's counting builds, one launch each): per block-step of
+  // 128 query rows × 128 keys, averaged over both consumer warpgroups.
+  int clock_khz = 0;
+  check(cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, 0), "cudaDeviceGetAttribute");
+  const double steps = 32.0 * (CTX / 128) * (CTX / 128 + 1) / 2;  // Σ over row tiles of the key tiles each reads, × heads
+  for (int v : {7, 9}) {
+    unsigned long long c[8];
+    lm::cuda::attn::flash_prefill_sm90_profile(c);  // reset
+    const double ms_p = time_ms(0, 1, [&] { buf.run(v, s, buf.out_ref); });
+    lm::cuda::attn::flash_prefill_sm90_profile(c);
+    const double per = 2 * steps;
+    std::printf("profile variant %d (%.3f ms, max clock %d MHz): per block-step %.0f cycles = wait K/V %.0f + QK issue/wait %.0f + softmax %.0f + wait PV %.0f + rescale/loop %.0f; "
+                "producer waits for free stages %.0f%% of its %.0f cycles per step\n",
+                v, ms_p, clock_khz / 1000, c[5] / per, c[0] / per, c[1] / per, c[2] / per, c[3] / per, c[4] / per, 100.0 * c[6] / std::max(1ull, c[7]), c[7] / steps);
+  }
   // The simple kernel: first a 2048-token prefill (1/16 of the work), compared with the wgmma path.
   const int SHORT = 2048;
   const double flops_short = 4.0 * SHORT * double(SHORT) * HD * NQ / 2;

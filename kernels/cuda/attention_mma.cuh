@@ -140,8 +140,25 @@ __device__ __forceinline__ void online_softmax(float (&s)[MT][NTILES][4], float 
 }
 #endif  // __CUDACC__
 
-/** Flash prefill of every sequence longer than DECODE_MAX_LEN rows (attention_prefill.cu); variant 2 = mma.sync at head dim 128. */
+/**
+ * Flash prefill of every sequence longer than DECODE_MAX_LEN rows (attention_prefill.cu). Head dim
+ * 128 by variant: 0 = the warp-specialized sm_90a kernel (mma.sync on other devices), 2 = mma.sync,
+ * 3 = the earlier wgmma kernel without warp roles, 4 + c = the warp-specialized kernel's config c.
+ */
 void flash_prefill(int hd, int variant, const BatchView& b, const float* q, int nq, int nkv, const bf16* kc, const bf16* vc, bf16* out, float sl2, cudaStream_t s);
+/**
+ * The warp-specialized head-dim-128 prefill (attention_prefill_sm90.cu, sm_90a only). Config: 0 = 2
+ * K/V stages, 1 = 3 stages, 2 = 2 stages with the consumer warpgroups taking turns, 3 = config 0
+ * counting cycles per phase (see flash_prefill_sm90_profile), 4 = config 0 on a persistent grid
+ * (one block per SM walking the items), 5 = config 4 counting cycles.
+ */
+void flash_prefill_sm90(int config, const BatchView& b, const float* q, int nq, int nkv, const bf16* kc, const bf16* vc, bf16* out, float sl2, cudaStream_t s);
+/**
+ * Cycles summed over the config-3 and config-5 launches since the last call, then reset: consumer warpgroups'
+ * thread 0 waiting for K/V [0], issuing and waiting for S [1], softmax [2], waiting for P·V [3],
+ * rescaling and loop [4], whole loop [5]; producer thread 0 waiting for free stages [6], whole loop [7].
+ */
+void flash_prefill_sm90_profile(unsigned long long (&cycles)[8]);
 /** Split-K decode of every sequence of at most DECODE_MAX_LEN rows (attention_decode.cu). */
 void flash_decode(int hd, const BatchView& b, const float* q, int nq, int nkv, const bf16* kc, const bf16* vc, bf16* out, float* ws, float sl2, cudaStream_t s);
 
