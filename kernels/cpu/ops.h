@@ -30,6 +30,20 @@ class ThreadPool {
 /** y (M, N) = x (M, K) · Wᵀ, W (N, K); adds bias (N) when given. */
 void gemm_xwt(ThreadPool& pool, const float* x, int64_t M, int64_t K, const float* W, int64_t N, float* y, const float* bias = nullptr);
 
+/** A weight matrix (rows, cols) in int8 with one fp32 scale per row: W ≈ q · scale (row-wise absmax / 127). */
+struct QuantWeight {
+  int64_t rows = 0, cols = 0;
+  std::vector<int8_t> q;     // (rows, cols)
+  std::vector<float> scale;  // (rows)
+  bool empty() const { return q.empty(); }
+};
+
+/** Quantizes W (N, K) row by row (symmetric, round to nearest). */
+QuantWeight quantize_rows(const float* W, int64_t N, int64_t K);
+
+/** y (M, W.rows) = x (M, K) · Wᵀ with int8 weights (fp32 accumulation); adds bias when given. K == W.cols. */
+void gemm_xwt_q8(ThreadPool& pool, const float* x, int64_t M, int64_t K, const QuantWeight& W, float* y, const float* bias = nullptr);
+
 /** out (rows, H) = x / rms(x) * w, per row. `out` may alias `x`. */
 void rmsnorm(const float* x, const float* w, int64_t rows, int64_t H, float eps, float* out);
 

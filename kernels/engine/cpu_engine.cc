@@ -10,6 +10,7 @@
 // dispatches its tokens to the experts' owners and combines the results (engine/expert-parallel.h).
 #include <algorithm>
 #include <chrono>
+#include <unordered_map>
 #include <cstring>
 #include <numeric>
 
@@ -186,6 +187,22 @@ class CpuEngine final : public Engine {
     }
   };
   std::vector<PendingRows> mtp_pending_;
+  /**
+   * int8 copies (row-wise scales) of the MTP head's projections and of lm_head, keyed by the fp32
+   * weight: drafting passes (no sequence asking for the head's logits) read these, a quarter of the
+   * bytes, because a draft only has to be likely, not exact (verification is exact whatever is
+   * drafted). Steps returning mtp_logits run the head in fp32; its KV at positions written by
+   * drafting passes is then the int8 one.
+   */
+  std::unordered_map<const float*, cpu::QuantWeight> draft_q8_;
+  bool drafting_q8_ = false;  // the running MTP pass reads draft_q8_
+
+  /** y (M, N) = x (M, K) · Wᵀ (+ bias): fp32, or W's int8 copy while a drafting pass runs. */
+  void proj(const float* x, int64_t M, int64_t K, const float* W, int64_t N, float* y, const float* bias = nullptr) {
+    if (drafting_q8_)
+      if (const auto it = draft_q8_.find(W); it != draft_q8_.end()) return cpu::gemm_xwt_q8(pool_, x, M, K, it->second, y, bias);
+    cpu::gemm_xwt(pool_, x, M, K, W, N, y, bias);
+  }
   static constexpr int64_t MTP_PENDING_BYTES = int64_t{16} << 20;
   // Per sequence of the running step with drafts: the Mamba state after each verified position,
   // (mamba layers, num_drafts + 1, conv + SSM), to roll back rejected drafts.
@@ -301,6 +318,33 @@ class CpuEngine final : public Engine {
     mtp_.final_norm = store_.get(last + "final_layernorm.weight", {H}, Init::Norm);
     for (Layer& L : mtp_.blocks)
       if (L.kind == BlockKind::Attention) L.attn.index = n_attn_ + (-1 - L.attn.index);
+    // int8 copies for drafting (the router gate stays fp32: expert choice is sensitive to it)
+    auto q8 = [&](const float* W, int64_t N, int64_t K) {
+      if (W) draft_q8_.emplace(W, cpu::quantize_rows(W, N, K));
+    };
+    const int64_t V = spec_.vocab_size;
+    q8(mtp_.eh_proj, H, 2 * H);
+    q8(lm_head_, V, H);
+    for (const Layer& L : mtp_.blocks) {
+      const int64_t qd = static_cast<int64_t>(spec_.num_attention_heads) * spec_.head_dim, kvd = static_cast<int64_t>(spec_.num_key_value_heads) * spec_.head_dim;
+      switch (L.kind) {
+        case BlockKind::Attention:
+          q8(L.attn.q, qd, H), q8(L.attn.k, kvd, H), q8(L.attn.v, kvd, H), q8(L.attn.o, H, qd);
+          break;
+        case BlockKind::MLP:
+          q8(L.mlp.up, spec_.intermediate_size, H), q8(L.mlp.down, H, spec_.intermediate_size);
+          break;
+        case BlockKind::MoE: {
+          const int64_t Din = spec_.moe_input_size(), inter = spec_.moe_intermediate_size, sh = spec_.moe_shared_expert_intermediate_size;
+          if (spec_.moe_latent_size > 0) q8(L.moe.fc1, Din, H), q8(L.moe.fc2, H, Din);
+          for (size_t e = 0; e < L.moe.up.size(); ++e) q8(L.moe.up[e], inter, Din), q8(L.moe.down[e], Din, inter);
+          q8(L.moe.shared.up, sh, H), q8(L.moe.shared.down, H, sh);
+          break;
+        }
+        case BlockKind::Mamba:
+          break;
+      }
+    }
   }
 
   void allocate_state() {
@@ -406,9 +450,9 @@ void CpuEngine::attention(const Layer& L, const std::vector<StepSeq>& batch, con
     uq = gathered.data();
   }
   std::vector<float> q(static_cast<size_t>(QR * nq * hd)), k(static_cast<size_t>(R * nkv * hd)), v(static_cast<size_t>(R * nkv * hd));
-  cpu::gemm_xwt(pool_, uq, QR, H, A.q, nq * hd, q.data(), A.qb);
-  cpu::gemm_xwt(pool_, u, R, H, A.k, nkv * hd, k.data(), A.kb);
-  cpu::gemm_xwt(pool_, u, R, H, A.v, nkv * hd, v.data(), A.vb);
+  proj(uq, QR, H, A.q, nq * hd, q.data(), A.qb);
+  proj(u, R, H, A.k, nkv * hd, k.data(), A.kb);
+  proj(u, R, H, A.v, nkv * hd, v.data(), A.vb);
   float* kc = k_cache_.data() + A.index * kv_layer_size();
   float* vc = v_cache_.data() + A.index * kv_layer_size();
   std::vector<float> o(static_cast<size_t>(QR * nq * hd));
@@ -425,15 +469,15 @@ void CpuEngine::attention(const Layer& L, const std::vector<StepSeq>& batch, con
       cpu::paged_attention(q.data() + qrow0[i] * nq * hd, nq_rows[i], s.position + T - nq_rows[i], nq, nkv, hd, kc, vc, s.block_table.data(), bs, o.data() + qrow0[i] * nq * hd);
   }
   std::vector<float> out(static_cast<size_t>(QR * H));
-  cpu::gemm_xwt(pool_, o.data(), QR, nq * hd, A.o, H, out.data(), A.ob);
+  proj(o.data(), QR, nq * hd, A.o, H, out.data(), A.ob);
   for (int64_t i = 0; i < QR * H; ++i) h[i] += out[i];
 }
 
 void CpuEngine::mlp(const MlpLayer& W, int64_t in, int64_t inter, const float* u, int64_t R, float* out) {
   std::vector<float> a(static_cast<size_t>(R * inter));
-  cpu::gemm_xwt(pool_, u, R, in, W.up, inter, a.data(), W.up_b);
+  proj(u, R, in, W.up, inter, a.data(), W.up_b);
   for (float& x : a) x = cpu::relu2(x);
-  cpu::gemm_xwt(pool_, a.data(), R, inter, W.down, in, out, W.down_b);
+  proj(a.data(), R, inter, W.down, in, out, W.down_b);
 }
 
 void CpuEngine::moe(const Layer& L, const float* u, int64_t R, float* h) {
@@ -450,16 +494,16 @@ void CpuEngine::moe(const Layer& L, const float* u, int64_t R, float* h) {
   const float* v = u;
   if (spec_.moe_latent_size > 0) {
     latent.resize(static_cast<size_t>(R * Din));
-    cpu::gemm_xwt(pool_, u, R, H, E.fc1, Din, latent.data(), E.fc1_b);
+    proj(u, R, H, E.fc1, Din, latent.data(), E.fc1_b);
     v = latent.data();
   }
   // Routed experts: local or across the group; each expert runs once over all its rows.
   std::vector<float> routed(static_cast<size_t>(R * Din)), act;
   auto run_expert = [&](int e, const float* x, int64_t m, float* y) {
     act.resize(static_cast<size_t>(m * inter));
-    cpu::gemm_xwt(pool_, x, m, Din, E.up[e], inter, act.data());
+    proj(x, m, Din, E.up[e], inter, act.data());
     for (float& a : act) a = cpu::relu2(a);
-    cpu::gemm_xwt(pool_, act.data(), m, inter, E.down[e], Din, y);
+    proj(act.data(), m, inter, E.down[e], Din, y);
   };
   if (E.index >= 0) {
     ep_.dispatch_combine(E.index, v, R, chosen.data(), weight.data(), run_expert, routed.data());
@@ -491,7 +535,7 @@ void CpuEngine::moe(const Layer& L, const float* u, int64_t R, float* h) {
     }
   }
   std::vector<float> out(static_cast<size_t>(R * H));
-  if (spec_.moe_latent_size > 0) cpu::gemm_xwt(pool_, routed.data(), R, Din, E.fc2, H, out.data(), E.fc2_b);
+  if (spec_.moe_latent_size > 0) proj(routed.data(), R, Din, E.fc2, H, out.data(), E.fc2_b);
   else out.swap(routed);
   std::vector<float> shared(static_cast<size_t>(R * H));
   mlp(E.shared, H, spec_.moe_shared_expert_intermediate_size, u, R, shared.data());
@@ -532,7 +576,7 @@ StepOutput CpuEngine::forward(const std::vector<StepSeq>& batch) {
   const int64_t state_size = conv_state_size() + ssm_state_size();
   std::vector<int64_t> row0(batch.size());
   int64_t R = 0;
-  verify_states_.assign(batch.size(), {});
+  if (verify_states_.size() < batch.size()) verify_states_.resize(batch.size());  // buffers kept across steps: no zero-fill per step
   for (size_t i = 0; i < batch.size(); ++i) {
     row0[i] = R;
     R += static_cast<int64_t>(batch[i].tokens.size());
@@ -546,7 +590,7 @@ StepOutput CpuEngine::forward(const std::vector<StepSeq>& batch) {
         mtp_pending_[batch[i].slot].clear();
       }
     }
-    if (batch[i].num_drafts > 0) verify_states_[i].resize(static_cast<size_t>(n_mamba_ * (batch[i].num_drafts + 1) * state_size));
+    if (const size_t need = static_cast<size_t>(n_mamba_ * (batch[i].num_drafts + 1) * state_size); batch[i].num_drafts > 0 && verify_states_[i].size() < need) verify_states_[i].resize(need);
   }
   StepOutput out;
   out.tokens.assign(batch.size(), -1);
@@ -622,7 +666,7 @@ std::vector<int32_t> CpuEngine::greedy(const float* x, int64_t n, std::vector<fl
   const int64_t H = spec_.hidden_size, V = spec_.vocab_size;
   const auto t = prof_.start();
   std::vector<float> logits(static_cast<size_t>(n * V));
-  cpu::gemm_xwt(pool_, x, n, H, lm_head_, V, logits.data());
+  proj(x, n, H, lm_head_, V, logits.data());
   std::vector<int32_t> out(static_cast<size_t>(n));
   for (int64_t r = 0; r < n; ++r) out[r] = sample_token(logits.data() + r * V, static_cast<int>(V), Sampling{}, 0);
   if (logits_out) *logits_out = std::move(logits);
@@ -640,7 +684,7 @@ void CpuEngine::mtp_forward(const std::vector<StepSeq>& batch, const std::vector
       cpu::rmsnorm(embed_ + static_cast<int64_t>(batch[i].tokens[j]) * H, mtp_.enorm, 1, H, spec_.norm_eps, cat.data() + r * 2 * H);  // embedding half first
       cpu::rmsnorm(hidden + r * H, mtp_.hnorm, 1, H, spec_.norm_eps, cat.data() + r * 2 * H + H);
     }
-  cpu::gemm_xwt(pool_, cat.data(), R, 2 * H, mtp_.eh_proj, H, x.data());
+  proj(cat.data(), R, 2 * H, mtp_.eh_proj, H, x.data());
   t = prof_.add("mtp.eh_proj", t);
   // Rows that only feed the attention KV (keep) leave after the last attention block: their
   // queries, attention, MoE and output are never computed.
@@ -779,6 +823,12 @@ void CpuEngine::mtp_step(const std::vector<StepSeq>& batch, const std::vector<in
     KR += n;
   }
   std::vector<float> y(static_cast<size_t>(std::max<int64_t>(KR, 1) * H));
+  // the head's int8 copies unless a sequence wants its logits (then every pass of this step is fp32)
+  struct Q8Scope {
+    bool& on;
+    ~Q8Scope() { on = false; }
+  } q8_scope{drafting_q8_};
+  drafting_q8_ = std::none_of(seq_of.begin(), seq_of.end(), [&](int64_t i) { return batch[static_cast<size_t>(i)].mtp_logits; });
   mtp_forward(mb, mrow0, hidden.data(), MR, y.data(), &keep);
   const int64_t V = spec_.vocab_size;
   std::vector<std::vector<float>> mtp_rows(batch.size());  // per sequence asking for the head's logits

@@ -372,31 +372,33 @@ void test_mtp_resume_after_skip() {
   std::vector<int32_t> prompt;
   for (int i = 0; i < 13; ++i) prompt.push_back((i * 17 + 5) % V);
   const int Lp = static_cast<int>(prompt.size());
-  // steps 0 (prefill) .. skip_until-1 skip the head; the last decode drafts 3 (with MTP logits if asked)
-  auto run = [&](int slot, int skip_until, bool last_logits) {
+  // steps 0 (prefill) .. skip_until-1 skip the head; the last decode drafts 3. MTP logits: at every
+  // step that runs the head (fp32 passes), or none (drafting passes read the head's int8 copies)
+  auto run = [&](int slot, int skip_until, bool logits) {
     auto p = seq(slot, prompt, 0, blocks(16 * slot, 16), lm::LogitsMode::None);
     p.mtp_skip = skip_until > 0;
     p.draft_tokens = p.mtp_skip ? 0 : 1;
+    p.mtp_logits = logits && !p.mtp_skip;
     lm::StepOutput out = engine->step({p});
     int32_t tok = out.tokens[0];
     for (int j = 1; j <= decodes; ++j) {
       auto q = seq(slot, {tok}, Lp + j - 1, blocks(16 * slot, 16), lm::LogitsMode::None);
       q.mtp_skip = j < skip_until;
       q.draft_tokens = q.mtp_skip ? 0 : j == decodes ? 3 : 1;
-      q.mtp_logits = j == decodes && last_logits;
+      q.mtp_logits = logits && !q.mtp_skip;
       out = engine->step({q});
       tok = out.tokens[0];
     }
     return out;
   };
-  const lm::StepOutput never = run(0, 0, true), resumed = run(1, decodes, true), resumed_no_logits = run(2, decodes, false);
+  const lm::StepOutput never = run(0, 0, true), resumed = run(1, decodes, true), never_no_logits = run(2, 0, false), resumed_no_logits = run(3, decodes, false);
   const size_t tail = static_cast<size_t>(3 * V);  // the last accepted row and two further drafts
   check(never.mtp_logits.size() >= tail && resumed.mtp_logits.size() > never.mtp_logits.size(), "a resumed sequence's MTP rows include the caught-up positions");
   const bool same_tail = never.mtp_logits.size() >= tail && resumed.mtp_logits.size() >= tail &&
                          std::equal(never.mtp_logits.end() - tail, never.mtp_logits.end(), resumed.mtp_logits.end() - tail);
   check(same_tail, "MTP rows after resuming from a skip equal never-skipped ones, bitwise");
   check(never.drafts == resumed.drafts && resumed.drafts.size() == 3, "drafts after resuming from a skip equal never-skipped ones");
-  check(resumed_no_logits.drafts == resumed.drafts, "drafts without MTP logits (KV-only rows left out of the MoE) equal drafts with them");
+  check(resumed_no_logits.drafts == never_no_logits.drafts && never_no_logits.drafts.size() == 3, "drafting passes (int8 head, KV-only rows left out of the MoE) after resuming draft as never-skipped ones");
   const size_t rows = resumed.mtp_logits.size() / V;
   check(rows == static_cast<size_t>(Lp + decodes - 1 + 3), "one MTP row per position of the context, then the drafts");
 
