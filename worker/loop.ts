@@ -249,11 +249,12 @@ export class EngineLoop {
 /**
  * The native form of a scheduled item. `mtp`: the engine has the MTP head, which an item skips when it
  * neither verifies nor drafts and is a plain decode, a sequence the router capped at 0 drafts, or a
- * prompt chunk while the step speculates at no depth (`speculating` false). The head then lacks those
- * positions in its attention KV: exactness is unaffected, and drafts for such a sequence, should
- * speculation resume, are accepted somewhat less often (demo model, k = 3: 2.56 → 2.25 tokens per
- * verify step with the whole prompt skipped) — the price of prefill costing what it costs without MTP
- * where speculation does not pay.
+ * prompt chunk while the step speculates at no depth (`speculating` false), so such steps cost what
+ * they cost without MTP. Exactness is unaffected either way. The CPU engine keeps the skipped rows
+ * and catches the head's attention KV up in one batched pass when the head runs again, so resumed
+ * drafts are those of never having skipped; an engine that does not (cuda for now) leaves those
+ * positions stale, and drafts after a skip are accepted somewhat less often (demo model, k = 3:
+ * 2.56 → 2.25 tokens per verify step with the whole prompt skipped).
  */
 function toNative(item: ScheduleResult["items"][number], mtp: boolean, speculating: boolean): NativeStepSequence {
   const seq = item.seq;

@@ -760,52 +760,54 @@ void CpuEngine::mtp_step(const std::vector<StepSeq>& batch, const std::vector<in
     const StepSeq& s = batch[i];
     const int64_t P = s.position;
     PendingRows& pend = mtp_pending_[s.slot];
-    // this sequence's rows for the head, positions [q.position, ...): rows it skipped before (their
-    // KV is caught up now), or the last accepted row again when its next token was not known or
-    // has changed, then this step's accepted rows
-    StepSeq q;
-    q.slot = s.slot;
-    q.position = static_cast<int>(P);
-    q.block_table = s.block_table;
-    if (!pend.next.empty() && pend.pos0 + static_cast<int64_t>(pend.next.size()) == P) {
-      if (pend.next.back() < 0) pend.next.back() = s.tokens[0];
-      q.position = static_cast<int>(pend.pos0);
-      q.tokens = pend.next;
-      hidden.insert(hidden.end(), pend.hidden.begin(), pend.hidden.end());
-    } else if (P > 0 && mtp_pos_[s.slot] == P - 1 && mtp_token_[s.slot] != s.tokens[0]) {
-      q.position = static_cast<int>(P - 1);
-      q.tokens.push_back(s.tokens[0]);
-      hidden.insert(hidden.end(), mtp_hidden_.begin() + s.slot * H, mtp_hidden_.begin() + (s.slot + 1) * H);
-    }
-    pend.clear();
-    for (int64_t t = 0; t < last[i]; ++t) q.tokens.push_back(s.tokens[t + 1]);
-    hidden.insert(hidden.end(), hn + row0[i] * H, hn + (row0[i] + last[i]) * H);
+    const float* h_last = hn + (row0[i] + last[i]) * H;
     const bool known = s.sample;  // the last row's next token: the one sampled now
-    q.tokens.push_back(known ? out.tokens[i] : -1);
-    hidden.insert(hidden.end(), hn + (row0[i] + last[i]) * H, hn + (row0[i] + last[i] + 1) * H);
+    // Rows the head has not seen before this step: the skipped ones (when they join up with this
+    // step), else the last accepted row again when its next token was not known or has changed.
+    if (!pend.next.empty() && pend.pos0 + static_cast<int64_t>(pend.next.size()) != P) pend.clear();
+    if (!pend.next.empty()) {
+      if (pend.next.back() < 0) pend.next.back() = s.tokens[0];
+    } else if (P > 0 && mtp_pos_[s.slot] == P - 1 && mtp_token_[s.slot] != s.tokens[0]) {
+      pend.pos0 = P - 1;
+      pend.next.push_back(s.tokens[0]);
+      pend.hidden.insert(pend.hidden.end(), mtp_hidden_.begin() + s.slot * H, mtp_hidden_.begin() + (s.slot + 1) * H);
+    }
     mtp_pos_[s.slot] = P + last[i];
-    std::copy_n(hn + (row0[i] + last[i]) * H, H, mtp_hidden_.begin() + s.slot * H);
-    mtp_token_[s.slot] = -1;
-    const int64_t n = static_cast<int64_t>(q.tokens.size());
-    const int64_t hidden_end = static_cast<int64_t>(hidden.size()) / H;  // rows of `hidden` so far
+    std::copy_n(h_last, H, mtp_hidden_.begin() + s.slot * H);
+    mtp_token_[s.slot] = s.mtp_skip || !known ? -1 : out.tokens[i];
     if (s.mtp_skip) {
-      // keep the rows for the step that runs the head next (the newest max_pending of them)
-      const int64_t drop = std::max<int64_t>(0, n - max_pending);
-      pend.pos0 = q.position + drop;
-      pend.next.assign(q.tokens.begin() + drop, q.tokens.end());
-      pend.hidden.assign(hidden.begin() + (hidden_end - n + drop) * H, hidden.end());
-      hidden.resize(static_cast<size_t>((hidden_end - n) * H));
+      // keep this step's rows for the step that runs the head next (at most the newest max_pending;
+      // trimmed with slack so that each step's cost stays independent of how much is kept)
+      if (pend.next.empty()) pend.pos0 = P;
+      for (int64_t t = 0; t < last[i]; ++t) pend.next.push_back(s.tokens[t + 1]);
+      pend.next.push_back(known ? out.tokens[i] : -1);
+      pend.hidden.insert(pend.hidden.end(), hn + row0[i] * H, h_last + H);
+      if (const int64_t n = static_cast<int64_t>(pend.next.size()); n > max_pending + max_pending / 4) {
+        const int64_t drop = n - max_pending;
+        pend.next.erase(pend.next.begin(), pend.next.begin() + drop);
+        pend.hidden.erase(pend.hidden.begin(), pend.hidden.begin() + drop * H);
+        pend.pos0 += drop;
+      }
       continue;
     }
-    if (!known) {
-      // the last row waits for the next step's first token
+    // this sequence's rows for the head at positions [q.position, ...): the pending ones, then this
+    // step's accepted rows; the last waits in pending when its next token is not known yet
+    StepSeq q;
+    q.slot = s.slot;
+    q.position = static_cast<int>(pend.next.empty() ? P : pend.pos0);
+    q.block_table = s.block_table;
+    q.tokens.swap(pend.next);
+    hidden.insert(hidden.end(), pend.hidden.begin(), pend.hidden.end());
+    pend.clear();
+    for (int64_t t = 0; t < last[i]; ++t) q.tokens.push_back(s.tokens[t + 1]);
+    hidden.insert(hidden.end(), hn + row0[i] * H, h_last);
+    if (known) {
+      q.tokens.push_back(out.tokens[i]);
+      hidden.insert(hidden.end(), h_last, h_last + H);
+    } else {
       pend.pos0 = P + last[i];
       pend.next.assign(1, -1);
-      pend.hidden.assign(hidden.end() - H, hidden.end());
-      q.tokens.pop_back();
-      hidden.resize(hidden.size() - static_cast<size_t>(H));
-    } else {
-      mtp_token_[s.slot] = out.tokens[i];
+      pend.hidden.assign(h_last, h_last + H);
     }
     if (q.tokens.empty()) continue;
     mrow0.push_back(MR);
