@@ -1,0 +1,141 @@
+// The grouped expert GEMM's wgmma path (64-row plan tiles: moe_gemm_wgmma.cu) against a float64 CPU
+// reference, on shapes that its 128-row super tiles distinguish: experts with no rows, one, two,
+// three and more plan tiles (a first plan tile alone, an idle second consumer warpgroup, a last
+// plan tile partly filled), N and K not multiples of the tiles (BN 256, 232, 224, 192; a partial
+// last k-step), several items per block, the gathered up projection (relu² → bf16) and the down
+// projection (fp32). Outputs are poisoned with NaN first, so an unwritten element fails.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "cuda/common.cuh"
+#include "cuda/ops.h"
+#include "engine.h"
+
+namespace {
+
+using lm::cuda::bf16;
+int failures = 0;
+
+template <class T>
+T* dev(const std::vector<T>& h) {
+  T* p = nullptr;
+  lm::cuda::check(cudaMalloc(&p, std::max<size_t>(1, h.size()) * sizeof(T)), "cudaMalloc");
+  lm::cuda::check(cudaMemcpy(p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice), "cudaMemcpy");
+  return p;
+}
+template <class T>
+std::vector<T> host(const T* p, size_t n) {
+  std::vector<T> h(n);
+  lm::cuda::check(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), "cudaMemcpy");
+  return h;
+}
+float to_float(float v) { return v; }
+float to_float(bf16 v) { return __bfloat162float(v); }
+
+/** Bf16-representable normal values (the reference multiplies exactly what the device reads). */
+std::vector<float> randn_bf16(std::mt19937& g, size_t n, float s) {
+  std::normal_distribution<float> d(0.f, s);
+  std::vector<float> v(n);
+  for (auto& x : v) x = __bfloat162float(__float2bfloat16(d(g)));
+  return v;
+}
+std::vector<bf16> to_bf16(const std::vector<float>& v) {
+  std::vector<bf16> o(v.size());
+  for (size_t i = 0; i < v.size(); ++i) o[i] = __float2bfloat16(v[i]);
+  return o;
+}
+
+struct Case {
+  const char* name;
+  std::vector<int> rows;  // routed rows per expert
+  int N, K;
+  bool up;  // gathered rows, relu² → bf16; else expert-major rows → fp32
+};
+
+/** Runs grouped_gemm (64-row plan tiles: the wgmma path) and checks it against float64. */
+template <class Out>
+void run_case(std::mt19937& g, const Case& c) {
+  const int E = static_cast<int>(c.rows.size());
+  std::vector<int32_t> ids;  // k = 1: token row r chose ids[r]; rows shuffled so the gather is not the identity
+  for (int e = 0; e < E; ++e) ids.insert(ids.end(), c.rows[e], e);
+  std::shuffle(ids.begin(), ids.end(), g);
+  const int M = static_cast<int>(ids.size());
+  const int tile_rows = lm::cuda::moe_tile_rows(M, E), max_tiles = lm::cuda::moe_plan_max_tiles(M, E, tile_rows);
+  lm::cuda::MoePlan plan{dev(std::vector<int32_t>(M, -1)), dev(std::vector<int32_t>(M, -1)), dev(std::vector<int32_t>(E + 1, -1)),
+                         dev(std::vector<int4>(max_tiles, make_int4(-1, -1, -1, -1))), dev(std::vector<int32_t>(1, -1))};
+  lm::cuda::moe_plan(dev(ids), M, 1, E, tile_rows, plan, nullptr);
+
+  const auto a = randn_bf16(g, size_t(M) * c.K, 1.f);
+  std::vector<std::vector<float>> w(E);
+  std::vector<const bf16*> dw(E);
+  for (int e = 0; e < E; ++e) {
+    w[e] = randn_bf16(g, size_t(c.N) * c.K, 1.f / std::sqrt(float(c.K)));
+    dw[e] = dev(to_bf16(w[e]));
+  }
+  const auto src_row = host(plan.src_row, M);
+  const auto offsets = host(plan.offsets, E + 1);
+
+  // Reference: out[p, n] = Σ_k A[row(p), k] · W_e[n, k] in double (relu² then bf16 rounding for the up projection).
+  std::vector<double> ref(size_t(M) * c.N);
+  double scale = 1e-30;
+  for (int e = 0; e < E; ++e)
+    for (int p = offsets[e]; p < offsets[e + 1]; ++p) {
+      const float* x = a.data() + size_t(c.up ? src_row[p] : p) * c.K;
+      for (int n = 0; n < c.N; ++n) {
+        double s = 0;
+        for (int k = 0; k < c.K; ++k) s += double(x[k]) * w[e][size_t(n) * c.K + k];
+        if (c.up) s = __bfloat162float(__float2bfloat16(s > 0 ? float(s * s) : 0.f));
+        ref[size_t(p) * c.N + n] = s;
+        scale = std::max(scale, std::fabs(s));
+      }
+    }
+
+  const bf16* da = dev(to_bf16(a));
+  Out* out = nullptr;
+  lm::cuda::check(cudaMalloc(&out, size_t(M) * c.N * sizeof(Out)), "cudaMalloc");
+  lm::cuda::GroupedGemmParams p{da, c.K, c.up ? plan.src_row : nullptr, dev(dw), c.N, c.K, plan.tiles, plan.num_tiles, max_tiles, tile_rows, nullptr, nullptr};
+  if constexpr (std::is_same_v<Out, bf16>) p.out_relu2 = out;
+  else p.out = out;
+  lm::cuda::check(cudaMemset(out, 0xff, size_t(M) * c.N * sizeof(Out)), "cudaMemset");  // NaN in bf16 and fp32
+  lm::cuda::grouped_gemm(p, nullptr);
+  lm::cuda::check(cudaDeviceSynchronize(), "grouped_gemm");
+  const auto got = host(out, size_t(M) * c.N);
+  double max_err = 0, sq = 0, sq_ref = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    double d = std::fabs(double(to_float(got[i])) - ref[i]);
+    if (std::isnan(d)) d = INFINITY;
+    max_err = std::max(max_err, d / scale);
+    sq += d * d, sq_ref += ref[i] * ref[i];
+  }
+  // fp32 sums of exact bf16 products: ~1e-6; relu² rounded to bf16: half an ulp, 2e-3 of the value.
+  const double tol = c.up ? 4e-3 : 1e-4, rel = std::sqrt(sq / std::max(sq_ref, 1e-300));
+  const bool ok = max_err <= tol && tile_rows == 64;
+  if (!ok) ++failures;
+  std::printf("%-44s M %5d N %4d K %4d tile %2d rows: max %.2e rel-l2 %.2e (tol %.0e of max |ref|) %s\n", c.name, M, c.N, c.K, tile_rows, max_err, rel, tol, ok ? "ok" : "FAIL");
+  cudaFree(out);
+}
+
+}  // namespace
+
+int main() {
+  try {
+    std::mt19937 g(20261124);
+    // Plan tiles per expert 0, 1, 2, 3, 5, 11 → super tiles {}, {1}, {2}, {1, 2}, {1, 2, 2}, {1, 2, 2, 2, 2, 2}.
+    run_case<bf16>(g, {"wgmma up: mixed experts, BN 256", {0, 1, 100, 150, 300, 700}, 500, 200, true});
+    run_case<bf16>(g, {"wgmma up: three column tiles, partial k-step", {130, 256, 513, 40, 64, 193}, 696, 136, true});
+    run_case<float>(g, {"wgmma down: fp32 rows, BN 224", {384, 0, 200, 129}, 200, 696, false});
+    run_case<float>(g, {"wgmma down: ring wraps, BN 192", {512, 512, 17}, 384, 1032, false});
+    run_case<bf16>(g, {"wgmma up: more items than SMs, BN 232", std::vector<int>(16, 256), 1856, 264, true});
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "test-cuda-moe-gemm: %s\n", e.what());
+    return 1;
+  }
+  std::printf("%s: %d failure(s)\n", failures ? "FAIL" : "ok", failures);
+  return failures ? 1 : 0;
+}
