@@ -39,7 +39,10 @@
 // ~43k): loads + tables 10.6k, S_loc 2.2k, CB wait + W X 8.9k, chain wait 10.2k, S_in/S_out 5.6k,
 // C' S_inᵀ + store 4.8k: the products are no longer the limit; the chain (64 hops for 8K tokens)
 // and the loads are.
-// LM_SSD_WGMMA=0 in the environment takes the mma.sync instance (A/B timing).
+// LM_SSD_WGMMA=0 in the environment takes the mma.sync instance (A/B timing). LM_SSD_SCAN=wg takes
+// ssd_scan_wg.cu instead at the Nano shape on sm_90: no chain between blocks (each block walks one
+// sequence for half a head's columns, the state in registers), 0.500 ms against these kernels'
+// 0.453 on the H100, so opt-in until its per-sub-chunk scalar work shrinks (see its header).
 // Speed before that (H100, Nano heads, one 8K sequence): ~0.7 ms, the CB kernel ~0.07 ms of it. Timed per
 // step, a two-head item took ~39 µs of one SM: ~10 loading, ~20 in the three products (~75
 // TFLOP/s of TF32 mma.sync), ~10 in the chain; two blocks per SM (this layout) gained nothing over
@@ -59,6 +62,7 @@
 
 #include "cuda/common.cuh"
 #include "cuda/ops.h"
+#include "cuda/ssd_scan_wg.cuh"
 
 namespace lm::cuda {
 
@@ -948,6 +952,10 @@ void ssd_chunked_scan(const BatchView& b, const SsmParams& p, int chunk_size, fl
   // 16-byte copies need every row segment (x of a head, B and C of a group, a state row) 16-byte aligned.
   const bool vec4 = p.xbc_stride % 4 == 0 && p.head_dim % 4 == 0 && p.dstate % 4 == 0 && reinterpret_cast<uintptr_t>(p.xbc) % 16 == 0 &&
                     reinterpret_cast<uintptr_t>(p.state) % 16 == 0;
+  if (use_wgmma() && ssd_scan_wg_fits(p)) {  // opt-in (LM_SSD_SCAN=wg): the Nano shape without a chain between blocks
+    ssd_scan_wg(b, p, s);
+    return;
+  }
   if (vec4) launch_all<4>(b, p, chunk_size, workspace, s);
   else launch_all<1>(b, p, chunk_size, workspace, s);
 }
