@@ -20,11 +20,12 @@
 //
 // Steps of at most 4 rows (decode, MTP verify; moe_decode_rows_) take the small-batch MoE path
 // (moe_decode.cu: router + shared up, routed up, routed + shared down with the combine: three
-// launches), one launch for the conv and its state shift, and one for attention's q, k and v; the
-// decode kernels use programmatic dependent launch (launch.cuh). Developer switches, read once per
-// engine for A/B timing: LM_CUDA_PDL=0 (plain launches), LM_CUDA_MOE_DECODE=N (moe_decode.cu for
-// steps of at most N ≤ MOE_DECODE_MAX_ROWS rows; 0: the MoE through moe_plan and the grouped GEMM
-// at every batch size).
+// launches), the conv and its state shift in in_proj's epilogue where in_proj takes the skinny
+// kernel (else one launch after it), and one launch for attention's q, k and v; the decode kernels
+// use programmatic dependent launch (launch.cuh). Developer switches, read once per engine for A/B
+// timing: LM_CUDA_PDL=0 (plain launches), LM_CUDA_MOE_DECODE=N (moe_decode.cu for steps of at most
+// N ≤ MOE_DECODE_MAX_ROWS rows; 0: the MoE through moe_plan and the grouped GEMM at every batch
+// size), LM_CUDA_CONV_IN_PROJ=0 (the decode conv as its own launch).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -250,6 +251,12 @@ class CudaEngine final : public Engine {
     prof_.on = o.profile;
     cuda::set_programmatic_launch(env_switch("LM_CUDA_PDL"));
     if (const char* rows = std::getenv("LM_CUDA_MOE_DECODE")) moe_decode_rows_ = std::clamp(std::atoi(rows), 0, cuda::MOE_DECODE_MAX_ROWS);
+    conv_in_proj_ = env_switch("LM_CUDA_CONV_IN_PROJ");
+    if (const char* t = std::getenv("LM_CUDA_GRAPH_TIMING"); t && std::strcmp(t, "1") == 0) {
+      graph_timing_.on = true;
+      LM_CUDA_CHECK(cudaEventCreate(&graph_timing_.start));
+      LM_CUDA_CHECK(cudaEventCreate(&graph_timing_.end));
+    }
     graph_mode_ = o.profile || g == "off" ? GraphMode::Off : g == "padded" ? GraphMode::PaddedEager : GraphMode::Replay;
     LM_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     for (const auto& r : o.tensors) refs_[r.name] = r;
@@ -341,9 +348,34 @@ class CudaEngine final : public Engine {
   // 1 / 2 / 4 (fewer launches) and loses by 1.0 ms at batch 8, where ~40 distinct experts' weights
   // dominate and the grouped GEMM streams them faster.
   int moe_decode_rows_ = 4;
+  // Decode rows on the skinny in_proj run the conv in its epilogue (one launch less per Mamba
+  // layer); LM_CUDA_CONV_IN_PROJ=0: conv1d_silu_step after it.
+  bool conv_in_proj_ = true;
   unsigned* moe_counters_ = nullptr;  // moe_decode's arrival counters (zeroed once, left zero by every launch)
 
   int32_t* h_sampled_ = nullptr;  // pinned
+  /**
+   * LM_CUDA_GRAPH_TIMING=1 (developer switch): device time of each decode graph replay, between
+   * events around cudaGraphLaunch; the mean per bucket goes to stderr when the engine closes, to
+   * tell the device's share of a step from the host's.
+   */
+  struct GraphTiming {
+    bool on = false;
+    cudaEvent_t start = nullptr, end = nullptr;
+    std::map<int, std::pair<int, double>> per_bucket;  // bucket → (replays, ms)
+    void add(int bucket) {
+      float ms = 0.f;
+      LM_CUDA_CHECK(cudaEventElapsedTime(&ms, start, end));
+      auto& e = per_bucket[bucket];
+      ++e.first;
+      e.second += ms;
+    }
+    ~GraphTiming() {
+      for (const auto& [bucket, e] : per_bucket) std::fprintf(stderr, "cuda engine: decode graph bucket %d: %d replays, %.4f ms of device time each\n", bucket, e.first, e.second / e.first);
+      if (start) cudaEventDestroy(start);
+      if (end) cudaEventDestroy(end);
+    }
+  } graph_timing_;
   int decode_table_capacity_ = 0;  // int32 entries of the block-table region
 
   /** Slot max_slots and KV block num_kv_blocks are reserved for padding rows. */
@@ -804,16 +836,26 @@ void CudaEngine::run_block(const Layer& L, const cuda::BatchView& b, float* h, b
       float* xbc = scratch_.get<float>("mamba-xbc", int64_t(R) * CD);
       float* y = scratch_.get<float>("mamba-y", int64_t(R) * I);
       bf16* y16 = scratch_.get<bf16>("mamba-y16", int64_t(R) * I);
-      prof_.mark("mamba.in_proj", stream_);
-      gemm_.run(u, R, H, M.in_proj, proj, zx, 0.f, stream_);
-      cuda::add_bias(zx, M.in_b, R, proj, stream_);
-      prof_.mark("mamba.conv1d", stream_);
       float* cstate = conv_state_ + int64_t(M.index) * state_slots() * conv_state_size();
-      if (b.rows == b.nseq) {  // one row per sequence: conv and state shift in one launch
-        cuda::conv1d_silu_step(b, zx + I, proj, CD, K, M.conv_w, M.conv_b, cstate, xbc, stream_);
+      prof_.mark("mamba.in_proj", stream_);
+      // Decode rows on the skinny kernel: the conv and its state shift ride in in_proj's epilogue
+      // (the xBC columns go to xbc, not zx; a verify step's stash needs them in zx).
+      const bool conv_in_proj = conv_in_proj_ && b.rows == b.nseq && stash_.n == 0 && !M.in_b && K >= 1 && K <= 4 && gemm_.skinny(R, H, u, M.in_proj);
+      if (conv_in_proj) {
+        const cuda::SkinnyConv cv{I, CD, K, M.conv_w, M.conv_b, cstate, b.seq_slot, xbc};
+        cuda::skinny_gemm_conv(u, R, H, M.in_proj, proj, zx, cv, stream_);
       } else {
-        cuda::conv1d_silu(b, zx + I, proj, CD, K, M.conv_w, M.conv_b, cstate, xbc, stream_);
-        cuda::conv_state_update(b, zx + I, proj, CD, K, cstate, stream_);
+        gemm_.run(u, R, H, M.in_proj, proj, zx, 0.f, stream_);
+        cuda::add_bias(zx, M.in_b, R, proj, stream_);
+      }
+      if (!conv_in_proj) {
+        prof_.mark("mamba.conv1d", stream_);
+        if (b.rows == b.nseq) {  // one row per sequence: conv and state shift in one launch
+          cuda::conv1d_silu_step(b, zx + I, proj, CD, K, M.conv_w, M.conv_b, cstate, xbc, stream_);
+        } else {
+          cuda::conv1d_silu(b, zx + I, proj, CD, K, M.conv_w, M.conv_b, cstate, xbc, stream_);
+          cuda::conv_state_update(b, zx + I, proj, CD, K, cstate, stream_);
+        }
       }
       if (stash_.n > 0) {
         cuda::gather_rows_f32(zx, proj, stash_.rows, stash_.n, proj, stash_.zx + int64_t(M.index) * stash_.n * proj, stream_);
@@ -978,8 +1020,11 @@ StepOutput CudaEngine::step_decode(const std::vector<StepSeq>& batch) {
     LM_CUDA_CHECK(cudaGraphExecDestroy(graph.exec));
     graph.exec = nullptr;
   }
+  const bool timed = graph_timing_.on && graph.exec;
   if (graph.exec) {
+    if (timed) LM_CUDA_CHECK(cudaEventRecord(graph_timing_.start, stream_));
     LM_CUDA_CHECK(cudaGraphLaunch(graph.exec, stream_));
+    if (timed) LM_CUDA_CHECK(cudaEventRecord(graph_timing_.end, stream_));
   } else {
     // This step runs eagerly (sizing every scratch buffer for the bucket), then the same work is
     // captured, not executed, for the next steps of this bucket.
@@ -1024,6 +1069,7 @@ StepOutput CudaEngine::step_decode(const std::vector<StepSeq>& batch) {
       }
   }
   LM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (timed) graph_timing_.add(bucket);
   for (int i = 0; i < nseq; ++i)
     if (batch[i].sample) out.tokens[i] = h_sampled_[i];
   return out;

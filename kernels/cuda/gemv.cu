@@ -30,10 +30,56 @@ struct MultiParams {
   int n;  // projections
   SkinnyOut out[SKINNY_MAX_OUTS];
   int block0[SKINNY_MAX_OUTS + 1];  // first block of each projection; block0[n] = grid
+  SkinnyConv conv;                  // CONV instances: the conv1d epilogue of out[0]
 };
+constexpr int CONV_MAX_WINDOW = 3;  // conv_kernel ≤ 4 in the conv epilogue
 }  // namespace
 
-template <int ROWS, int MT>
+/**
+ * The conv1d epilogue (CONV, skinny_gemm_conv): lane l < ROWS·MT of a warp owns output (l / MT,
+ * l % MT), so the conv state, taps and bias of those outputs load before pdl_wait (weights are
+ * constants; the state and the batch description come from earlier steps or earlier launches).
+ */
+template <int MT>
+struct ConvLane {
+  bool on = false;  // this lane's output is a conv input column of a real row
+  int c = 0, m = 0;
+  float* st = nullptr;
+  float win[CONV_MAX_WINDOW], w[CONV_MAX_WINDOW + 1], bias = 0.f;
+
+  __device__ __forceinline__ void load(const SkinnyConv& cv, int n, int m_, int M) {
+    m = m_;
+    c = n - cv.col0;
+    on = m < M && c >= 0 && c < cv.C;
+    if (!on) return;
+    const int W = cv.K - 1;
+    st = cv.state + static_cast<int64_t>(cv.seq_slot[m]) * W * cv.C + c;
+#pragma unroll
+    for (int j = 0; j < CONV_MAX_WINDOW; ++j) win[j] = j < W ? st[static_cast<int64_t>(j) * cv.C] : 0.f;
+#pragma unroll
+    for (int j = 0; j <= CONV_MAX_WINDOW; ++j) w[j] = j < cv.K ? cv.w[static_cast<int64_t>(c) * cv.K + j] : 0.f;
+    bias = cv.bias ? cv.bias[c] : 0.f;
+  }
+
+  /** conv1d_silu_step's arithmetic on the projection's value v: the output, then the state shift. */
+  __device__ __forceinline__ void finish(const SkinnyConv& cv, float v) {
+    const int W = cv.K - 1;
+    float acc = bias;
+#pragma unroll
+    for (int j = 0; j < CONV_MAX_WINDOW; ++j)
+      if (j < W) acc += w[j] * win[j];
+#pragma unroll
+    for (int j = 0; j <= CONV_MAX_WINDOW; ++j)
+      if (j == W) acc += w[j] * v;
+    cv.xbc[static_cast<int64_t>(m) * cv.C + c] = silu(acc);
+#pragma unroll
+    for (int j = 0; j + 1 < CONV_MAX_WINDOW; ++j)
+      if (j + 1 < W) st[static_cast<int64_t>(j) * cv.C] = win[j + 1];
+    if (W > 0) st[static_cast<int64_t>(W - 1) * cv.C] = v;
+  }
+};
+
+template <int ROWS, int MT, bool CONV>
 __global__ void __launch_bounds__(WARPS * 32) skinny_gemm_kernel(MultiParams p) {
   constexpr int ROWS_PER_BLOCK = ROWS * WARPS;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -47,6 +93,8 @@ __global__ void __launch_bounds__(WARPS * 32) skinny_gemm_kernel(MultiParams p) 
   for (int r = 0; r < ROWS; ++r) w_rows[r] = out.W + static_cast<int64_t>(min(n0 + r, N - 1)) * p.K;
   WeightStream<ROWS, MT> ws;
   if (active) ws.preload(w_rows, p.K);
+  ConvLane<MT> cl;
+  if (CONV && active && lane < ROWS * MT) cl.load(p.conv, n0 + lane / MT, lane % MT, p.M);
   pdl_wait();
   pdl_trigger();
   if (active) {
@@ -55,6 +103,20 @@ __global__ void __launch_bounds__(WARPS * 32) skinny_gemm_kernel(MultiParams p) 
     for (int m = 0; m < MT; ++m) x[m] = p.x + static_cast<int64_t>(min(m, p.M - 1)) * p.K;
     float acc[ROWS][MT];
     ws.dot(w_rows, x, p.M, p.K, acc);
+    if (CONV) {  // every lane holds the sums: lane l writes output (l / MT, l % MT)
+      if (lane >= ROWS * MT) return;
+      const int r = lane / MT, m = lane % MT;
+      if (n0 + r >= N || m >= p.M) return;
+      float v = 0.f;
+#pragma unroll
+      for (int rr = 0; rr < ROWS; ++rr)
+#pragma unroll
+        for (int mm = 0; mm < MT; ++mm)
+          if (rr * MT + mm == lane) v = acc[rr][mm];
+      if (cl.on) cl.finish(p.conv, v);
+      else out.y[static_cast<int64_t>(m) * N + n0 + r] = v;
+      return;
+    }
     if (lane == 0) {
 #pragma unroll
       for (int r = 0; r < ROWS; ++r) {
@@ -76,15 +138,16 @@ __global__ void __launch_bounds__(WARPS * 32) skinny_gemm_kernel(MultiParams p) 
 }
 
 namespace {
-template <int ROWS>
+template <int ROWS, bool CONV = false>
 void launch_rows(const MultiParams& p, int blocks, cudaStream_t s) {
   const dim3 grid(blocks), block(WARPS * 32);
   const int M = p.M;
-  if (M <= 1) launch("skinny_gemm", skinny_gemm_kernel<ROWS, 1>, grid, block, 0, s, p);
-  else if (M <= 2) launch("skinny_gemm", skinny_gemm_kernel<ROWS, 2>, grid, block, 0, s, p);
-  else if (M <= 4) launch("skinny_gemm", skinny_gemm_kernel<ROWS, 4>, grid, block, 0, s, p);
-  else if (M <= 8) launch("skinny_gemm", skinny_gemm_kernel<ROWS, 8>, grid, block, 0, s, p);
-  else launch("skinny_gemm", skinny_gemm_kernel<ROWS, 16>, grid, block, 0, s, p);
+  const char* what = CONV ? "skinny_gemm_conv" : "skinny_gemm";
+  if (M <= 1) launch(what, skinny_gemm_kernel<ROWS, 1, CONV>, grid, block, 0, s, p);
+  else if (M <= 2) launch(what, skinny_gemm_kernel<ROWS, 2, CONV>, grid, block, 0, s, p);
+  else if (M <= 4) launch(what, skinny_gemm_kernel<ROWS, 4, CONV>, grid, block, 0, s, p);
+  else if (M <= 8) launch(what, skinny_gemm_kernel<ROWS, 8, CONV>, grid, block, 0, s, p);
+  else launch(what, skinny_gemm_kernel<ROWS, 16, CONV>, grid, block, 0, s, p);
 }
 }  // namespace
 
@@ -96,7 +159,7 @@ void skinny_gemm_multi(const bf16* x, int M, int K, const SkinnyOut* outs, int n
   if (M == 0) return;
   if (n < 1 || n > SKINNY_MAX_OUTS) throw Error("skinny_gemm_multi: 1 to " + std::to_string(SKINNY_MAX_OUTS) + " projections, got " + std::to_string(n));
   if (!skinny_gemm_supported(M, K, x, x)) throw Error("skinny_gemm_multi: needs 1 <= M <= " + std::to_string(SKINNY_MAX_M) + ", K % 8 == 0 and a 16-byte aligned x");
-  MultiParams p{x, M, K, beta, n, {}, {}};
+  MultiParams p{x, M, K, beta, n, {}, {}, {}};
   const int rows = ROWS_PER_WARP;
   int blocks = 0;
   for (int i = 0; i < n; ++i) {
@@ -109,6 +172,18 @@ void skinny_gemm_multi(const bf16* x, int M, int K, const SkinnyOut* outs, int n
   p.block0[n] = blocks;
   if (blocks == 0) return;
   launch_rows<ROWS_PER_WARP>(p, blocks, s);
+}
+
+void skinny_gemm_conv(const bf16* x, int M, int K, const bf16* W, int N, float* y, const SkinnyConv& conv, cudaStream_t s) {
+  if (M == 0 || N == 0) return;
+  if (!skinny_gemm_supported(M, K, x, W)) throw Error("skinny_gemm_conv: needs 1 <= M <= " + std::to_string(SKINNY_MAX_M) + ", K % 8 == 0 and 16-byte aligned x and W");
+  if (conv.K < 1 || conv.K - 1 > CONV_MAX_WINDOW || conv.col0 < 0 || conv.C < 1 || conv.col0 + conv.C > N || !conv.seq_slot || !conv.xbc || !conv.state || !conv.w)
+    throw Error("skinny_gemm_conv: the conv columns must lie inside the projection, conv_kernel in [1, 4], and state, taps, slots and output given");
+  MultiParams p{x, M, K, 0.f, 1, {}, {}, conv};
+  p.out[0] = {W, N, y, nullptr};
+  p.block0[0] = 0;
+  p.block0[1] = ceil_div(N, ROWS_PER_WARP * WARPS);
+  launch_rows<ROWS_PER_WARP, true>(p, p.block0[1], s);
 }
 
 void skinny_gemm(const bf16* x, int M, int K, const bf16* W, int N, float* y, float beta, cudaStream_t s) {

@@ -217,6 +217,21 @@ struct SkinnyOut {
   bf16* y16;
 };
 constexpr int SKINNY_MAX_OUTS = 3;
+/**
+ * The conv1d epilogue of a decode step's in_proj (skinny_gemm_conv): output columns [col0, col0 + C)
+ * of row m are the conv inputs of sequence m (one row per sequence); instead of y they give
+ * xbc (M, C) = silu(conv) and shift the slot's conv state, with conv1d_silu_step's arithmetic.
+ */
+struct SkinnyConv {
+  int col0 = 0, C = 0, K = 0;     // first column, channels, conv_kernel (≤ 4)
+  const float* w = nullptr;       // (C, K) taps
+  const float* bias = nullptr;    // (C) or nullptr
+  float* state = nullptr;         // (slots, K - 1, C)
+  const int* seq_slot = nullptr;  // (M) slot of row m
+  float* xbc = nullptr;           // (M, C)
+};
+/** skinny_gemm (beta 0) of one projection with the conv epilogue on columns [col0, col0 + C); y keeps the other columns. */
+void skinny_gemm_conv(const bf16* x, int M, int K, const bf16* W, int N, float* y, const SkinnyConv& conv, cudaStream_t s);
 /** Up to SKINNY_MAX_OUTS projections of the same x (M, K) in one launch (attention's q, k, v), each output as skinny_gemm's. */
 void skinny_gemm_multi(const bf16* x, int M, int K, const SkinnyOut* outs, int n, float beta, cudaStream_t s);
 

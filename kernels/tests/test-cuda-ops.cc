@@ -735,6 +735,52 @@ void test_conv_step(std::mt19937& g) {
 }
 
 /**
+ * skinny_gemm_conv (a decode in_proj with the conv in its epilogue) against skinny_gemm followed by
+ * conv1d_silu_step on the same inputs: the columns outside the conv range equal bitwise (y), the
+ * conv outputs and the whole conv state buffer (slots no row uses included) equal bitwise. Shapes:
+ * Nano's in_proj (2688 -> 10304, conv on 4096 .. 10240, K 4) at 1 and 2 rows; small odd ones with
+ * K 2 without bias and K 1, up to 16 rows (every MT instance). Outputs start as NaN.
+ */
+void test_conv_in_proj(std::mt19937& g) {
+  struct Case {
+    int M, K, N, col0, C, taps;
+    bool bias;
+  };
+  for (const Case& c : {Case{1, 2688, 10304, 4096, 6144, 4, true}, {2, 2688, 10304, 4096, 6144, 4, true}, {3, 264, 200, 40, 136, 4, true}, {5, 136, 97, 3, 90, 2, false},
+                        {9, 64, 50, 10, 30, 1, true}, {16, 72, 66, 0, 66, 4, true}}) {
+    Batch b(std::vector<int>(c.M, 1), std::vector<int>(c.M, 9), 16);
+    const int slots = 2 * c.M + 1, S = c.taps - 1;
+    auto x = randn(g, int64_t(c.M) * c.K), w = randn(g, int64_t(c.N) * c.K, 0.05f);
+    auto taps = randn(g, int64_t(c.C) * c.taps, 0.5f), bias = randn(g, c.C, 0.1f), state = randn(g, int64_t(std::max(slots * S * c.C, 1)));
+    const bf16 *dx = dev(to_bf16(x)), *dw = dev(to_bf16(w));
+    const float *dtaps = dev(taps), *dbias = c.bias ? dev(bias) : nullptr;
+    float *st_ref = dev(state), *st_one = dev(state);
+    float *y_ref = dev(std::vector<float>(int64_t(c.M) * c.N, NAN)), *y_one = dev(std::vector<float>(int64_t(c.M) * c.N, NAN));
+    float *xbc_ref = dev(std::vector<float>(int64_t(c.M) * c.C, NAN)), *xbc_one = dev(std::vector<float>(int64_t(c.M) * c.C, NAN));
+    lm::cuda::skinny_gemm(dx, c.M, c.K, dw, c.N, y_ref, 0.f, nullptr);
+    lm::cuda::conv1d_silu_step(b.view, y_ref + c.col0, c.N, c.C, c.taps, dtaps, dbias, st_ref, xbc_ref, nullptr);
+    const lm::cuda::SkinnyConv cv{c.col0, c.C, c.taps, dtaps, dbias, st_one, b.view.seq_slot, xbc_one};
+    lm::cuda::skinny_gemm_conv(dx, c.M, c.K, dw, c.N, y_one, cv, nullptr);
+    const auto yr = host(y_ref, int64_t(c.M) * c.N), yo = host(y_one, int64_t(c.M) * c.N);
+    bool y_same = true;
+    for (int m = 0; m < c.M; ++m)
+      for (int n = 0; n < c.N; ++n)
+        if (n < c.col0 || n >= c.col0 + c.C) y_same = y_same && std::memcmp(&yr[int64_t(m) * c.N + n], &yo[int64_t(m) * c.N + n], 4) == 0;
+    const auto xr = host(xbc_ref, int64_t(c.M) * c.C), xo = host(xbc_one, int64_t(c.M) * c.C);
+    const auto sr = host(st_ref, state.size()), so = host(st_one, state.size());
+    // the same fp32 terms as the conv step; the compiler may contract a multiply-add differently
+    const bool xbc_same = std::memcmp(xr.data(), xo.data(), xr.size() * 4) == 0, state_same = std::memcmp(sr.data(), so.data(), sr.size() * 4) == 0;
+    const Err ex = compare(xo, xr), es = compare(so, sr);
+    const bool ok = y_same && ex.max <= 1e-6 && es.max <= 1e-6;
+    if (!ok) ++failures;
+    const std::string name = "conv in in_proj M" + std::to_string(c.M) + " " + std::to_string(c.K) + "->" + std::to_string(c.N) + " K" + std::to_string(c.taps) + (c.bias ? "" : " no bias");
+    std::printf("%-34s vs skinny_gemm + conv step: other columns bitwise %s; conv out max %.1e (bitwise %s), all slots' state max %.1e (bitwise %s) %s\n", name.c_str(), y_same ? "yes" : "NO",
+                ex.max, xbc_same ? "yes" : "no", es.max, state_same ? "yes" : "no", ok ? "ok" : "FAIL");
+    for (float* p : {st_ref, st_one, y_ref, y_one, xbc_ref, xbc_one}) cudaFree(p);
+  }
+}
+
+/**
  * rmsnorm_bf16's single-pass float4 path (H % 4 == 0 up to 8192: 1, 2, 4 and 8 float4 per thread,
  * with and without idle threads; rows 3 × 2688 is Nano's decode shape) and its fallback (H 8196,
  * 1022), direct and through a row gather, against cpu::rmsnorm. bf16 outputs start as NaN and 8
@@ -1095,6 +1141,7 @@ int main() {
     test_greedy_sampling(g);
     test_rmsnorm_vec(g);
     test_conv_step(g);
+    test_conv_in_proj(g);
     test_skinny_multi(g);
     test_moe_decode(g, {1, 2688, 128, 1, 1, 6, 2688, 1856, 3712, false});  // Nano widths, one row
     test_moe_decode(g, {2, 2688, 128, 8, 4, 6, 2688, 1856, 3712, false});  // group routing
