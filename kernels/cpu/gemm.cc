@@ -18,7 +18,8 @@
 // the row's dot product is scaled once at the end.
 #include <algorithm>
 #include <cstring>
-#if defined(__AVX2__)
+#include <type_traits>
+#if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
@@ -79,6 +80,58 @@ inline void tile(const float* x, int64_t m0, int64_t K, const Wt* W, const float
     }
 }
 
+#if defined(__AVX512F__)
+// GCC 12 warns about the AVX-512 headers' deliberately undefined pass-through operands
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+/**
+ * int8 weights with 16-lane vectors (AVX-512): widening each weight costs two instructions, so the
+ * int8 path is bound by them, not by bytes, and twice the lanes halve them. Drafting only: the
+ * fp32 path keeps 8 lanes everywhere (its results must not depend on the machine's vector width).
+ */
+template <int MR, int NR>
+inline void tile_q8_wide(const float* x, int64_t m0, int64_t K, const int8_t* W, const float* scale, int64_t n0, int64_t N, float* y, const float* bias) {
+  __m512 acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_ps();
+  const int64_t K16 = K & ~int64_t{15};
+  for (int64_t k = 0; k < K16; k += 16) {
+    __m512 w[NR];
+    for (int j = 0; j < NR; ++j) w[j] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(W + (n0 + j) * K + k))));
+    for (int i = 0; i < MR; ++i) {
+      const __m512 xv = _mm512_loadu_ps(x + (m0 + i) * K + k);
+      for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_fmadd_ps(xv, w[j], acc[i][j]);
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) {
+      float s = _mm512_reduce_add_ps(acc[i][j]);
+      for (int64_t k = K16; k < K; ++k) s += x[(m0 + i) * K + k] * static_cast<float>(W[(n0 + j) * K + k]);
+      y[(m0 + i) * N + n0 + j] = s * scale[n0 + j] + (bias ? bias[n0 + j] : 0.f);
+    }
+}
+
+template <int MR, int NR>
+inline void rows_block_q8_wide(const float* x, int64_t m0, int64_t K, const int8_t* W, const float* scale, int64_t n0, int64_t n1, int64_t N, float* y, const float* bias) {
+  int64_t n = n0;
+  for (; n + NR <= n1; n += NR) tile_q8_wide<MR, NR>(x, m0, K, W, scale, n, N, y, bias);
+  for (; n < n1; ++n) tile_q8_wide<MR, 1>(x, m0, K, W, scale, n, N, y, bias);
+}
+
+void columns_q8_wide(const float* x, int64_t M, int64_t K, const int8_t* W, const float* scale, int64_t n0, int64_t n1, int64_t N, float* y, const float* bias) {
+  int64_t m = 0;
+  for (; m + 4 <= M; m += 4) rows_block_q8_wide<4, 4>(x, m, K, W, scale, n0, n1, N, y, bias);
+  switch (M - m) {
+    case 3: rows_block_q8_wide<3, 4>(x, m, K, W, scale, n0, n1, N, y, bias); break;
+    case 2: rows_block_q8_wide<2, 6>(x, m, K, W, scale, n0, n1, N, y, bias); break;
+    case 1: rows_block_q8_wide<1, 8>(x, m, K, W, scale, n0, n1, N, y, bias); break;
+    default: break;
+  }
+}
+#pragma GCC diagnostic pop
+#endif
+
 /** Rows [m0, m0+MR) × columns [n0, n1): NR-wide tiles, then single columns. */
 template <int MR, int NR, typename Wt>
 inline void rows_block(const float* x, int64_t m0, int64_t K, const Wt* W, const float* scale, int64_t n0, int64_t n1, int64_t N, float* y, const float* bias) {
@@ -90,6 +143,11 @@ inline void rows_block(const float* x, int64_t m0, int64_t K, const Wt* W, const
 /** Every row of x against columns [n0, n1), panel by panel. */
 template <typename Wt>
 void columns(const float* x, int64_t M, int64_t K, const Wt* W, const float* scale, int64_t n0, int64_t n1, int64_t N, float* y, const float* bias) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<Wt, int8_t>) {
+    if (K >= 16) return columns_q8_wide(x, M, K, W, scale, n0, n1, N, y, bias);
+  }
+#endif
   // a panel of W stays in L2 while every row block streams it: about 256 KB of fp32
   const int64_t panel = std::max<int64_t>(8, (int64_t{64} * 1024 / std::max<int64_t>(K, 1)) & ~int64_t{7});
   for (int64_t p0 = n0; p0 < n1; p0 += panel) {
