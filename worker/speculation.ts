@@ -19,7 +19,7 @@
  * the deepest cost, and shallower depths are interpolated from then on. A depth switched to runs
  * EXPLORE_STEPS steady steps before it is judged (one sample is noise-prone, and acceptance needs
  * more than one step's drafts), and a measured depth that loses is re-timed less often the more it
- * costs (trying it again costs steps at its price), so exploring stays a small share of the time.
+ * costs (after REFRESH_STEPS × its price² steps), so exploring stays a small share of the time.
  *
  * Acceptance is kept per request class (contracts' RequestClass: greedy vs sampled) as well as over
  * all sequences; a class's rates lean on the overall ones until it has its own observations. A step's
@@ -359,10 +359,12 @@ export class SpeculationPolicy {
     const chosenMs = this.cost.predict(batchSize, k);
     for (const other of [0, k - 1, k + 1]) {
       if (other === k || other < 0 || other > max) continue;
-      // a dearer depth waits longer (trying it costs a step at its price); plain decoding is cheap to re-time
+      // a dearer depth waits longer, by its price squared (re-timing it costs steps at its price, and the
+      // dearer it is the less likely a drift in timings or acceptance makes it win); plain decoding is
+      // cheap to re-time
       const otherMs = this.cost.predict(batchSize, other);
       const dearer = chosenMs !== undefined && otherMs !== undefined ? Math.max(1, otherMs / chosenMs) : 1;
-      if (this.cost.due(batchSize, other, other === 0 ? PLAIN_REFRESH_STEPS : Math.round(REFRESH_STEPS * dearer))) return other;
+      if (this.cost.due(batchSize, other, other === 0 ? PLAIN_REFRESH_STEPS : Math.round(REFRESH_STEPS * dearer * dearer))) return other;
     }
     return k;
   }

@@ -44,21 +44,21 @@ describe("MTP step cost model - estimates robust to one-sided noise", () => {
 });
 
 describe("MTP step cost model - re-timing neighbour depths", () => {
-  it(`a measured neighbour depth is re-timed once after ${REFRESH_STEPS} steps of its bucket without it, times its price`, () => {
-    const p = policy([10, 40]); // k=1 costs 4 plain steps: re-timing it waits 4 × as long
+  it(`a measured neighbour depth is re-timed once after ${REFRESH_STEPS} steps of its bucket without it, times its price squared`, () => {
+    const p = policy([10, 20]); // k=1 costs 2 plain steps: re-timing it waits 4 × as long
     for (let i = 0; i < 4 * REFRESH_STEPS; i++) {
       assert.equal(p.next(1), 0);
       p.cost.observe(1, 0, 10);
     }
     assert.equal(p.next(1), 1, "stale: re-time it");
-    p.cost.observe(1, 1, 40);
+    p.cost.observe(1, 1, 20);
     assert.equal(p.next(1), 0, "still slow: back to plain");
   });
 
   it("a depth whose last timing moved its estimate a lot is re-timed after a few steps, until it settles", () => {
     // k=1 first timed during a stall (60 ms): plain wins; the refresh finds it fast and it is checked again soon
     const p = policy([10, 60]);
-    for (let i = 0; i < 6 * REFRESH_STEPS; i++) p.cost.observe(1, 0, 10);
+    for (let i = 0; i < 36 * REFRESH_STEPS; i++) p.cost.observe(1, 0, 10);
     assert.equal(p.next(1), 1);
     p.cost.observe(1, 1, 14); // 60 → 37: moved 38%
     let steps = 0;
