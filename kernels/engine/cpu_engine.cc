@@ -197,6 +197,15 @@ class CpuEngine final : public Engine {
   std::unordered_map<const float*, cpu::QuantWeight> draft_q8_;
   bool drafting_q8_ = false;  // the running MTP pass reads draft_q8_
 
+  /** fn(i) for every sequence of a batch, sequences side by side on the pool (each touches only its own slot, blocks and rows). */
+  template <typename Fn>
+  void for_each_seq(size_t n, const Fn& fn) {
+    if (n == 1) return fn(0);
+    pool_.parallel_for(static_cast<int64_t>(n), [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) fn(static_cast<size_t>(i));
+    });
+  }
+
   /** y (M, N) = x (M, K) · Wᵀ (+ bias): fp32, or W's int8 copy while a drafting pass runs. */
   void proj(const float* x, int64_t M, int64_t K, const float* W, int64_t N, float* y, const float* bias = nullptr) {
     if (drafting_q8_)
@@ -388,7 +397,8 @@ void CpuEngine::mamba(const Layer& L, const std::vector<StepSeq>& batch, const s
   std::vector<float> y(static_cast<size_t>(R * I)), normed(static_cast<size_t>(R * I));
   std::vector<float> conv_w(static_cast<size_t>(CD * K));
   std::copy(M.conv_w, M.conv_w + CD * K, conv_w.begin());
-  for (size_t i = 0; i < batch.size(); ++i) {
+  // the conv and the scan of each sequence (its own slot state and rows): sequences side by side on the pool
+  auto run_seq = [&](size_t i) {
     const int64_t T = static_cast<int64_t>(batch[i].tokens.size()), r0 = row0[i];
     std::vector<float> xbc(static_cast<size_t>(T * CD)), dt(static_cast<size_t>(T * nh));
     for (int64_t t = 0; t < T; ++t)
@@ -414,14 +424,16 @@ void CpuEngine::mamba(const Layer& L, const std::vector<StepSeq>& batch, const s
           std::copy_n(ssm, ssm_state_size(), dst + conv_state_size());
         }
       }
-      continue;
+      return;
     }
     cpu::causal_conv1d_silu(zxbcdt.data() + r0 * proj + I, proj, T, CD, K, conv_w.data(), M.conv_b, conv, xbc.data());
     cpu::SsmArgs a{T, nh, P, G, N, xbc.data(), CD, xbc.data() + I, xbc.data() + I + G * N, CD, dt.data(), M.A.data(), M.D, ssm, y.data() + r0 * I};
     if (T == 1) cpu::ssm_recurrent_scan(a);
     else cpu::ssd_chunked_scan(a, spec_.chunk_size);
-  }
-  cpu::gated_group_rmsnorm(y.data(), zxbcdt.data(), proj, M.norm, R, I, I / G, spec_.norm_eps, normed.data());
+  };
+  for_each_seq(batch.size(), run_seq);
+  pool_.parallel_for(
+      R, [&](int64_t r0, int64_t r1) { cpu::gated_group_rmsnorm(y.data() + r0 * I, zxbcdt.data() + r0 * proj, proj, M.norm, r1 - r0, I, I / G, spec_.norm_eps, normed.data() + r0 * I); }, 4);
   std::vector<float> out(static_cast<size_t>(R * H));
   cpu::gemm_xwt(pool_, normed.data(), R, I, M.out_proj, H, out.data(), M.out_proj_b);
   for (int64_t i = 0; i < R * H; ++i) h[i] += out[i];
@@ -456,7 +468,7 @@ void CpuEngine::attention(const Layer& L, const std::vector<StepSeq>& batch, con
   float* kc = k_cache_.data() + A.index * kv_layer_size();
   float* vc = v_cache_.data() + A.index * kv_layer_size();
   std::vector<float> o(static_cast<size_t>(QR * nq * hd));
-  for (size_t i = 0; i < batch.size(); ++i) {
+  for_each_seq(batch.size(), [&](size_t i) {
     const auto& s = batch[i];
     const int64_t T = static_cast<int64_t>(s.tokens.size()), r0 = row0[i];
     for (int64_t t = 0; t < T; ++t) {
@@ -467,7 +479,7 @@ void CpuEngine::attention(const Layer& L, const std::vector<StepSeq>& batch, con
     }
     if (nq_rows[i] > 0)
       cpu::paged_attention(q.data() + qrow0[i] * nq * hd, nq_rows[i], s.position + T - nq_rows[i], nq, nkv, hd, kc, vc, s.block_table.data(), bs, o.data() + qrow0[i] * nq * hd);
-  }
+  });
   std::vector<float> out(static_cast<size_t>(QR * H));
   proj(o.data(), QR, nq * hd, A.o, H, out.data(), A.ob);
   for (int64_t i = 0; i < QR * H; ++i) h[i] += out[i];
@@ -632,7 +644,8 @@ StepOutput CpuEngine::forward(const std::vector<StepSeq>& batch) {
   t = prof_.add("lm_head", t);
 
   std::vector<int64_t> last(batch.size());  // the last accepted row of each sequence
-  for (size_t i = 0; i < batch.size(); ++i) {
+  // sampling and verification, sequences side by side (each reads its rows, writes its slot)
+  for_each_seq(batch.size(), [&](size_t i) {
     const StepSeq& s = batch[i];
     const int64_t T = static_cast<int64_t>(s.tokens.size());
     const int k = s.num_drafts;
@@ -650,6 +663,10 @@ StepOutput CpuEngine::forward(const std::vector<StepSeq>& batch) {
           std::copy_n(src + conv_state_size(), ssm_state_size(), ssm_state(l, s.slot));
         }
     }
+  });
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const StepSeq& s = batch[i];
+    const int64_t T = static_cast<int64_t>(s.tokens.size());
     if (s.logits == LogitsMode::All) out.logits.insert(out.logits.end(), logits.begin() + first_row[i] * V, logits.begin() + (first_row[i] + T) * V);
     else if (s.logits == LogitsMode::Last) {
       const int64_t j = first_row[i] + (last[i] - lo[i]);
