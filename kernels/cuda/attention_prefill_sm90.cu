@@ -355,8 +355,11 @@ __global__ void __launch_bounds__(THREADS, 1) flash_prefill_sm90_kernel(BatchVie
       fence_regs(p);
       lap(3);
       release(empty_v, kt - 1);
+      // Rows whose maximum did not move keep O as it is (corr = 1 exactly); the warp decides as one.
+      if (!__all_sync(0xffffffffu, corr[0] == 1.f && corr[1] == 1.f)) {
 #pragma unroll
-      for (int i = 0; i < 64; ++i) o[i] *= corr[(i >> 1) & 1];
+        for (int i = 0; i < 64; ++i) o[i] *= corr[(i >> 1) & 1];
+      }
     };
     auto last_pv = [&](uint32_t (&p)[8][4]) {
       mbar_wait(smem_addr(&full_v[stage(n_tiles - 1)]), parity(n_tiles - 1));
