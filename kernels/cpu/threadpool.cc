@@ -2,8 +2,12 @@
 //
 // A step calls parallel_for dozens of times a few microseconds apart, and waking a thread blocked
 // on a condition variable takes tens of microseconds (more than a small model's whole GEMM), so
-// workers spin on the job counter for a while after each job (SPIN_US) and only then sleep; the
-// caller hands out ranges through an atomic cursor and spins until every worker has checked in.
+// workers spin on the job counter for a while after each job (SPIN_US: longer than the gaps inside
+// a step and most between steps, short enough not to hold a core on a shared machine) and only then
+// sleep; the caller hands out ranges through an atomic cursor. A worker joins a job only while it is
+// open; the caller closes it once the ranges are gone and waits only for workers that joined, so a
+// worker the OS has not scheduled (a busy machine) never holds up a step that the caller finished
+// alone.
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -24,7 +28,7 @@ namespace lm::cpu {
 
 namespace {
 /** How long an idle worker polls for the next job before sleeping. */
-constexpr auto SPIN_US = std::chrono::microseconds(2000);
+constexpr auto SPIN_US = std::chrono::microseconds(500);
 }  // namespace
 
 struct ThreadPool::State {
@@ -35,7 +39,8 @@ struct ThreadPool::State {
   const std::function<void(int64_t, int64_t)>* fn = nullptr;
   int64_t n = 0, chunk = 0;
   std::atomic<int64_t> next{0};        // next range start to hand out
-  std::atomic<int> active{0};          // workers that have not yet finished the current job
+  std::atomic<bool> open{false};       // workers may join the current job
+  std::atomic<int> busy{0};            // workers inside the current job
   std::atomic<uint64_t> generation{0};  // bumped once per job (and on stop)
 
   /** Takes ranges of the current job until none is left. */
@@ -75,8 +80,10 @@ ThreadPool::ThreadPool(int threads) : state_(std::make_unique<State>()) {
           if (s.stop) return;
         }
         seen = g;
-        s.drain();
-        s.active.fetch_sub(1, std::memory_order_acq_rel);
+        // join only an open job (seq_cst pairs with the caller's close-then-check in parallel_for)
+        s.busy.fetch_add(1, std::memory_order_seq_cst);
+        if (s.open.load(std::memory_order_seq_cst)) s.drain();
+        s.busy.fetch_sub(1, std::memory_order_release);
       }
     });
   }
@@ -106,17 +113,17 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
     s.n = n;
     s.chunk = std::max(min_chunk, (n + parts * 4 - 1) / (parts * 4));  // a few ranges per thread to even out imbalance
     s.next.store(0, std::memory_order_relaxed);
-    s.active.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
+    s.open.store(true, std::memory_order_seq_cst);
     s.generation.fetch_add(1, std::memory_order_acq_rel);
     if (s.sleepers > 0) s.work_cv.notify_all();
   }
   s.drain();
-  // every worker must have left this job before `fn` goes out of scope and the next job is set up
-  for (int spins = 0; s.active.load(std::memory_order_acquire) != 0; ++spins) {
-    if (spins < 4096) LM_CPU_RELAX();
+  // no worker joins from now on; those that did must leave before `fn` goes out of scope
+  s.open.store(false, std::memory_order_seq_cst);
+  for (int spins = 0; s.busy.load(std::memory_order_seq_cst) != 0; ++spins) {
+    if (spins < 256) LM_CPU_RELAX();
     else std::this_thread::yield();
   }
-  s.fn = nullptr;
 }
 
 }  // namespace lm::cpu
