@@ -167,11 +167,11 @@ class CpuEngine final : public Engine {
   // head has seen: its position (-1: none), the hidden and the next token its MTP row was computed
   // with (-1: not yet, the next step's first token completes it).
   std::vector<int64_t> mtp_pos_;
-  std::vector<float> mtp_hidden_;  // (slots, hidden)
+  std::vector<float> mtp_hidden_;  // (slots, hidden): before norm_f
   std::vector<int32_t> mtp_token_;
   /**
    * Per slot, rows the MTP head has not run yet because the sequence skipped it (mtp_skip): the
-   * (hidden after norm_f, next token) pairs of consecutive positions [pos0, pos0 + rows), the last
+   * (hidden before norm_f, next token) pairs of consecutive positions [pos0, pos0 + rows), the last
    * token -1 while unknown. The first step that runs the head for the slot feeds them first (their
    * attention KV only, one batched pass), so resuming speculation sees the same KV as never having
    * skipped. At most MTP_PENDING_BYTES per slot are kept (the oldest rows beyond are given up: their
@@ -382,7 +382,8 @@ class CpuEngine final : public Engine {
    * last keep[i] rows of each sequence (keep nullptr: every row).
    */
   void mtp_forward(const std::vector<StepSeq>& batch, const std::vector<int64_t>& row0, const float* hidden, int64_t R, float* out, const std::vector<int64_t>* keep = nullptr);
-  void mtp_step(const std::vector<StepSeq>& batch, const std::vector<int64_t>& row0, const float* hn, const std::vector<int64_t>& last, StepOutput& out);
+  /** `h` (rows, H): the main model's hidden states before norm_f (the head's rows are normalised when it reads them). */
+  void mtp_step(const std::vector<StepSeq>& batch, const std::vector<int64_t>& row0, const float* h, const std::vector<int64_t>& last, StepOutput& out);
   std::vector<int32_t> greedy(const float* x, int64_t rows, std::vector<float>* logits_out = nullptr);
   StepOutput forward(const std::vector<StepSeq>& batch);
 };
@@ -630,17 +631,11 @@ StepOutput CpuEngine::forward(const std::vector<StepSeq>& batch) {
     if (lo[i] >= 0)
       for (int64_t t = lo[i]; t < T; ++t) rows.push_back(row0[i] + t);
   }
-  // Hidden states after norm_f: the selected rows, or every row when the MTP head reads them.
+  // Hidden states after norm_f of the selected rows (the MTP head normalises the rows it reads itself).
   const int64_t NL = static_cast<int64_t>(rows.size());
-  std::vector<float> hn(static_cast<size_t>((opts_.mtp ? R : NL) * H)), sel, logits(static_cast<size_t>(NL * V));
-  if (opts_.mtp) {
-    cpu::rmsnorm(h.data(), norm_f_, R, H, spec_.norm_eps, hn.data());
-    sel.resize(static_cast<size_t>(NL * H));
-    for (int64_t j = 0; j < NL; ++j) std::copy_n(hn.begin() + rows[j] * H, H, sel.begin() + j * H);
-  } else {
-    for (int64_t j = 0; j < NL; ++j) cpu::rmsnorm(h.data() + rows[j] * H, norm_f_, 1, H, spec_.norm_eps, hn.data() + j * H);
-  }
-  cpu::gemm_xwt(pool_, opts_.mtp ? sel.data() : hn.data(), NL, H, lm_head_, V, logits.data());
+  std::vector<float> hn(static_cast<size_t>(NL * H)), logits(static_cast<size_t>(NL * V));
+  for (int64_t j = 0; j < NL; ++j) cpu::rmsnorm(h.data() + rows[j] * H, norm_f_, 1, H, spec_.norm_eps, hn.data() + j * H);
+  cpu::gemm_xwt(pool_, hn.data(), NL, H, lm_head_, V, logits.data());
   t = prof_.add("lm_head", t);
 
   std::vector<int64_t> last(batch.size());  // the last accepted row of each sequence
@@ -674,7 +669,7 @@ StepOutput CpuEngine::forward(const std::vector<StepSeq>& batch) {
     }
   }
   prof_.add("sample", t);
-  if (opts_.mtp) mtp_step(batch, row0, hn.data(), last, out);
+  if (opts_.mtp) mtp_step(batch, row0, h.data(), last, out);
   prof_.end_step();
   return out;
 }
@@ -766,7 +761,9 @@ void CpuEngine::mtp_forward(const std::vector<StepSeq>& batch, const std::vector
 // head its own output with the previous draft (KV at the following positions, overwritten by the
 // true rows in the next step). A position whose next token is not known yet (the end of a prefill
 // chunk) is kept per slot and completed by the next step's first token.
-void CpuEngine::mtp_step(const std::vector<StepSeq>& batch, const std::vector<int64_t>& row0, const float* hn, const std::vector<int64_t>& last, StepOutput& out) {
+void CpuEngine::mtp_step(const std::vector<StepSeq>& batch, const std::vector<int64_t>& row0, const float* h, const std::vector<int64_t>& last, StepOutput& out) {
+  // `h` holds rows before norm_f: pending rows and mtp_hidden_ keep them so, and `hidden` is
+  // normalised in one pass before the head reads it (rmsnorm is per row: the same values whenever)
   const int64_t H = spec_.hidden_size;
   const int64_t max_pending = std::max<int64_t>(1, MTP_PENDING_BYTES / static_cast<int64_t>(H * sizeof(float)));
   std::vector<StepSeq> mb;
@@ -777,7 +774,7 @@ void CpuEngine::mtp_step(const std::vector<StepSeq>& batch, const std::vector<in
     const StepSeq& s = batch[i];
     const int64_t P = s.position;
     PendingRows& pend = mtp_pending_[s.slot];
-    const float* h_last = hn + (row0[i] + last[i]) * H;
+    const float* h_last = h + (row0[i] + last[i]) * H;
     const bool known = s.sample;  // the last row's next token: the one sampled now
     // Rows the head has not seen before this step: the skipped ones (when they join up with this
     // step), else the last accepted row again when its next token was not known or has changed.
@@ -798,7 +795,7 @@ void CpuEngine::mtp_step(const std::vector<StepSeq>& batch, const std::vector<in
       if (pend.next.empty()) pend.pos0 = P;
       for (int64_t t = 0; t < last[i]; ++t) pend.next.push_back(s.tokens[t + 1]);
       pend.next.push_back(known ? out.tokens[i] : -1);
-      pend.hidden.insert(pend.hidden.end(), hn + row0[i] * H, h_last + H);
+      pend.hidden.insert(pend.hidden.end(), h + row0[i] * H, h_last + H);
       if (const int64_t n = static_cast<int64_t>(pend.next.size()); n > max_pending + max_pending / 4) {
         const int64_t drop = n - max_pending;
         pend.next.erase(pend.next.begin(), pend.next.begin() + drop);
@@ -817,7 +814,7 @@ void CpuEngine::mtp_step(const std::vector<StepSeq>& batch, const std::vector<in
     hidden.insert(hidden.end(), pend.hidden.begin(), pend.hidden.end());
     pend.clear();
     for (int64_t t = 0; t < last[i]; ++t) q.tokens.push_back(s.tokens[t + 1]);
-    hidden.insert(hidden.end(), hn + row0[i] * H, h_last);
+    hidden.insert(hidden.end(), h + row0[i] * H, h_last);
     if (known) {
       q.tokens.push_back(out.tokens[i]);
       hidden.insert(hidden.end(), h_last, h_last + H);
@@ -835,6 +832,7 @@ void CpuEngine::mtp_step(const std::vector<StepSeq>& batch, const std::vector<in
     mb.push_back(std::move(q));
   }
   if (MR == 0) return;
+  cpu::rmsnorm(hidden.data(), norm_f_, MR, H, spec_.norm_eps, hidden.data());
   int64_t KR = 0;
   std::vector<int64_t> krow0;
   for (int64_t n : keep) {
