@@ -112,6 +112,9 @@ interface StepSample {
 class TimedEngine implements StepEngine {
   samples: StepSample[] = [];
   constructor(private readonly inner: StepEngine) {}
+  get mtpCatchesUp(): boolean | undefined {
+    return this.inner.mtpCatchesUp;
+  }
   async step(seqs: NativeStepSequence[]): Promise<NativeStepResult> {
     const t0 = performance.now();
     const r = await this.inner.step(seqs);

@@ -7,6 +7,12 @@ import type { NativeEngineInfo, NativeStepResult, NativeStepSequence } from "./n
 /** One forward step over a mixed batch; never called again before the promise settles. */
 export interface StepEngine {
   step(sequences: NativeStepSequence[]): Promise<NativeStepResult>;
+  /**
+   * The engine keeps the rows of steps that skip the MTP head (mtpSkip) and catches the head's
+   * attention KV up when it runs again, so skipping never lowers later acceptance (absent: false,
+   * skipped positions stay stale).
+   */
+  readonly mtpCatchesUp?: boolean;
 }
 
 /** The model facts the worker uses (a subset of contracts/model-config.ts's ModelConfig). */

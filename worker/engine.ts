@@ -161,6 +161,11 @@ export class Engine {
     return this.native.info;
   }
 
+  /** The cpu backend keeps rows of steps that skip the MTP head and catches its KV up later (cuda does not yet). */
+  get mtpCatchesUp(): boolean {
+    return this.mtp && this.native.info.backend === "cpu";
+  }
+
   static async load(opts: EngineLoadOptions): Promise<Engine> {
     const progress = opts.onProgress ?? (() => {});
     const started = Date.now();

@@ -185,7 +185,8 @@ export class EngineLoop {
     let sampled: Int32Array, numAccepted: ArrayLike<number>, drafts: ArrayLike<number>;
     try {
       const speculating = this.speculation !== null && this.stats.draftTokens > 0;
-      const result = await this.engine.step(plan.items.map((item) => toNative(item, this.speculation !== null, speculating)));
+      const catchesUp = this.engine.mtpCatchesUp === true;
+      const result = await this.engine.step(plan.items.map((item) => toNative(item, this.speculation !== null, speculating, catchesUp)));
       sampled = result.tokens;
       numAccepted = result.numAccepted ?? [];
       drafts = result.drafts ?? [];
@@ -250,17 +251,19 @@ export class EngineLoop {
  * The native form of a scheduled item. `mtp`: the engine has the MTP head, which an item skips when it
  * neither verifies nor drafts and is a plain decode, a sequence the router capped at 0 drafts, or a
  * prompt chunk while the step speculates at no depth (`speculating` false), so such steps cost what
- * they cost without MTP. Exactness is unaffected either way. The CPU engine keeps the skipped rows
- * and catches the head's attention KV up in one batched pass when the head runs again, so resumed
- * drafts are those of never having skipped; an engine that does not (cuda for now) leaves those
- * positions stale, and drafts after a skip are accepted somewhat less often (demo model, k = 3:
- * 2.56 → 2.25 tokens per verify step with the whole prompt skipped).
+ * they cost without MTP. Exactness is unaffected either way. An engine that keeps the skipped rows
+ * and catches the head's attention KV up in one batched pass when the head runs again (`catchesUp`:
+ * the CPU engine) gives resumed drafts those of never having skipped, so every prompt chunk that
+ * drafts nothing skips the head there (the catch-up costs the same later, and nothing if the
+ * sequence never drafts); with an engine that does not (cuda for now) skipped positions stay stale
+ * and drafts after a skip are accepted somewhat less often (demo model, k = 3: 2.56 → 2.25 tokens
+ * per verify step with the whole prompt skipped), so prompt chunks skip only while no step speculates.
  */
-function toNative(item: ScheduleResult["items"][number], mtp: boolean, speculating: boolean): NativeStepSequence {
+function toNative(item: ScheduleResult["items"][number], mtp: boolean, speculating: boolean, catchesUp: boolean): NativeStepSequence {
   const seq = item.seq;
   const own = seq.tokens.slice(item.start, item.start + item.numTokens - item.numDrafts);
   const plainDecode = own.length === 1 && item.start > 0;
-  const skipHead = mtp && item.numDrafts === 0 && item.draftTokens === 0 && (plainDecode || !speculating || seq.maxDraftTokens === 0);
+  const skipHead = mtp && item.numDrafts === 0 && item.draftTokens === 0 && (plainDecode || catchesUp || !speculating || seq.maxDraftTokens === 0);
   return {
     slotId: seq.slotId as number,
     tokens: Int32Array.from([...own, ...seq.drafts.slice(0, item.numDrafts)]),

@@ -70,6 +70,33 @@ describe("adaptive MTP depth - never worse than MTP off", () => {
   });
 });
 
+describe("worker loop - prompt chunks and the MTP head", () => {
+  /** Serves one 150-token prompt (three chunks of at most 64) at fixed k = 2; the items each step fed. */
+  async function chunks(catchesUp: boolean): Promise<NativeStepSequence[]> {
+    const engine = Object.assign(new LosingEngine(1), { mtpCatchesUp: catchesUp });
+    const fed: NativeStepSequence[] = [];
+    const inner = engine.step.bind(engine);
+    engine.step = (seqs: NativeStepSequence[]) => (fed.push(...seqs), inner(seqs));
+    const scheduler = new Scheduler({ maxRunning: 1, stepTokenBudget: 64 }, new SlotPool(1), new KvBlockPool(64, 16));
+    const loop = new EngineLoop(engine, scheduler, { onStep: () => {}, onCancelled: () => {}, onFailed: (_, e) => assert.fail(e) }, createLogger({ name: "test", level: "warn", format: "json" }), () => engine.clockMs, null, new SpeculationPolicy({ mode: "fixed", k: 2 }));
+    loop.start();
+    loop.submit(new Sequence({ requestId: "r", attempt: 0, promptTokens: Array.from({ length: 150 }, (_, i) => i % 50), maxTokens: 4, sampling: { temperature: 0, topK: 0, topP: 1, seed: 0 }, ignoreEos: true, stopTokenIds: new Set(), arrivalMs: 0 }));
+    await loop.whenIdle();
+    await loop.stop();
+    return fed.filter((s) => s.tokens.length > 3);
+  }
+
+  it("an engine that catches the head's KV up: prompt chunks that draft nothing skip the head even while speculating", async () => {
+    const fed = await chunks(true);
+    assert.deepEqual(fed.map((s) => [s.position, s.mtpSkip === true, s.draftTokens ?? 0]), [[0, true, 0], [64, true, 0], [128, false, 2]]);
+  });
+
+  it("an engine that does not: prompt chunks run the head while speculating (skipped positions would stay stale)", async () => {
+    const fed = await chunks(false);
+    assert.deepEqual(fed.map((s) => [s.position, s.mtpSkip === true, s.draftTokens ?? 0]), [[0, false, 0], [64, false, 0], [128, false, 2]]);
+  });
+});
+
 describe("MTP step cost model - untried depths at larger batches", () => {
   it("an untried depth takes its cost ratio from the nearest smaller batch bucket that measured it", () => {
     const c = new StepCostModel();
