@@ -6,24 +6,18 @@
 #include <vector>
 
 #include "cpu/ops.h"
+#include "cpu/simd.h"
 
 namespace lm::cpu {
 
 namespace {
 
-typedef float v8 __attribute__((vector_size(32)));
-
 /** a · b over n floats: 8-lane partial sums in a fixed order (a lone scalar chain is latency-bound). */
 inline float dot(const float* a, const float* b, int64_t n) {
   v8 acc{};
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    v8 x, y;
-    std::memcpy(&x, a + i, sizeof x);
-    std::memcpy(&y, b + i, sizeof y);
-    acc += x * y;
-  }
-  float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+  for (; i + 8 <= n; i += 8) acc = fma8(load8(a + i), load8(b + i), acc);
+  float s = lanes_sum(acc);
   for (; i < n; ++i) s += a[i] * b[i];
   return s;
 }

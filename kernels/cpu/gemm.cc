@@ -24,20 +24,13 @@
 #endif
 
 #include "cpu/ops.h"
+#include "cpu/simd.h"
 
 namespace lm::cpu {
 
 namespace {
 
-typedef float v8 __attribute__((vector_size(32)));
-
-inline v8 load8(const float* p) {
-  v8 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-
-inline v8 load8(const int8_t* p) {
+inline v8 load8q(const int8_t* p) {
 #if defined(__AVX2__)
   const __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
   v8 v;
@@ -49,8 +42,6 @@ inline v8 load8(const int8_t* p) {
   return v;
 #endif
 }
-
-inline float lanes_sum(v8 v) { return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7])); }
 
 /** Outputs y[m0..m0+MR) × [n0..n0+NR); `scale` (N) multiplies each dot product (int8 weights). */
 template <int MR, int NR, typename Wt>
@@ -65,10 +56,13 @@ inline void tile(const float* x, int64_t m0, int64_t K, const Wt* W, const float
   for (int j = 0; j < NR; ++j) wr[j] = W + (n0 + j) * K;
   for (int64_t k = 0; k < K8; k += 8) {
     v8 w[NR];
-    for (int j = 0; j < NR; ++j) w[j] = load8(wr[j] + k);
+    for (int j = 0; j < NR; ++j) {
+      if constexpr (std::is_same_v<Wt, int8_t>) w[j] = load8q(wr[j] + k);
+      else w[j] = load8(wr[j] + k);
+    }
     for (int i = 0; i < MR; ++i) {
       const v8 xv = load8(xr[i] + k);
-      for (int j = 0; j < NR; ++j) acc[i][j] += xv * w[j];
+      for (int j = 0; j < NR; ++j) acc[i][j] = fma8(xv, w[j], acc[i][j]);
     }
   }
   for (int i = 0; i < MR; ++i)
