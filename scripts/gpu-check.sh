@@ -14,7 +14,8 @@ echo "== build (LM_CUDA=ON)"
 if ! LM_CUDA=ON node scripts/build-native.mjs >"$out/build.log" 2>&1; then tail -40 "$out/build.log"; exit 1; fi
 grep -E "CUDA backend|kernels: compiled" "$out/build.log"
 echo "== CPU op tests"
-./kernels/build/test-ops | tail -3
+./kernels/build/test-ops >"$out/test-ops.log" 2>&1 || status_ops=1
+grep -E "^FAIL|passed" "$out/test-ops.log" | tail -12
 echo "== CUDA ops vs CPU reference"
 for t in ./kernels/build/test-cuda-*; do [[ -x $t ]] || continue; echo "-- ${t##*/}"; "$t" || status_ops=1; done
 echo "== CUDA parity on fixtures"
