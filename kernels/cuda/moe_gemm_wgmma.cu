@@ -227,17 +227,17 @@ __global__ void __launch_bounds__(THREADS, 1) grouped_gemm_wgmma_kernel(GroupedG
       mbar_wait(smem_addr(&full_bar[s]), (it / STAGES) & 1);
       fence_proxy_async();  // cp.async wrote the stage through the generic proxy; wgmma reads it through the async one
       const uint32_t sa = ring + s * S::STAGE_BYTES + w * (TILE_ROWS * BK * 2), sb = ring + s * S::STAGE_BYTES + S::A_BYTES;
-      fence_acc(d);
+      fence_regs(d);
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < BK / 16; ++kk) wgmma_ss<BN>(d, sw128_desc(sa + kk * 32), sw128_desc(sb + kk * 32));
       wgmma_commit();
       wgmma_wait<1>();  // the previous k-step's MMAs are done: its stage can be refilled
-      fence_acc(d);
+      fence_regs(d);
       if (kt > 0 && lane == 0) mbar_arrive(smem_addr(&empty_bar[(it - 1) % STAGES]));
     }
     wgmma_wait<0>();
-    fence_acc(d);
+    fence_regs(d);
     if (lane == 0) mbar_arrive(smem_addr(&empty_bar[(it - 1) % STAGES]));
 
     // Epilogue: rows 64w + 16·warp + lane/4 (+8), columns n0 + 8·j + 2·(lane%4) (+1).
