@@ -20,6 +20,7 @@
 
 #include "cuda/common.cuh"
 #include "cuda/ops.h"
+#include "tests/cuda_test_util.h"
 
 namespace lm::cuda {
 // attention.cu, for benchmarks and tests (not in ops.h).
@@ -39,15 +40,8 @@ struct Case {
   int block_size;
 };
 
-template <class T>
-T* dev(const std::vector<T>& h) {
-  T* p = nullptr;
-  check(cudaMalloc(&p, std::max<size_t>(1, h.size()) * sizeof(T)), "cudaMalloc");
-  check(cudaMemcpy(p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice), "cudaMemcpy");
-  return p;
-}
+using namespace lm::cuda_test;
 
-float round_bf16(float x) { return __bfloat162float(__float2bfloat16(x)); }
 
 /** out (rows, nq, hd) of every row of one sequence, in float64: keys 0 .. pos + t for row t. */
 void reference(const Case& c, const std::vector<float>& q, const std::vector<float>& kc, const std::vector<float>& vc, const std::vector<int>& tables, int bt0, int row0, int len, int pos,

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "cuda/common.cuh"
+#include "tests/cuda_test_util.h"
 #include "cuda/ops.h"
 #include "engine.h"
 
@@ -22,19 +23,8 @@ namespace {
 using lm::cuda::bf16;
 int failures = 0;
 
-template <class T>
-T* dev(const std::vector<T>& h) {
-  T* p = nullptr;
-  lm::cuda::check(cudaMalloc(&p, std::max<size_t>(1, h.size()) * sizeof(T)), "cudaMalloc");
-  lm::cuda::check(cudaMemcpy(p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice), "cudaMemcpy");
-  return p;
-}
-template <class T>
-std::vector<T> host(const T* p, size_t n) {
-  std::vector<T> h(n);
-  lm::cuda::check(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), "cudaMemcpy");
-  return h;
-}
+using namespace lm::cuda_test;
+
 float to_float(float v) { return v; }
 float to_float(bf16 v) { return __bfloat162float(v); }
 
@@ -44,11 +34,6 @@ std::vector<float> randn_bf16(std::mt19937& g, size_t n, float s) {
   std::vector<float> v(n);
   for (auto& x : v) x = __bfloat162float(__float2bfloat16(d(g)));
   return v;
-}
-std::vector<bf16> to_bf16(const std::vector<float>& v) {
-  std::vector<bf16> o(v.size());
-  for (size_t i = 0; i < v.size(); ++i) o[i] = __float2bfloat16(v[i]);
-  return o;
 }
 
 struct Case {
@@ -78,8 +63,8 @@ void run_case(std::mt19937& g, const Case& c) {
     w[e] = randn_bf16(g, size_t(c.N) * c.K, 1.f / std::sqrt(float(c.K)));
     dw[e] = dev(to_bf16(w[e]));
   }
-  const auto src_row = host(plan.src_row, M);
-  const auto offsets = host(plan.offsets, E + 1);
+  const auto src_row = download(plan.src_row, M);
+  const auto offsets = download(plan.offsets, E + 1);
 
   // Reference: out[p, n] = Σ_k A[row(p), k] · W_e[n, k] in double (relu² then bf16 rounding for the up projection).
   std::vector<double> ref(size_t(M) * c.N);
@@ -105,7 +90,7 @@ void run_case(std::mt19937& g, const Case& c) {
   lm::cuda::check(cudaMemset(out, 0xff, size_t(M) * c.N * sizeof(Out)), "cudaMemset");  // NaN in bf16 and fp32
   lm::cuda::grouped_gemm(p, nullptr);
   lm::cuda::check(cudaDeviceSynchronize(), "grouped_gemm");
-  const auto got = host(out, size_t(M) * c.N);
+  const auto got = download(out, size_t(M) * c.N);
   double max_err = 0, sq = 0, sq_ref = 0;
   for (size_t i = 0; i < ref.size(); ++i) {
     double d = std::fabs(double(to_float(got[i])) - ref[i]);

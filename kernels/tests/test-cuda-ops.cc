@@ -17,6 +17,7 @@
 #include "cuda/common.cuh"
 #include "cuda/gemm.h"
 #include "cuda/ops.h"
+#include "tests/cuda_test_util.h"
 #include "engine/sampler.h"
 
 namespace {
@@ -47,31 +48,12 @@ void report(const char* op, const Err& e, double tol) {
   std::printf("%-34s max %.2e  mean %.2e  (tol %.0e, relative to max |ref|) %s\n", op, e.max, e.mean, tol, ok ? "ok" : "FAIL");
 }
 
-std::vector<float> randn(std::mt19937& g, size_t n, float s = 1.f) {
-  std::normal_distribution<float> d(0.f, s);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
-}
+using namespace lm::cuda_test;
 
-float round_bf16(float x) { return __bfloat162float(__float2bfloat16(x)); }
-
-template <class T>
-T* dev(const std::vector<T>& h) {
-  T* p = nullptr;
-  lm::cuda::check(cudaMalloc(&p, std::max<size_t>(1, h.size()) * sizeof(T)), "cudaMalloc");
-  lm::cuda::check(cudaMemcpy(p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice), "cudaMemcpy");
-  return p;
-}
-std::vector<bf16> to_bf16(const std::vector<float>& v) {
-  std::vector<bf16> o(v.size());
-  for (size_t i = 0; i < v.size(); ++i) o[i] = __float2bfloat16(v[i]);
-  return o;
-}
+/** n elements of p, as floats. */
 template <class T>
 std::vector<float> host(const T* p, size_t n) {
-  std::vector<T> h(n);
-  lm::cuda::check(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), "cudaMemcpy");
+  const std::vector<T> h = download(p, n);
   std::vector<float> o(n);
   for (size_t i = 0; i < n; ++i) {
     if constexpr (std::is_same_v<T, bf16>) o[i] = __bfloat162float(h[i]);

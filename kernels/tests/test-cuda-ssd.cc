@@ -17,32 +17,16 @@
 #include "cuda/common.cuh"
 #include "cuda/ops.h"
 #include "cuda/ssd_scan_wg.cuh"
+#include "tests/cuda_test_util.h"
 #include "engine.h"
 
 namespace {
 
 int failures = 0;
 
-std::vector<float> randn(std::mt19937& g, size_t n, float s = 1.f) {
-  std::normal_distribution<float> d(0.f, s);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
-}
+using namespace lm::cuda_test;
 
-template <class T>
-T* dev(const std::vector<T>& h) {
-  T* p = nullptr;
-  lm::cuda::check(cudaMalloc(&p, std::max<size_t>(1, h.size()) * sizeof(T)), "cudaMalloc");
-  lm::cuda::check(cudaMemcpy(p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice), "cudaMemcpy");
-  return p;
-}
-
-std::vector<float> host(const float* p, size_t n) {
-  std::vector<float> h(n);
-  lm::cuda::check(cudaMemcpy(h.data(), p, n * sizeof(float), cudaMemcpyDeviceToHost), "cudaMemcpy");
-  return h;
-}
+std::vector<float> host(const float* p, size_t n) { return download(p, n); }
 
 /** Max |got − want| over max |want|; NaN (an unwritten poisoned output) counts as infinite. */
 double rel_error(const std::vector<float>& got, const std::vector<float>& want) {
