@@ -8,10 +8,12 @@
 //   keys stream from the paged cache with 16-byte cp.async; the softmax is online in fp32 (base-2
 //   exponentials, scale folded into the exponent). Key tiles past the tile's last row are never
 //   visited (causal tile skipping), only tiles that straddle the diagonal are masked, and row tiles
-//   go out longest first. Head dim 128 (sm_90a): three warpgroups of 64 rows on wgmma (S = Q·Kᵀ
-//   from shared memory, O += P·V with P in registers), 4-stage K/V ring two tiles ahead, and inside
-//   each warpgroup the softmax of tile j runs while P_{j−1}·V_{j−1} is in flight. Head dims 16, 32,
-//   64: 4 warps of 32 rows on mma.sync m16n8k16 (operands by ldmatrix), K/V double-buffered.
+//   go out longest first. Head dim 128 (sm_90a, attention_prefill_sm90.cu): warp-specialized in the
+//   FlashAttention-3 manner — a producer warpgroup copies 128-key K/V tiles into a 2-stage mbarrier
+//   ring, two consumer warpgroups of 64 rows issue S = Q·Kᵀ and the previous tile's O += P·V (P in
+//   registers) on wgmma and run the softmax while P·V is in flight; a persistent grid takes
+//   (sequence, head, row tile) items heaviest first. Head dims 16, 32, 64 (and 128 off sm_90a): 4 warps
+//   of 32 rows on mma.sync m16n8k16 (operands by ldmatrix), K/V double-buffered.
 // - decode (sequences of at most DECODE_MAX_LEN rows: decode steps, MTP verification): split-K.
 //   One block per (row, KV head and 16 of its query heads, split); the group's query heads are the
 //   16 rows of the mma, so each K/V byte is read once per group. A launch has a fixed number of
@@ -24,8 +26,9 @@
 //   4 warps walking the keys serially).
 //
 // Grids depend only on b.rows, b.nseq and b.max_len, never on device contents. This file holds
-// kv_write, the simple kernel and the dispatch; the tiled kernels are in attention_prefill.cu and
-// attention_decode.cu, their shared building blocks in attention_mma.cuh.
+// kv_write, the simple kernel and the dispatch; the tiled kernels are in attention_prefill.cu,
+// attention_prefill_sm90.cu and attention_decode.cu, their shared building blocks in attention_mma.cuh
+// and attention_sm90.cuh.
 #include "cuda/attention_mma.cuh"
 
 namespace lm::cuda {
