@@ -165,9 +165,11 @@ struct StepSeq {
   bool mtp_logits = false;
   /**
    * MTP engines only: skip the MTP head for this sequence in this step (when speculation is off for
-   * now, so a step costs what it costs without MTP). The head's KV at these positions stays stale,
-   * which can only lower later acceptance, never change outputs; the last position's hidden state is
-   * kept, so the next drafting step's first draft reads the right (hidden, token) pair.
+   * now, so a step costs what it costs without MTP). The CPU engine keeps the skipped rows and
+   * catches the head's KV up in one batched pass when the head runs again (drafts as if never
+   * skipped); the CUDA engine leaves the head's KV at these positions stale, which can only lower later
+   * acceptance, never change outputs. Either way the last position's hidden state is kept, so the next
+   * drafting step's first draft reads the right (hidden, token) pair.
    */
   bool mtp_skip = false;
 };
