@@ -162,6 +162,15 @@ interface ExitStatus {
   readonly error?: string;
 }
 
+/**
+ * Which of a pod's failed ranks (in the order they were reaped) caused the failure: the first killed by a
+ * signal the supervisor did not send (`external`: a crash, the OOM killer, a kill -9), else the first.
+ * Ranks whose peer vanished exit within milliseconds and can be reaped before it.
+ */
+export function failureCause<T extends { readonly external: boolean }>(failures: readonly T[]): T | undefined {
+  return failures.find((f) => f.external) ?? failures[0];
+}
+
 function describe(s: ExitStatus): string {
   if (s.error) return `failed to start: ${s.error}`;
   return s.signal ? `was killed by ${s.signal}` : `exited with status ${s.code}`;
@@ -190,9 +199,18 @@ export async function runPodSupervisor(cfg: WorkerConfig, signal: AbortSignal, e
   const signalAll = (sig: NodeJS.Signals) => {
     for (const c of children) if (c.status === null) c.proc.kill(sig);
   };
+  let sentKill = false;
   const killAfterGrace = () => {
-    graceTimer ??= setTimeout(killAll, STOP_GRACE_MS);
+    graceTimer ??= setTimeout(() => {
+      sentKill = true;
+      killAll();
+    }, STOP_GRACE_MS);
   };
+  // Failed ranks in the order they were reaped. Once every rank has exited the fatal line names the
+  // cause: a rank killed by a signal this supervisor did not send (a crash, the OOM killer, a kill -9)
+  // over ranks that exited because that peer vanished (their collectives fail within milliseconds and
+  // may be reaped first).
+  const failures: { readonly child: Child; readonly status: ExitStatus; readonly external: boolean }[] = [];
   const onSignal = () => {
     if (pod.state !== "running") return;
     pod.state = "signalled";
@@ -204,8 +222,10 @@ export async function runPodSupervisor(cfg: WorkerConfig, signal: AbortSignal, e
 
   for (const c of children) {
     void c.exited.then((status) => {
+      const clean = status.code === 0 && !status.error;
+      if (!clean) failures.push({ child: c, status, external: status.signal !== null && status.signal !== "SIGTERM" && !(status.signal === "SIGKILL" && sentKill) });
       if (pod.state === "failed") return;
-      if (status.code === 0 && !status.error) {
+      if (clean) {
         if (pod.state !== "running") return;
         // its group drained (a peer was stopped): the others finish at the same step
         pod.state = "drained";
@@ -217,7 +237,7 @@ export async function runPodSupervisor(cfg: WorkerConfig, signal: AbortSignal, e
         return;
       }
       pod.state = "failed";
-      log.fatal({ rank: c.plan.rank, localRank: c.plan.localRank, code: status.code, signal: status.signal }, `rank ${c.plan.rank} (local rank ${c.plan.localRank}) ${describe(status)}; stopping the pod (a group cannot run with a rank missing)`);
+      log.warn({ rank: c.plan.rank, localRank: c.plan.localRank, code: status.code, signal: status.signal }, `rank ${c.plan.rank} (local rank ${c.plan.localRank}) ${describe(status)}; stopping the pod's other ranks`);
       signalAll("SIGTERM");
       killAfterGrace();
     });
@@ -226,7 +246,14 @@ export async function runPodSupervisor(cfg: WorkerConfig, signal: AbortSignal, e
   if (graceTimer) clearTimeout(graceTimer);
   signal.removeEventListener("abort", onSignal);
   process.off("exit", killAll);
-  if (pod.state === "failed") return 1;
+  if (pod.state === "failed") {
+    const cause = failureCause(failures);
+    if (cause) {
+      const { child: c, status } = cause;
+      log.fatal({ rank: c.plan.rank, localRank: c.plan.localRank, code: status.code, signal: status.signal }, `rank ${c.plan.rank} (local rank ${c.plan.localRank}) ${describe(status)}; stopping the pod (a group cannot run with a rank missing)`);
+    }
+    return 1;
+  }
   log.info("pod stopped");
   return 0;
 }

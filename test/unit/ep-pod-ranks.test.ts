@@ -8,7 +8,7 @@ import { LatentMeshError } from "../../contracts/errors.js";
 import { parseFlags } from "../../core/flags.js";
 import { isPodSupervisor, workerRank, type WorkerConfig } from "../../worker/config.js";
 import { workerCommand } from "../../worker/command.js";
-import { planPodRanks, podRankPorts } from "../../worker/group-pod.js";
+import { failureCause, planPodRanks, podRankPorts } from "../../worker/group-pod.js";
 
 function config(argv: string[], env: Record<string, string> = {}): WorkerConfig {
   const r = parseFlags(workerCommand, argv, env);
@@ -89,4 +89,16 @@ describe("pods of several ranks", () => {
       assert.throws(() => planPodRanks(config([...GROUP, ...extra]), undefined), (e: unknown) => e instanceof LatentMeshError && e.code === "invalid_config" && message.test(e.message));
     });
   }
+});
+
+describe("the rank a pod's failure is blamed on", () => {
+  it("is the rank killed from outside even when a peer that lost it was reaped first; else the first reaped", () => {
+    const peerExit1 = { rank: 2, external: false };
+    const killed = { rank: 3, external: true };
+    const terminatedByUs = { rank: 1, external: false };
+    assert.equal(failureCause([peerExit1, killed])?.rank, 3);
+    assert.equal(failureCause([killed, peerExit1])?.rank, 3);
+    assert.equal(failureCause([peerExit1, terminatedByUs])?.rank, 2);
+    assert.equal(failureCause([]), undefined);
+  });
 });
