@@ -17,8 +17,10 @@
 // - decode (sequences of at most DECODE_MAX_LEN rows: decode steps, MTP verification): split-K.
 //   One block per (row, KV head and 16 of its query heads, split); the group's query heads are the
 //   16 rows of the mma, so each K/V byte is read once per group. A launch has a fixed number of
-//   splits (a function of the row count alone, graph-friendly); each split derives its key range
-//   from the device-side context length and empty splits exit. The block's 4 warps take 16 keys
+//   splits (graph-friendly: a function of the sequence count in a decode step, so MTP verify rows
+//   split as the plain step's rows do and match them bitwise; else of the row count); each split
+//   derives its key range from the device-side context length and empty splits exit. The block's
+//   4 warps take 16 keys
 //   each of every BN-key tile (3-stage cp.async pipeline) and merge their partial softmax states in
 //   shared memory; with one split the block writes the output, else (max, sum, normalized acc) go
 //   to the workspace and a combine kernel merges the non-empty splits.
@@ -32,6 +34,10 @@
 #include "cuda/attention_mma.cuh"
 
 namespace lm::cuda {
+
+namespace attn {
+int decode_launch_splits(const BatchView& b);  // attention_decode.cu
+}
 
 namespace {
 
@@ -133,8 +139,17 @@ void kv_write(const BatchView& b, const float* k, const float* v, int nkv, int h
   LM_LAUNCH_CHECK("kv_write");
 }
 
+int64_t paged_attention_workspace_floats(const BatchView& b, int nq, int hd) {
+  const int nsplit = decode_launch_splits(b);
+  if (nsplit == 1) return 16;
+  return static_cast<int64_t>(b.rows) * nsplit * nq * (hd + 2);
+}
+
 int64_t paged_attention_workspace_floats(int rows, int nq, int hd) {
-  const int nsplit = decode_splits(rows);
+  // The split count is decode_splits of the row count, or of the sequence count where every
+  // sequence has at most DECODE_MAX_LEN rows (then at least ceil(rows / DECODE_MAX_LEN) sequences);
+  // decode_splits does not grow with its argument.
+  const int nsplit = std::max(decode_splits(rows), decode_splits(ceil_div(std::max(rows, 1), DECODE_MAX_LEN)));
   if (nsplit == 1) return 16;
   return static_cast<int64_t>(rows) * nsplit * nq * (hd + 2);
 }

@@ -5,6 +5,16 @@
 
 namespace lm::cuda::attn {
 
+static_assert(DECODE_MAX_LEN == DECODE_STEP_MAX_LEN, "the decode path takes the decode steps of ops.h");
+
+/**
+ * Splits of a decode launch: from the sequence count in a decode step (every sequence ≤
+ * DECODE_MAX_LEN rows), so an MTP verify step's rows split their keys as the plain decode step of
+ * the same batch does and each row's result is the plain row's bit for bit (a row's splits depend
+ * only on its context and the split count); from the row count in a step with longer sequences.
+ */
+int decode_launch_splits(const BatchView& b);
+
 namespace {
 
 // ---- decode: split-K, the GQA group as the mma rows ----
@@ -183,7 +193,7 @@ void launch_decode(const BatchView& b, const float* q, int nq, int nkv, const bf
   using S = DecodeShape<HD>;
   static bool smem_set = false;
   allow_smem(flash_decode_kernel<HD>, S::SMEM, smem_set);
-  const int nsplit = decode_splits(b.rows), chunks = ceil_div(nq / nkv, 16);
+  const int nsplit = decode_launch_splits(b), chunks = ceil_div(nq / nkv, 16);
   const dim3 grid(b.rows, nkv * chunks, nsplit);
   flash_decode_kernel<HD><<<grid, S::NT, S::SMEM, s>>>(b, q, nq, nkv, kc, vc, out, ws, nsplit, sl2);
   LM_LAUNCH_CHECK("paged_attention (decode)");
@@ -194,6 +204,8 @@ void launch_decode(const BatchView& b, const float* q, int nq, int nkv, const bf
 }
 
 }  // namespace
+
+int decode_launch_splits(const BatchView& b) { return decode_splits(b.max_len <= DECODE_MAX_LEN ? b.nseq : b.rows); }
 
 void flash_decode(int hd, const BatchView& b, const float* q, int nq, int nkv, const bf16* kc, const bf16* vc, bf16* out, float* ws, float sl2, cudaStream_t s) {
   switch (hd) {

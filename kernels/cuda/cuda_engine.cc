@@ -18,14 +18,21 @@
 // "off" turns this off (every step eager and unpadded); "padded" runs the padded decode eagerly
 // without capture (the bitwise reference for replay).
 //
-// Steps of at most 4 rows (decode, MTP verify; moe_decode_rows_) take the small-batch MoE path
+// Decode steps (every sequence at most DECODE_STEP_MAX_LEN rows: plain decode and MTP verify) choose
+// kernels by their sequence count, not their row count (choose_kernels): the skinny GEMM or
+// cuBLASLt, the attention split count, the MoE path. The kernels chosen compute each row alone, so
+// a verify step's k + 1 rows per sequence equal, bit for bit, the rows the plain decode steps of
+// the same batch compute — greedy speculation is token-for-token exact — wherever the plain step's
+// kernels are the row-independent ones: up to skinny_max_m (2) sequences (above, cuBLASLt's
+// results follow M) and, for the MoE, up to 4 sequences with at most MOE_DECODE_MAX_ROWS rows.
+// Decode steps of at most 4 sequences (moe_decode_rows_) take the small-batch MoE path
 // (moe_decode.cu: router + shared up, routed up, routed + shared down with the combine: three
 // launches), the conv and its state shift in in_proj's epilogue where in_proj takes the skinny
 // kernel (else one launch after it), and one launch for attention's q, k and v; the decode kernels
 // use programmatic dependent launch (launch.cuh). Developer switches, read once per engine for A/B
-// timing: LM_CUDA_PDL=0 (plain launches), LM_CUDA_MOE_DECODE=N (moe_decode.cu for steps of at most
-// N ≤ MOE_DECODE_MAX_ROWS rows; 0: the MoE through moe_plan and the grouped GEMM at every batch
-// size), LM_CUDA_CONV_IN_PROJ=0 (the decode conv as its own launch).
+// timing: LM_CUDA_PDL=0 (plain launches), LM_CUDA_MOE_DECODE=N (moe_decode.cu for decode steps of
+// at most N ≤ MOE_DECODE_MAX_ROWS sequences and rows; 0: the MoE through moe_plan and the grouped
+// GEMM at every batch size), LM_CUDA_CONV_IN_PROJ=0 (the decode conv as its own launch).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -343,11 +350,14 @@ class CudaEngine final : public Engine {
   char* h_decode_ = nullptr;
   char* d_decode_ = nullptr;
   int32_t* d_sampled_ = nullptr;  // (max bucket) sampled token of each padded row
-  // Steps of at most this many rows take moe_decode.cu's MoE. 4: on the H100 (Nano shape, kernels/
-  // dev/NOTES.md) it beats moe_plan + the grouped GEMM by 0.6 / 0.9 / 0.3 ms per step at batch
-  // 1 / 2 / 4 (fewer launches) and loses by 1.0 ms at batch 8, where ~40 distinct experts' weights
-  // dominate and the grouped GEMM streams them faster.
+  // Decode steps of at most this many sequences (and MOE_DECODE_MAX_ROWS rows; other steps: of at
+  // most this many rows) take moe_decode.cu's MoE. 4: on the H100 (Nano shape, kernels/dev/NOTES.md)
+  // it beats moe_plan + the grouped GEMM by 0.6 / 0.9 / 0.3 ms per step at batch 1 / 2 / 4 (fewer
+  // launches) and loses by 1.0 ms at batch 8, where ~40 distinct experts' weights dominate and the
+  // grouped GEMM streams them faster.
   int moe_decode_rows_ = 4;
+  // The sequence count kernel choices follow in this pass (choose_kernels), 0: its row count.
+  int step_seqs_ = 0;
   // Decode rows on the skinny in_proj run the conv in its epilogue (one launch less per Mamba
   // layer); LM_CUDA_CONV_IN_PROJ=0: conv1d_silu_step after it.
   bool conv_in_proj_ = true;
@@ -659,6 +669,15 @@ class CudaEngine final : public Engine {
     LM_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&h_sampled_), max_bucket() * sizeof(int32_t), cudaHostAllocDefault));
   }
 
+  /**
+   * Kernel choices for a pass over batch b: a decode step's (every sequence at most
+   * DECODE_STEP_MAX_LEN rows) follow its sequence count, so MTP verify rows take the kernels of the
+   * plain decode step of the same batch; other steps' follow each call's rows.
+   */
+  void choose_kernels(const cuda::BatchView& b) {
+    step_seqs_ = b.max_len <= cuda::DECODE_STEP_MAX_LEN ? b.nseq : 0;
+    gemm_.choice_rows = step_seqs_;
+  }
   /** Embedding, every layer and, for NL > 0 rows listed in logit_rows, the final norm and LM head. */
   float* forward(const cuda::BatchView& b, const int32_t* tokens, const int32_t* logit_rows, int NL);
   /** One block (pre-norm, mixer, residual add into h) over the batch's R rows; u is (R, H) bf16 scratch. */
@@ -712,7 +731,7 @@ class CudaEngine final : public Engine {
 };
 
 bool CudaEngine::moe_small(const Moe& E, const bf16* u, int R, float* h) {
-  if (R > moe_decode_rows_ || spec_.mlp_bias) return false;
+  if ((step_seqs_ > 0 ? step_seqs_ : R) > moe_decode_rows_ || R > cuda::MOE_DECODE_MAX_ROWS || spec_.mlp_bias) return false;
   const int H = spec_.hidden_size, nE = spec_.n_routed_experts, k = spec_.num_experts_per_tok, Din = spec_.moe_input_size();
   const int inter = spec_.moe_intermediate_size, S = spec_.moe_shared_expert_intermediate_size;
   const bool latent = spec_.moe_latent_size > 0;
@@ -892,7 +911,7 @@ void CudaEngine::run_block(const Layer& L, const cuda::BatchView& b, float* h, b
       bf16* vc = v_cache_ + A.index * kv_layer_size();
       prof_.mark("attn.core", stream_);
       cuda::kv_write(b, k, v, nkv, hd, kc, vc, stream_);
-      float* ws = scratch_.get<float>("attn-workspace", cuda::paged_attention_workspace_floats(R, nq, hd));
+      float* ws = scratch_.get<float>("attn-workspace", cuda::paged_attention_workspace_floats(b, nq, hd));
       cuda::paged_attention(b, q, nq, nkv, hd, kc, vc, o, ws, stream_);
       prof_.mark("attn.o_proj", stream_);
       gemm_.run(o, R, int64_t(nq) * hd, A.o, H, h, 1.f, stream_);
@@ -910,6 +929,7 @@ void CudaEngine::run_block(const Layer& L, const cuda::BatchView& b, float* h, b
 
 float* CudaEngine::forward(const cuda::BatchView& b, const int32_t* tokens, const int32_t* logit_rows, int NL) {
   const int H = spec_.hidden_size, V = spec_.vocab_size, R = b.rows;
+  choose_kernels(b);
   float* h = scratch_.get<float>("h", int64_t(R) * H);
   bf16* u = scratch_.get<bf16>("u", int64_t(R) * H);
   prof_.mark("embedding", stream_);
@@ -1288,6 +1308,7 @@ bf16* CudaEngine::mtp_pass(const cuda::BatchView& b, const int32_t* tokens, cons
   float* x = scratch_.get<float>("mtp-x", int64_t(R) * H);
   bf16* u = scratch_.get<bf16>("mtp-u", int64_t(R) * H);
   bf16* y = scratch_.get<bf16>("mtp-y", int64_t(R) * H);
+  choose_kernels(b);
   prof_.mark("mtp.input", stream_);
   cuda::mtp_input(tokens, hidden, R, embed_, mtp_.enorm, mtp_.hnorm, H, spec_.norm_eps, cat, stream_);
   gemm_.run(cat, R, 2 * H, mtp_.eh_proj, H, x, 0.f, stream_);

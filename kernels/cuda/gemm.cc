@@ -79,15 +79,24 @@ Gemm::~Gemm() {
 }
 
 bool Gemm::skinny(int64_t M, int64_t K, const void* x, const void* W) const {
-  return M >= 1 && M <= std::min<int64_t>(skinny_max_m, SKINNY_MAX_M) && skinny_gemm_supported(M, K, x, W);
+  const int64_t choose = choice_rows > 0 ? choice_rows : M;
+  return M >= 1 && choose <= std::min<int64_t>(skinny_max_m, SKINNY_MAX_M) && skinny_gemm_supported(std::min<int64_t>(M, SKINNY_MAX_M), K, x, W);
 }
 
 void Gemm::run_multi(const __nv_bfloat16* x, int64_t M, int64_t K, const SkinnyOut* outs, int n, float* tmp, cudaStream_t s) {
   if (M == 0) return;
   bool one_launch = n <= SKINNY_MAX_OUTS;
   for (int i = 0; i < n; ++i) one_launch = one_launch && skinny(M, K, x, outs[i].W);
-  if (one_launch) {
-    skinny_gemm_multi(x, static_cast<int>(M), static_cast<int>(K), outs, n, 0.f, s);
+  if (one_launch) {  // launches of at most SKINNY_MAX_M rows (one for every decode step)
+    for (int64_t m0 = 0; m0 < M; m0 += SKINNY_MAX_M) {
+      SkinnyOut part[SKINNY_MAX_OUTS];
+      for (int i = 0; i < n; ++i) {
+        part[i] = outs[i];
+        if (part[i].y) part[i].y += m0 * part[i].N;
+        if (part[i].y16) part[i].y16 += m0 * part[i].N;
+      }
+      skinny_gemm_multi(x + m0 * K, static_cast<int>(std::min<int64_t>(SKINNY_MAX_M, M - m0)), static_cast<int>(K), part, n, 0.f, s);
+    }
     return;
   }
   for (int i = 0; i < n; ++i) {
@@ -102,7 +111,8 @@ void Gemm::run_multi(const __nv_bfloat16* x, int64_t M, int64_t K, const SkinnyO
 
 void Gemm::run(const __nv_bfloat16* x, int64_t M, int64_t K, const __nv_bfloat16* W, int64_t N, float* y, float beta, cudaStream_t s) {
   if (M == 0 || N == 0) return;
-  if (M <= skinny_max_m && skinny_gemm_supported(std::min<int64_t>(M, SKINNY_MAX_M), K, x, W)) {
+  const int64_t choose = choice_rows > 0 ? choice_rows : M;
+  if (choose <= skinny_max_m && skinny_gemm_supported(std::min<int64_t>(M, SKINNY_MAX_M), K, x, W)) {
     for (int64_t m0 = 0; m0 < M; m0 += SKINNY_MAX_M)
       skinny_gemm(x + m0 * K, static_cast<int>(std::min<int64_t>(SKINNY_MAX_M, M - m0)), static_cast<int>(K), W, static_cast<int>(N), y + m0 * N, beta, s);
     return;

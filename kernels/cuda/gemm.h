@@ -20,7 +20,7 @@ class Gemm {
   Gemm& operator=(const Gemm&) = delete;
   /** beta 0 overwrites y, beta 1 accumulates into it (the residual add). */
   void run(const __nv_bfloat16* x, int64_t M, int64_t K, const __nv_bfloat16* W, int64_t N, float* y, float beta, cudaStream_t s);
-  /** Whether run() would take the skinny kernel for this shape (one launch, every output as skinny_gemm's). */
+  /** Whether run() would take the skinny kernel for this shape (every output as skinny_gemm's; one launch up to SKINNY_MAX_M rows). */
   bool skinny(int64_t M, int64_t K, const void* x, const void* W) const;
   /**
    * Up to SKINNY_MAX_OUTS projections of the same x (attention's q, k, v; an MLP's relu² up
@@ -36,6 +36,15 @@ class Gemm {
    * and lm_head; from M = 4 cuBLASLt is faster, its kernels reuse x from shared memory).
    */
   int skinny_max_m = 2;
+  /**
+   * The row count the kernel choice follows; 0: each call's M. Decode and MTP verify steps set it
+   * to their sequence count (CudaEngine::forward), so a verify step's k + 1 rows per sequence take
+   * the kernel the plain decode step of the same batch takes — skinny iff sequences ≤
+   * skinny_max_m — and, the skinny kernel computing each row alone (gemv.cuh), every verify row
+   * equals the plain step's row bit for bit. cuBLASLt rows are not independent of M (its
+   * algorithm and split follow the shape), so above skinny_max_m sequences they are not.
+   */
+  int64_t choice_rows = 0;
 
  private:
   struct Impl;

@@ -25,6 +25,16 @@ struct BatchView {
   int max_len = 0;                 // host-side: the longest seq_len (sizes per-chunk grids)
 };
 
+/**
+ * A step whose sequences feed at most this many rows each is a decode step (plain, or MTP verify
+ * with k + 1 ≤ 8 rows per sequence): its kernel choices and partitions (GEMM kernel, attention
+ * splits, MoE path) follow its sequence count, not its row count, and those kernels compute each
+ * row alone, so a verify row equals the row of the plain decode step of the same batch bit for bit
+ * (where the plain step's kernels are the row-independent ones: CudaEngine). The attention decode
+ * path and the SSM recurrence take sequences of up to this many rows.
+ */
+constexpr int DECODE_STEP_MAX_LEN = 8;
+
 /** h (R, H) fp32 = table[tokens] (bf16 rows). */
 void embedding_gather(const int32_t* tokens, int R, const bf16* table, int H, float* h, cudaStream_t s);
 
@@ -93,13 +103,18 @@ void gated_rmsnorm(const float* y, const float* z, int64_t z_stride, const float
 /** Writes this step's k, v rows (R, nkv*hd) into the paged caches (blocks, block_size, nkv, hd). */
 void kv_write(const BatchView& b, const float* k, const float* v, int nkv, int hd, bf16* k_cache, bf16* v_cache, cudaStream_t s);
 /**
- * Floats of workspace paged_attention needs for `rows` rows (split-K partial results of decode
- * rows); depends only on the shape, so a captured graph keeps one buffer for every context length.
+ * Floats of workspace paged_attention needs for batch b (split-K partial results of decode rows:
+ * b.rows × the split count, which follows b.nseq where b.max_len ≤ DECODE_STEP_MAX_LEN, else
+ * b.rows); depends only on the shape, so a captured graph keeps one buffer for every context length.
  */
+int64_t paged_attention_workspace_floats(const BatchView& b, int nq, int hd);
+/** Enough workspace for any batch of `rows` rows (tests and benchmarks): every split rule's most. */
 int64_t paged_attention_workspace_floats(int rows, int nq, int hd);
 /**
  * Causal GQA attention of each row over its sequence's cached keys (this step's keys already
  * written by kv_write); out (R, nq*hd) bf16. Grids depend only on b.rows, b.nseq and b.max_len.
+ * A decode step's split count follows its sequence count (DECODE_STEP_MAX_LEN) and each row's
+ * result depends only on its context: a verify row equals a plain decode row bitwise.
  */
 void paged_attention(const BatchView& b, const float* q, int nq, int nkv, int hd, const bf16* k_cache, const bf16* v_cache, bf16* out, float* workspace, cudaStream_t s);
 
@@ -146,7 +161,10 @@ void grouped_gemm(const GroupedGemmParams& p, cudaStream_t s);
 /** out (R, D) fp32 (+)= Σ_j weight[r, j] · expert_out[slot_of[r, j]]. */
 void moe_combine(const float* expert_out, const int32_t* slot_of, const float* weights, int R, int k, int D, float* out, bool accumulate, cudaStream_t s);
 
-/** The most token rows the small-batch MoE path (moe_decode.cu) takes; the engine uses it up to 4 (where it wins). */
+/**
+ * The most token rows the small-batch MoE path (moe_decode.cu) takes; the engine takes it for decode
+ * steps of up to 4 sequences (where it wins), their verify rows included up to this many.
+ */
 constexpr int MOE_DECODE_MAX_ROWS = 8;
 /**
  * The MoE layer of a step of at most MOE_DECODE_MAX_ROWS rows in three launches, without moe_plan
