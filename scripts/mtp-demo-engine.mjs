@@ -2,8 +2,8 @@
 // MTP on one sequence straight through the engine (no worker loop): greedy decode of N tokens on the
 // demo model with MTP off (the plain engine, decode graphs) and with fixed k = 1, 2, 3 drafts per
 // verify step; prints ms per step, tokens per verify step, the speedup and the first token that
-// differs from MTP off. The GPU counterpart of `latentmesh bench mtp-demo` (which asserts bitwise
-// equality, true on the CPU backend only: see docs/serving.md on CUDA verify rows).
+// differs from MTP off (none: at one sequence CUDA verify rows equal plain rows bitwise, see
+// docs/serving.md). The GPU counterpart of `latentmesh bench mtp-demo`.
 //   BACKEND=cuda node scripts/mtp-demo-engine.mjs        (after npx tsc; BACKEND=cpu works anywhere)
 import { Engine } from "../dist/worker/engine.js";
 import { readFileSync } from "node:fs";
