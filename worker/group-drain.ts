@@ -71,6 +71,11 @@ export class GroupStepper implements StepEngine {
 
   constructor(private readonly inner: StepEngine) {}
 
+  /** As the engine it wraps (the loop's MTP skip rule depends on it). */
+  get mtpCatchesUp(): boolean | undefined {
+    return this.inner.mtpCatchesUp;
+  }
+
   get final(): number | null {
     return this.finalStep;
   }

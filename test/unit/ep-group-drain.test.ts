@@ -159,3 +159,12 @@ describe("group drain protocol", () => {
     await drained(ranks, barrier);
   });
 });
+
+describe("GroupStepper", () => {
+  it("says what the engine it wraps says about catching the MTP head up (the loop's skip rule depends on it)", () => {
+    const engine = (mtpCatchesUp?: boolean): StepEngine => ({ step: async () => ({}) as NativeStepResult, ...(mtpCatchesUp === undefined ? {} : { mtpCatchesUp }) });
+    assert.equal(new GroupStepper(engine(true)).mtpCatchesUp, true);
+    assert.equal(new GroupStepper(engine(false)).mtpCatchesUp, false);
+    assert.equal(new GroupStepper(engine()).mtpCatchesUp, undefined);
+  });
+});
