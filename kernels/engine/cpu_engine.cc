@@ -181,9 +181,11 @@ class CpuEngine final : public Engine {
     int64_t pos0 = 0;
     std::vector<float> hidden;  // (rows, hidden)
     std::vector<int32_t> next;  // (rows)
+    /** Empties the rows; a buffer that grew past 1 Mi floats (a long skipped stretch) is given back. */
     void clear() {
       hidden.clear();
       next.clear();
+      if (hidden.capacity() > (size_t{1} << 20)) std::vector<float>().swap(hidden);
     }
   };
   std::vector<PendingRows> mtp_pending_;

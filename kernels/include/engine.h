@@ -187,7 +187,8 @@ struct StepOutput {
    * For sequences with mtp_logits, in batch order, rows of vocab_size: the MTP head's logits of each
    * row it ran this step — one per accepted position j whose next token is known, at MTP KV
    * positions in order (row j predicts token j+2), the last paired with the sampled token — then one
-   * per further draft.
+   * per further draft. On the CPU backend the rows it catches up for positions it skipped earlier
+   * (mtp_skip) come first, in position order.
    */
   std::vector<float> mtp_logits;
   /** Tokens fed by the whole group in this step (every rank sees the same number); -1: not in a group. */
