@@ -7,10 +7,13 @@
 // sleep; the caller hands out ranges through an atomic cursor. A worker joins a job only while it is
 // open; the caller closes it once the ranges are gone and waits only for workers that joined, so a
 // worker the OS has not scheduled (a busy machine) never holds up a step that the caller finished
-// alone.
+// alone. An exception thrown by a range (on the caller or a worker) stops the hand-out and is rethrown by
+// parallel_for once every worker has left the job, so it reaches the step's caller instead of ending the
+// process.
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <exception>
 #include <mutex>
 
 #include "cpu/ops.h"
@@ -42,13 +45,22 @@ struct ThreadPool::State {
   std::atomic<bool> open{false};       // workers may join the current job
   std::atomic<int> busy{0};            // workers inside the current job
   std::atomic<uint64_t> generation{0};  // bumped once per job (and on stop)
+  std::mutex error_mu;
+  std::exception_ptr error;  // the job's first exception (guarded by error_mu), rethrown by the caller
 
-  /** Takes ranges of the current job until none is left. */
+  /** Takes ranges of the current job until none is left; an exception ends the job's hand-out and is kept. */
   void drain() {
     for (;;) {
       const int64_t b = next.fetch_add(chunk, std::memory_order_relaxed);
       if (b >= n) return;
-      (*fn)(b, std::min(n, b + chunk));
+      try {
+        (*fn)(b, std::min(n, b + chunk));
+      } catch (...) {
+        next.store(n, std::memory_order_relaxed);
+        std::lock_guard<std::mutex> lock(error_mu);
+        if (!error) error = std::current_exception();
+        return;
+      }
     }
   }
 };
@@ -124,6 +136,13 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
     if (spins < 256) LM_CPU_RELAX();
     else std::this_thread::yield();
   }
+  // a range that threw (on any thread) fails the call here, after every worker has left the job
+  std::exception_ptr error;
+  {
+    std::lock_guard<std::mutex> lock(s.error_mu);
+    std::swap(error, s.error);
+  }
+  if (error) std::rethrow_exception(error);
 }
 
 }  // namespace lm::cpu

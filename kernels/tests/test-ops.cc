@@ -1,6 +1,8 @@
 // Op and engine-state tests for the CPU backend (run by test/unit/kernels.test.ts).
 // Expected values come from first principles: the naive recurrence, hand-computed routing,
 // and invariances (chunking, batching, incremental decode) that any correct engine satisfies.
+#include <atomic>
+#include <stdexcept>
 #include <cmath>
 #include <cstdio>
 #include <functional>
@@ -84,6 +86,29 @@ void test_conv_split_equals_whole() {
   // first principles for token 0 of channel 0: only the current-token tap sees data
   const float expect = lm::cpu::silu(b[0] + w[K - 1] * x[0]);
   check(std::fabs(o1[0] - expect) < 1e-6, "conv tap K-1 multiplies the current token");
+}
+
+// A range that throws, on the caller or a worker, fails parallel_for with that exception (not the
+// process), and the pool keeps working afterwards.
+void test_pool_exceptions() {
+  lm::cpu::ThreadPool pool(4);
+  for (int64_t bad : {int64_t{0}, int64_t{900}}) {  // the caller's first range, and one a worker likely takes
+    std::atomic<int64_t> done{0};
+    std::string what;
+    try {
+      pool.parallel_for(1000, [&](int64_t b, int64_t e) {
+        if (bad >= b && bad < e) throw std::runtime_error("range " + std::to_string(b) + " failed");
+        done += e - b;
+      }, 10);
+    } catch (const std::runtime_error& err) {
+      what = err.what();
+    }
+    check(what.rfind("range ", 0) == 0, "parallel_for rethrows a range's exception (bad row " + std::to_string(bad) + ")");
+    check(done.load() < 1000, "the other ranges stop being handed out after a throw");
+  }
+  std::atomic<int64_t> sum{0};
+  pool.parallel_for(1000, [&](int64_t b, int64_t e) { for (int64_t i = b; i < e; ++i) sum += i; }, 10);
+  check(sum.load() == 999 * 1000 / 2, "the pool works after a range threw");
 }
 
 void test_gemm_rows_independent() {
@@ -433,6 +458,7 @@ void test_mtp_resume_after_skip() {
 int main() {
   test_ssd_matches_recurrence();
   test_conv_split_equals_whole();
+  test_pool_exceptions();
   test_gemm_rows_independent();
   test_attention_rows_independent();
   test_moe_route_by_hand();
