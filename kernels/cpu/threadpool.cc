@@ -38,7 +38,7 @@ struct ThreadPool::State {
   std::mutex mu;
   std::condition_variable work_cv;
   int sleepers = 0;  // workers waiting on work_cv (guarded by mu)
-  bool stop = false;  // guarded by mu; also read by spinning workers through `generation`
+  std::atomic<bool> stop{false};  // set (under mu) before the last `generation` bump; read after seeing a bump
   const std::function<void(int64_t, int64_t)>* fn = nullptr;
   int64_t n = 0, chunk = 0;
   std::atomic<int64_t> next{0};        // next range start to hand out
@@ -83,14 +83,12 @@ ThreadPool::ThreadPool(int threads) : state_(std::make_unique<State>()) {
         if (g == seen) {
           std::unique_lock<std::mutex> lock(s.mu);
           ++s.sleepers;
-          s.work_cv.wait(lock, [&] { return s.stop || s.generation.load(std::memory_order_acquire) != seen; });
+          s.work_cv.wait(lock, [&] { return s.stop.load(std::memory_order_acquire) || s.generation.load(std::memory_order_acquire) != seen; });
           --s.sleepers;
           g = s.generation.load(std::memory_order_acquire);
         }
-        {
-          std::lock_guard<std::mutex> lock(s.mu);
-          if (s.stop) return;
-        }
+        // no lock here: the caller holds mu while it opens a job, and a worker that saw the bump would block on it
+        if (s.stop.load(std::memory_order_acquire)) return;
         seen = g;
         // join only an open job (seq_cst pairs with the caller's close-then-check in parallel_for)
         s.busy.fetch_add(1, std::memory_order_seq_cst);
@@ -104,7 +102,7 @@ ThreadPool::ThreadPool(int threads) : state_(std::make_unique<State>()) {
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(state_->mu);
-    state_->stop = true;
+    state_->stop.store(true, std::memory_order_release);
     state_->generation.fetch_add(1, std::memory_order_acq_rel);
   }
   state_->work_cv.notify_all();
