@@ -128,15 +128,18 @@ export function mixedAcceptance(byClass: Readonly<Record<RequestClass, Acceptanc
  * scale. Noise on a step time is one-sided (a stall only adds time), so the scale moves
  * asymmetrically: a faster step pulls it COST_FALL of the way down, a slower one COST_RISE of the
  * way up counting as at most COST_RISE_MAX × the estimate — one stall cannot flip the choice, a real
- * slow-down still shows within a few steps.
+ * slow-down still shows within a few steps. For the same reason a depth's ratio is the fastest of
+ * its first EXPLORE_STEPS samples (those steps de-noise its first one), unless the depth is its
+ * bucket's only timing so far (then it is the scale).
  */
 const COST_FALL = 0.5;
 const COST_RISE = 0.25;
 const COST_RISE_MAX = 1.25;
 /**
- * Plain decoding and the measured neighbour depths of the chosen one are re-timed after this many
- * steps of their bucket without them (plain decoding, while speculating, after PLAIN_REFRESH_STEPS:
- * a plain step forgoes little, and it is what tells a speculation that stopped paying)...
+ * Plain decoding, the measured neighbour depths of the chosen one and the deepest measured depth
+ * (untried depths below it are interpolated from it) are re-timed after this many steps of their
+ * bucket without them (plain decoding, while speculating, after PLAIN_REFRESH_STEPS: a plain step
+ * forgoes little, and it is what tells a speculation that stopped paying)...
  */
 export const REFRESH_STEPS = 256;
 export const PLAIN_REFRESH_STEPS = 32;
@@ -181,11 +184,18 @@ export class StepCostModel {
     const key = `${b}:${draftTokens}`;
     const base = this.base.get(b);
     const r = this.ratio.get(key);
+    const samples = this.count.get(key) ?? 0;
     if (base === undefined) {
       this.base.set(b, stepMs);
       this.ratio.set(key, 1);
     } else if (r === undefined) {
       this.ratio.set(key, stepMs / base);
+    } else if (samples < EXPLORE_STEPS && samples < (this.bucketSteps.get(b) ?? 0)) {
+      // still exploring a depth that is not the bucket's only timing (its scale): its ratio is the fastest
+      // of its samples, so one slow first sample cannot price it out (the scale is not moved by it)
+      const next = Math.min(r, stepMs / base);
+      this.ratio.set(key, next);
+      this.moved.set(key, (r - next) / r);
     } else if (this.lastDepth.get(b) === draftTokens) {
       const sample = stepMs / r;
       this.base.set(b, sample < base ? base + COST_FALL * (sample - base) : base + COST_RISE * (Math.min(sample, base * COST_RISE_MAX) - base));
@@ -292,6 +302,8 @@ export function chooseDraftTokens(c: DraftChoice): number {
     // nothing known about speculating here: the deepest depth borrows plain decoding's time (optimistic),
     // so it is tried once; with nothing measured in this bucket yet, start plain and let timings arrive
     if (t === undefined && k === c.maxDraftTokens && !c.measuredOnly) t = c.cost.predict(c.batchSize, 0);
+    // plain decoding not timed in this bucket (its first timing speculated): time it before judging any depth
+    if (t === undefined && k === 0 && !c.measuredOnly) return 0;
     if (t === undefined) continue;
     const rate = c.acceptance.expectedTokens(k) / Math.max(t, 1e-6);
     // a deeper k must win by a margin: step-time noise alone should not buy speculation
@@ -354,10 +366,13 @@ export class SpeculationPolicy {
     const current = this.lastDepth;
     if (current > 0 && current <= max && this.cost.measured(batchSize, current) && this.cost.samples(batchSize, current) < EXPLORE_STEPS) return current;
     const k = chooseDraftTokens({ batchSize, maxDraftTokens: max, acceptance: this.acceptanceOf(mix), cost: this.cost });
-    // step times drift (load, noise, thermal): now and then re-time plain decoding and the measured
-    // neighbour depths, so a stale estimate cannot keep the policy on the wrong side of a boundary
+    // step times drift (load, noise, thermal): now and then re-time plain decoding, the measured
+    // neighbour depths and the deepest measured depth (the untried ones between are interpolated from
+    // it), so a stale estimate cannot keep the policy on the wrong side of a boundary
     const chosenMs = this.cost.predict(batchSize, k);
-    for (const other of [0, k - 1, k + 1]) {
+    let deepest = max;
+    while (deepest > 0 && !this.cost.measured(batchSize, deepest)) deepest--;
+    for (const other of [0, k - 1, k + 1, deepest]) {
       if (other === k || other < 0 || other > max) continue;
       // a dearer depth waits longer, by its price squared (re-timing it costs steps at its price, and the
       // dearer it is the less likely a drift in timings or acceptance makes it win); plain decoding is

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { NativeStepResult, NativeStepSequence } from "../../worker/native.js";
-import { AcceptanceStats, batchBucket, chooseDraftTokens, parseSpeculativeTokens, SpeculationPolicy, StepCostModel } from "../../worker/speculation.js";
+import { AcceptanceStats, batchBucket, chooseDraftTokens, EXPLORE_STEPS, parseSpeculativeTokens, SpeculationPolicy, StepCostModel } from "../../worker/speculation.js";
 
 function acceptance(rate: number, steps = 1000, k = 4): AcceptanceStats {
   const a = new AcceptanceStats();
@@ -73,6 +73,25 @@ describe("speculation - choosing k", () => {
     p.observe(1, 2, 40, [[2, 0]]);
     assert.equal(p.cost.predict(1, 1), 25, "shallower depths are interpolated");
     assert.equal(p.next(1), 0, "slow, unaccepted drafts switch speculation off");
+  });
+
+  it("a batch bucket whose first timing speculated times plain decoding before choosing a depth there", () => {
+    // batch 3 (bucket 3-4) first timed at k=2, e.g. a step whose timed batch fell in another bucket than the one chosen for
+    const c = new StepCostModel();
+    c.observe(1, 0, 10);
+    c.observe(3, 2, 20);
+    assert.equal(chooseDraftTokens({ batchSize: 3, maxDraftTokens: 2, acceptance: acceptance(0.9), cost: c }), 0, "plain is timed first");
+    const p = new SpeculationPolicy({ mode: "auto", max: 2 });
+    for (let i = 0; i < 100; i++) p.record([[2, 2, "greedy"]]);
+    p.observe(3, 2, 20, [[2, 2, "greedy"]]);
+    const depths: number[] = [];
+    for (let i = 0; i < 50; i++) {
+      const k = p.next(3);
+      depths.push(k);
+      p.observe(3, k, [10, 15, 20][k] as number, k > 0 ? [[k, k, "greedy"]] : []);
+    }
+    assert.ok(p.cost.measured(3, 0), `plain decoding timed at batch 3 (depths ${depths.join("")})`);
+    assert.ok(depths.indexOf(0) <= EXPLORE_STEPS, `plain timed at step ${depths.indexOf(0)}`);
   });
 
   it("buckets batch sizes by powers of two", () => {
