@@ -174,8 +174,12 @@ class CpuEngine final : public Engine {
    * (hidden before norm_f, next token) pairs of consecutive positions [pos0, pos0 + rows), the last
    * token -1 while unknown. The first step that runs the head for the slot feeds them first (their
    * attention KV only, one batched pass), so resuming speculation sees the same KV as never having
-   * skipped. At most MTP_PENDING_BYTES per slot are kept (the oldest rows beyond are given up: their
-   * KV stays stale, which can only lower acceptance).
+   * skipped. At most the newest MTP_PENDING_ROWS (and MTP_PENDING_BYTES) per slot are kept; older ones
+   * are given up (their KV stays stale, which can only lower acceptance). The bound matters: a caught-up
+   * row still costs eh_proj and the attention block's K/V projections (about a tenth of a plain step's
+   * per-row work on the demo model), and an adaptive policy that settles on k = 0 still re-times a depth
+   * now and then, so catching up every skipped position would make "speculation off" cost up to ~10 %
+   * more than plain decoding over a long run, in spikes at each re-timing step.
    */
   struct PendingRows {
     int64_t pos0 = 0;
@@ -215,6 +219,7 @@ class CpuEngine final : public Engine {
     cpu::gemm_xwt(pool_, x, M, K, W, N, y, bias);
   }
   static constexpr int64_t MTP_PENDING_BYTES = int64_t{16} << 20;
+  static constexpr int64_t MTP_PENDING_ROWS = 64;
   // Per sequence of the running step with drafts: the Mamba state after each verified position,
   // (mamba layers, num_drafts + 1, conv + SSM), to roll back rejected drafts.
   std::vector<std::vector<float>> verify_states_;
@@ -767,7 +772,7 @@ void CpuEngine::mtp_step(const std::vector<StepSeq>& batch, const std::vector<in
   // `h` holds rows before norm_f: pending rows and mtp_hidden_ keep them so, and `hidden` is
   // normalised in one pass before the head reads it (rmsnorm is per row: the same values whenever)
   const int64_t H = spec_.hidden_size;
-  const int64_t max_pending = std::max<int64_t>(1, MTP_PENDING_BYTES / static_cast<int64_t>(H * sizeof(float)));
+  const int64_t max_pending = std::min<int64_t>(MTP_PENDING_ROWS, std::max<int64_t>(1, MTP_PENDING_BYTES / static_cast<int64_t>(H * sizeof(float))));
   std::vector<StepSeq> mb;
   std::vector<int64_t> mrow0, seq_of, keep;
   std::vector<float> hidden;
