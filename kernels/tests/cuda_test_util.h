@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cuda/common.cuh"
+#include "cuda/ops.h"
 
 namespace lm::cuda_test {
 
@@ -43,6 +44,33 @@ std::vector<T> download(const T* p, size_t n) {
   std::vector<T> h(n);
   lm::cuda::check(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), "cudaMemcpy");
   return h;
+}
+
+/**
+ * Device view of a batch: sequence i in slot[i], feeding lens[i] tokens from position pos0[i], its block
+ * table at bt0[i] in `tables` (device); rows packed in sequence order.
+ */
+inline lm::cuda::BatchView batch_view(const std::vector<int>& slot, const std::vector<int>& lens, const std::vector<int>& pos0, const std::vector<int>& bt0, const int* tables, int block_size) {
+  std::vector<int> row0, row_seq;
+  int r = 0;
+  for (size_t i = 0; i < lens.size(); ++i) {
+    row0.push_back(r);
+    row_seq.insert(row_seq.end(), static_cast<size_t>(lens[i]), static_cast<int>(i));
+    r += lens[i];
+  }
+  lm::cuda::BatchView v;
+  v.nseq = static_cast<int>(lens.size());
+  v.rows = r;
+  v.seq_slot = dev(slot);
+  v.seq_row0 = dev(row0);
+  v.seq_len = dev(lens);
+  v.seq_pos0 = dev(pos0);
+  v.seq_bt0 = dev(bt0);
+  v.block_tables = tables;
+  v.block_size = block_size;
+  v.row_seq = dev(row_seq);
+  v.max_len = lens.empty() ? 0 : *std::max_element(lens.begin(), lens.end());
+  return v;
 }
 
 }  // namespace lm::cuda_test

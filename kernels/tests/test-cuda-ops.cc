@@ -64,7 +64,7 @@ std::vector<float> host(const T* p, size_t n) {
 
 /** A batch of sequences with given lengths, positions and slots, as host vectors and a device view. */
 struct Batch {
-  std::vector<int> slot, row0, len, pos0, bt0, tables, row_seq;
+  std::vector<int> slot, row0, len, pos0, bt0, tables;
   lm::cuda::BatchView view;
   Batch(const std::vector<int>& lens, const std::vector<int>& pos, int block_size) {
     int r = 0;
@@ -76,20 +76,9 @@ struct Batch {
       bt0.push_back(static_cast<int>(tables.size()));
       const int blocks = (pos[i] + lens[i] + block_size - 1) / block_size;
       for (int b = 0; b < blocks; ++b) tables.push_back(static_cast<int>(i) * 100 + b * 3 + 1);  // scattered blocks
-      for (int t = 0; t < lens[i]; ++t) row_seq.push_back(static_cast<int>(i));
       r += lens[i];
     }
-    view.nseq = static_cast<int>(lens.size());
-    view.rows = r;
-    view.seq_slot = dev(slot);
-    view.seq_row0 = dev(row0);
-    view.seq_len = dev(len);
-    view.seq_pos0 = dev(pos0);
-    view.seq_bt0 = dev(bt0);
-    view.block_tables = dev(tables);
-    view.block_size = block_size;
-    view.row_seq = dev(row_seq);
-    view.max_len = *std::max_element(lens.begin(), lens.end());
+    view = batch_view(slot, len, pos0, bt0, dev(tables), block_size);
   }
 };
 

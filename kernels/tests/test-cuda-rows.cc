@@ -117,30 +117,16 @@ void test_skinny_rows(std::mt19937& g) {
 
 /** A batch description on the device; tables: each sequence's blocks, scattered (shared by every batch of a case). */
 struct Batch {
-  std::vector<int> slot, row0, len, pos0, bt0, row_seq;
+  std::vector<int> slot, row0;
   lm::cuda::BatchView view;
   Batch(const std::vector<int>& lens, const std::vector<int>& pos, const std::vector<int>& seq_bt0, const int* tables, int block_size) {
     int r = 0;
     for (size_t i = 0; i < lens.size(); ++i) {
       slot.push_back(static_cast<int>(i));
       row0.push_back(r);
-      len.push_back(lens[i]);
-      pos0.push_back(pos[i]);
-      bt0.push_back(seq_bt0[i]);
-      for (int t = 0; t < lens[i]; ++t) row_seq.push_back(static_cast<int>(i));
       r += lens[i];
     }
-    view.nseq = static_cast<int>(lens.size());
-    view.rows = r;
-    view.seq_slot = dev(slot);
-    view.seq_row0 = dev(row0);
-    view.seq_len = dev(len);
-    view.seq_pos0 = dev(pos0);
-    view.seq_bt0 = dev(bt0);
-    view.block_tables = tables;
-    view.block_size = block_size;
-    view.row_seq = dev(row_seq);
-    view.max_len = *std::max_element(lens.begin(), lens.end());
+    view = batch_view(slot, lens, pos, seq_bt0, tables, block_size);
   }
 };
 

@@ -50,27 +50,14 @@ struct Batch {
   std::vector<int> slot, row0;
   lm::cuda::BatchView view;
   explicit Batch(const std::vector<int>& lens) {
-    std::vector<int> pos0, bt0, tables, row_seq;
     int r = 0;
     for (size_t i = 0; i < lens.size(); ++i) {
       slot.push_back(2 * static_cast<int>(i) + 1);
       row0.push_back(r);
-      pos0.push_back(0);
-      bt0.push_back(0);
-      for (int t = 0; t < lens[i]; ++t) row_seq.push_back(static_cast<int>(i));
       r += lens[i];
     }
-    tables.push_back(0);
-    view.nseq = static_cast<int>(lens.size());
-    view.rows = r;
-    view.seq_slot = dev(slot);
-    view.seq_row0 = dev(row0);
-    view.seq_len = dev(lens);
-    view.seq_pos0 = dev(pos0);
-    view.seq_bt0 = dev(bt0);
-    view.block_tables = dev(tables);
-    view.row_seq = dev(row_seq);
-    view.max_len = *std::max_element(lens.begin(), lens.end());
+    const std::vector<int> zeros(lens.size(), 0);
+    view = batch_view(slot, lens, zeros, zeros, dev(std::vector<int>{0}), lm::cuda::BatchView{}.block_size);
   }
 };
 
