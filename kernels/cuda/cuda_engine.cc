@@ -32,7 +32,8 @@
 // use programmatic dependent launch (launch.cuh). Developer switches, read once per engine for A/B
 // timing: LM_CUDA_PDL=0 (plain launches), LM_CUDA_MOE_DECODE=N (moe_decode.cu for decode steps of
 // at most N ≤ MOE_DECODE_MAX_ROWS sequences and rows; 0: the MoE through moe_plan and the grouped
-// GEMM at every batch size), LM_CUDA_CONV_IN_PROJ=0 (the decode conv as its own launch).
+// GEMM at every batch size), LM_CUDA_CONV_IN_PROJ=0 (the decode conv as its own launch),
+// LM_CUDA_MOE_SPLIT_TAIL=0 (the grouped expert GEMM without its split last round).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -259,6 +260,7 @@ class CudaEngine final : public Engine {
     cuda::set_programmatic_launch(env_switch("LM_CUDA_PDL"));
     if (const char* rows = std::getenv("LM_CUDA_MOE_DECODE")) moe_decode_rows_ = std::clamp(std::atoi(rows), 0, cuda::MOE_DECODE_MAX_ROWS);
     conv_in_proj_ = env_switch("LM_CUDA_CONV_IN_PROJ");
+    moe_split_tail_ = env_switch("LM_CUDA_MOE_SPLIT_TAIL");
     if (const char* t = std::getenv("LM_CUDA_GRAPH_TIMING"); t && std::strcmp(t, "1") == 0) {
       graph_timing_.on = true;
       LM_CUDA_CHECK(cudaEventCreate(&graph_timing_.start));
@@ -362,6 +364,10 @@ class CudaEngine final : public Engine {
   // layer); LM_CUDA_CONV_IN_PROJ=0: conv1d_silu_step after it.
   bool conv_in_proj_ = true;
   unsigned* moe_counters_ = nullptr;  // moe_decode's arrival counters (zeroed once, left zero by every launch)
+  // The grouped expert GEMM's split last round (GroupedGemmParams::split_ws); LM_CUDA_MOE_SPLIT_TAIL=0: off.
+  bool moe_split_tail_ = true;
+  float* moe_split_ws_ = nullptr;
+  unsigned* moe_split_counters_ = nullptr;  // zeroed once, left zero by every launch
 
   int32_t* h_sampled_ = nullptr;  // pinned
   /**
@@ -656,6 +662,12 @@ class CudaEngine final : public Engine {
     const int counters = cuda::moe_decode_counters(std::max(spec_.hidden_size, spec_.moe_input_size()));
     moe_counters_ = arena_.alloc_n<unsigned>(counters, "MoE decode counters");
     LM_CUDA_CHECK(cudaMemsetAsync(moe_counters_, 0, counters * sizeof(unsigned), stream_));
+    if (moe_split_tail_ && spec_.n_routed_experts > 0) {
+      const int split_counters = cuda::grouped_gemm_split_counters();
+      moe_split_ws_ = arena_.alloc_n<float>(cuda::grouped_gemm_split_floats(), "MoE split-tail workspace");
+      moe_split_counters_ = arena_.alloc_n<unsigned>(split_counters, "MoE split-tail counters");
+      LM_CUDA_CHECK(cudaMemsetAsync(moe_split_counters_, 0, split_counters * sizeof(unsigned), stream_));
+    }
   }
 
   void allocate_decode_batch() {
@@ -822,9 +834,9 @@ void CudaEngine::moe(const Moe& E, const bf16* u, int R, float* h) {
   prof_.mark("moe.experts", stream_);
   bf16* act16 = scratch_.get<bf16>("moe-act16", int64_t(M) * inter);  // (M, inter) expert-major
   float* xo = scratch_.get<float>("moe-out", int64_t(M) * Din);        // (M, Din) expert-major
-  cuda::GroupedGemmParams up{v, Din, plan.src_row, E.up_table, inter, Din, plan.tiles, plan.num_tiles, max_tiles, tile_rows, act16, nullptr};
+  cuda::GroupedGemmParams up{v, Din, plan.src_row, E.up_table, inter, Din, plan.tiles, plan.num_tiles, max_tiles, tile_rows, act16, nullptr, moe_split_ws_, moe_split_counters_};
   cuda::grouped_gemm(up, stream_);
-  cuda::GroupedGemmParams down{act16, inter, nullptr, E.down_table, Din, inter, plan.tiles, plan.num_tiles, max_tiles, tile_rows, nullptr, xo};
+  cuda::GroupedGemmParams down{act16, inter, nullptr, E.down_table, Din, inter, plan.tiles, plan.num_tiles, max_tiles, tile_rows, nullptr, xo, moe_split_ws_, moe_split_counters_};
   cuda::grouped_gemm(down, stream_);
   if (spec_.moe_latent_size > 0) {
     float* routed = scratch_.get<float>("moe-routed", int64_t(R) * Din);

@@ -28,6 +28,14 @@
 //
 // Each output's sum runs k-step by k-step in the same order wherever its row sits in a tile, so
 // results do not depend on the order of rows within an expert.
+//
+// The last round: with items = whole rounds · G + tail (G blocks, 0 < tail), tail blocks would work
+// while G − tail idle. Given a workspace (split_ws), the tail items are split along K instead: block
+// q < tail · S takes k-steps [part · ktiles / S, (part + 1) · ktiles / S) of tail item q / S (part =
+// q % S, S = min(G / tail, 8, ktiles / 4)), writes its fp32 sums to the workspace, and once all S parts
+// of the item are in (an arrival counter), sums rows [part · BM / S, …) of the S parts in part order
+// and runs the epilogue on them. Results stay deterministic; a tail item's rows sum in S partial sums.
+// The blocks of one item wait for each other: the grid is at most one block per SM, so all are resident.
 #include <algorithm>
 
 #include "cuda/common.cuh"
@@ -46,6 +54,9 @@ constexpr int BM = 2 * TILE_ROWS;  // rows of a super tile: 64 per consumer warp
 constexpr int BK = 64;             // K per stage: one 128-byte swizzled row
 constexpr int THREADS = 384;       // producer warpgroup + 2 consumer warpgroups
 constexpr int MAX_EXPERTS = 1024;  // moe_plan's limit on E
+constexpr int MAX_SPLIT = 8;       // parts of a split tail item
+constexpr int MIN_PART_KSTEPS = 4; // k-steps of a part at least
+constexpr int MAX_BN = 256;        // the workspace's per-part stride is BM · MAX_BN floats
 constexpr int SMEM_LIMIT = 227 * 1024 - (2 * MAX_EXPERTS + 64) * 4;  // less the expert index
 
 template <int BN_>
@@ -142,6 +153,92 @@ __device__ __forceinline__ Item item_at(const GroupedGemmParams& p, const Expert
   return {tile.x, p0, min((n - local) % 2 == 0 ? BM : TILE_ROWS, tile.z - p0), (i % col_tiles) * BN};
 }
 
+/** A block's unit of work: k-steps [k0, k1) of item `item`; q ≥ 0 for part q % split of a split tail item. */
+struct Unit {
+  int item, k0, k1, q;
+};
+
+/** The persistent schedule: whole items blockIdx.x, + G, … below `whole`, then the split tail (see the top). */
+struct Schedule {
+  int whole, split, ktiles, tail;
+  __device__ Schedule(int items, int G, int ktiles_, bool can_split) : whole(items), split(1), ktiles(ktiles_), tail(0) {
+    const int t = items % G;
+    if (can_split && t > 0) {
+      const int s = min(min(G / t, MAX_SPLIT), ktiles / MIN_PART_KSTEPS);
+      if (s >= 2) split = s, whole = items - t, tail = t;
+    }
+  }
+  /** Round r of block b: false once the block has no more work. */
+  __device__ bool at(int b, int G, int r, Unit& u) const {
+    const int i = b + r * G;
+    if (i < whole) {
+      u = {i, 0, ktiles, -1};
+      return true;
+    }
+    if (split < 2 || r != whole / G || b >= tail * split) return false;
+    const int part = b % split;
+    u = {whole + b / split, part * ktiles / split, (part + 1) * ktiles / split, b};
+    return true;
+  }
+};
+
+__device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
+  unsigned v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+template <bool RELU2>
+__device__ __forceinline__ void store_out(const GroupedGemmParams& p, int64_t o, float v) {
+  if constexpr (RELU2) p.out_relu2[o] = __float2bfloat16(relu2(v));
+  else p.out[o] = v;
+}
+
+/**
+ * A split tail item's part (both consumer warpgroups, named barrier 1): its sums d (busy: this
+ * warpgroup holds rows) to the workspace, wait for the item's other parts, then rows [part · BM / S,
+ * …) summed over the parts in part order through the epilogue; the last part out zeroes the counters.
+ */
+template <class S, bool RELU2>
+__device__ __forceinline__ void finish_part(const GroupedGemmParams& p, const Schedule& sched, const Unit& u, const Item& item, const float (&d)[S::BN / 2], bool busy) {
+  constexpr int BN = S::BN, STRIDE = BM * MAX_BN;
+  const int t = threadIdx.x - 128, w = t / 128, warp = (t % 128) >> 5, lane = t & 31;
+  const int part = u.q % sched.split;
+  if (busy) {
+    float* ws = p.split_ws + int64_t(u.q) * STRIDE;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int r = w * TILE_ROWS + warp * 16 + (lane >> 2) + 8 * h;
+      if (r >= item.rows) continue;
+#pragma unroll
+      for (int j = 0; j < BN / 8; ++j) *reinterpret_cast<float2*>(ws + r * MAX_BN + 8 * j + 2 * (lane & 3)) = make_float2(d[4 * j + 2 * h], d[4 * j + 2 * h + 1]);
+    }
+  }
+  __threadfence();
+  bar_sync(1, 256);
+  unsigned* arrive = p.split_counters + 2 * (u.item - sched.whole);
+  if (t == 0) {
+    atomicAdd(arrive, 1u);
+    while (ld_acquire(arrive) < static_cast<unsigned>(sched.split)) __nanosleep(32);
+    __threadfence();
+  }
+  bar_sync(1, 256);
+  const int per = (BM + sched.split - 1) / sched.split, r0 = part * per, r1 = min(r0 + per, item.rows);
+  const int cols = min(BN, p.N - item.n0);
+  const float* base = p.split_ws + int64_t(u.q - part) * STRIDE;
+  for (int e = t; e < (r1 - r0) * cols; e += 256) {
+    const int r = r0 + e / cols, c = e % cols;
+    float v = 0.f;
+    for (int q = 0; q < sched.split; ++q) v += __ldcg(base + q * STRIDE + r * MAX_BN + c);
+    store_out<RELU2>(p, int64_t(item.p0 + r) * p.N + item.n0 + c, v);
+  }
+  bar_sync(1, 256);
+  if (t == 0 && atomicAdd(arrive + 1, 1u) == static_cast<unsigned>(sched.split - 1)) {
+    arrive[0] = 0;
+    arrive[1] = 0;
+  }
+}
+
 template <class S, bool RELU2>
 __global__ void __launch_bounds__(THREADS, 1) grouped_gemm_wgmma_kernel(GroupedGemmParams p) {
 #ifdef LM_MOE_WGMMA
@@ -162,14 +259,16 @@ __global__ void __launch_bounds__(THREADS, 1) grouped_gemm_wgmma_kernel(GroupedG
   const uint32_t ring = (smem_addr(smem) + 1023) & ~1023u;
   const int col_tiles = (p.N + BN - 1) / BN, ktiles = (p.K + BK - 1) / BK, items = index.super0[index.count] * col_tiles;
   const int wg = threadIdx.x / 128, tid = threadIdx.x % 128;
+  const Schedule sched(items, gridDim.x, ktiles, p.split_ws != nullptr && p.split_counters != nullptr);
   uint32_t it = 0;  // k-steps through the ring so far: stage it % STAGES, phase (it / STAGES) & 1
+  Unit u;
 
   if (wg == 0) {
     // Producer: this thread copies chunk c of tile rows r0 + 16·j, to byte 128·(r0 + 16·j) + 16·(c ^ (r0 % 8)).
     const int c = tid & 7, r0 = tid >> 3;
     const uint32_t dst = r0 * 128 + ((c ^ (r0 & 7)) << 4);
-    for (int i = blockIdx.x; i < items; i += gridDim.x) {
-      const Item item = item_at<BN>(p, index, col_tiles, i);
+    for (int r = 0; sched.at(blockIdx.x, gridDim.x, r, u); ++r) {
+      const Item item = item_at<BN>(p, index, col_tiles, u.item);
       const bf16* a_src[BM / 16];
 #pragma unroll
       for (int j = 0; j < BM / 16; ++j) {
@@ -181,7 +280,7 @@ __global__ void __launch_bounds__(THREADS, 1) grouped_gemm_wgmma_kernel(GroupedG
       const int b_rows = min(BN, p.N - item.n0);  // weight rows n0 + r of this column tile, r < b_rows
       const bf16* b_src = W + (int64_t(item.n0 + min(r0, b_rows - 1)) * p.K + c * 8);
       const int64_t b_step = int64_t(16) * p.K;
-      for (int kt = 0; kt < ktiles; ++kt, ++it) {
+      for (int kt = u.k0; kt < u.k1; ++kt, ++it) {
         const int s = it % STAGES, k0 = kt * BK;
         mbar_wait(smem_addr(&empty_bar[s]), ((it / STAGES) & 1) ^ 1);
         const bool k_ok = k0 + c * 8 < p.K;
@@ -211,18 +310,20 @@ __global__ void __launch_bounds__(THREADS, 1) grouped_gemm_wgmma_kernel(GroupedG
   const int w = wg - 1, warp = tid >> 5, lane = tid & 31;
   const bool pairs = p.N % 2 == 0;  // then (row·N + even column) is even: 4- and 8-byte stores are aligned
   float d[BN / 2];
-  for (int i = blockIdx.x; i < items; i += gridDim.x) {
-    const Item item = item_at<BN>(p, index, col_tiles, i);
+  for (int round = 0; sched.at(blockIdx.x, gridDim.x, round, u); ++round) {
+    const Item item = item_at<BN>(p, index, col_tiles, u.item);
+    const int nk = u.k1 - u.k0;
     if (item.rows <= w * TILE_ROWS) {  // no rows here: keep the barrier count, multiply nothing
-      for (int kt = 0; kt < ktiles; ++kt, ++it) {
+      for (int kt = 0; kt < nk; ++kt, ++it) {
         mbar_wait(smem_addr(&full_bar[it % STAGES]), (it / STAGES) & 1);
         if (lane == 0) mbar_arrive(smem_addr(&empty_bar[it % STAGES]));
       }
+      if (u.q >= 0) finish_part<S, RELU2>(p, sched, u, item, d, false);
       continue;
     }
 #pragma unroll
     for (int q = 0; q < BN / 2; ++q) d[q] = 0.f;
-    for (int kt = 0; kt < ktiles; ++kt, ++it) {
+    for (int kt = 0; kt < nk; ++kt, ++it) {
       const int s = it % STAGES;
       mbar_wait(smem_addr(&full_bar[s]), (it / STAGES) & 1);
       fence_proxy_async();  // cp.async wrote the stage through the generic proxy; wgmma reads it through the async one
@@ -239,6 +340,10 @@ __global__ void __launch_bounds__(THREADS, 1) grouped_gemm_wgmma_kernel(GroupedG
     wgmma_wait<0>();
     fence_regs(d);
     if (lane == 0) mbar_arrive(smem_addr(&empty_bar[(it - 1) % STAGES]));
+    if (u.q >= 0) {
+      finish_part<S, RELU2>(p, sched, u, item, d, true);
+      continue;
+    }
 
     // Epilogue: rows 64w + 16·warp + lane/4 (+8), columns n0 + 8·j + 2·(lane%4) (+1).
 #pragma unroll
@@ -315,3 +420,20 @@ void grouped_gemm_wgmma(const GroupedGemmParams& p, cudaStream_t s) {
 }
 
 }  // namespace lm::cuda::moe_wgmma
+
+namespace lm::cuda {
+
+namespace {
+int device_sms() {
+  int device = 0, sms = 0;
+  check(cudaGetDevice(&device), "grouped_gemm: cudaGetDevice");
+  check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "grouped_gemm: cudaDeviceGetAttribute");
+  return sms;
+}
+}  // namespace
+
+// One part per block of the grid (at most one block per SM), one (arrival, done) pair per tail item.
+int64_t grouped_gemm_split_floats() { return int64_t(device_sms()) * moe_wgmma::BM * moe_wgmma::MAX_BN; }
+int grouped_gemm_split_counters() { return 2 * device_sms(); }
+
+}  // namespace lm::cuda

@@ -154,9 +154,19 @@ struct GroupedGemmParams {
   int tile_rows;             // moe_tile_rows(M, E), as given to moe_plan
   bf16* out_relu2;           // (M, N) relu(acc)² in bf16 (the up projection), or nullptr
   float* out;                // (M, N) fp32 (the down projection), or nullptr
+  // Optional (the wgmma path): the items of a last, partly filled round of the persistent grid are
+  // split along K over the blocks that would idle through it, each part's fp32 sums added in part
+  // order (deterministic). split_ws holds grouped_gemm_split_floats() floats; split_counters
+  // grouped_gemm_split_counters() unsigneds, zero before the first launch (every launch leaves them
+  // zero). nullptr: no split.
+  float* split_ws = nullptr;
+  unsigned* split_counters = nullptr;
 };
 /** One launch for all experts; grid sized by max_tiles, blocks past the plan's tiles exit. */
 void grouped_gemm(const GroupedGemmParams& p, cudaStream_t s);
+/** Workspace sizes of GroupedGemmParams::split_ws and split_counters on the current device. */
+int64_t grouped_gemm_split_floats();
+int grouped_gemm_split_counters();
 
 /** out (R, D) fp32 (+)= Σ_j weight[r, j] · expert_out[slot_of[r, j]]. */
 void moe_combine(const float* expert_out, const int32_t* slot_of, const float* weights, int R, int k, int D, float* out, bool accumulate, cudaStream_t s);

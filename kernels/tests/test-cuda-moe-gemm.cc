@@ -3,7 +3,10 @@
 // three and more plan tiles (a first plan tile alone, an idle second consumer warpgroup, a last
 // plan tile partly filled), N and K not multiples of the tiles (BN 256, 232, 224, 192; a partial
 // last k-step), several items per block, the gathered up projection (relu² → bf16) and the down
-// projection (fp32). Outputs are poisoned with NaN first, so an unwritten element fails.
+// projection (fp32). Outputs are poisoned with NaN first, so an unwritten element fails. Every case
+// runs twice more with the split-tail workspace: the same check against float64, two launches bitwise
+// equal (deterministic), the counters left zero, and where the last round is split (expect_split)
+// some tail outputs differ from the unsplit launch (the parts' sums ran).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -41,7 +44,21 @@ struct Case {
   std::vector<int> rows;  // routed rows per expert
   int N, K;
   bool up;  // gathered rows, relu² → bf16; else expert-major rows → fp32
+  bool expect_split = false;
 };
+
+/** Max |got - ref| / scale, and the relative L2 error. */
+template <class Out>
+std::pair<double, double> errors(const std::vector<Out>& got, const std::vector<double>& ref, double scale) {
+  double max_err = 0, sq = 0, sq_ref = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    double d = std::fabs(double(to_float(got[i])) - ref[i]);
+    if (std::isnan(d)) d = INFINITY;
+    max_err = std::max(max_err, d / scale);
+    sq += d * d, sq_ref += ref[i] * ref[i];
+  }
+  return {max_err, std::sqrt(sq / std::max(sq_ref, 1e-300))};
+}
 
 /** Runs grouped_gemm (64-row plan tiles: the wgmma path) and checks it against float64. */
 template <class Out>
@@ -87,22 +104,42 @@ void run_case(std::mt19937& g, const Case& c) {
   lm::cuda::GroupedGemmParams p{da, c.K, c.up ? plan.src_row : nullptr, dev(dw), c.N, c.K, plan.tiles, plan.num_tiles, max_tiles, tile_rows, nullptr, nullptr};
   if constexpr (std::is_same_v<Out, bf16>) p.out_relu2 = out;
   else p.out = out;
-  lm::cuda::check(cudaMemset(out, 0xff, size_t(M) * c.N * sizeof(Out)), "cudaMemset");  // NaN in bf16 and fp32
-  lm::cuda::grouped_gemm(p, nullptr);
-  lm::cuda::check(cudaDeviceSynchronize(), "grouped_gemm");
-  const auto got = download(out, size_t(M) * c.N);
-  double max_err = 0, sq = 0, sq_ref = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    double d = std::fabs(double(to_float(got[i])) - ref[i]);
-    if (std::isnan(d)) d = INFINITY;
-    max_err = std::max(max_err, d / scale);
-    sq += d * d, sq_ref += ref[i] * ref[i];
-  }
+  auto launch = [&] {
+    lm::cuda::check(cudaMemset(out, 0xff, size_t(M) * c.N * sizeof(Out)), "cudaMemset");  // NaN in bf16 and fp32
+    lm::cuda::grouped_gemm(p, nullptr);
+    lm::cuda::check(cudaDeviceSynchronize(), "grouped_gemm");
+    return download(out, size_t(M) * c.N);
+  };
   // fp32 sums of exact bf16 products: ~1e-6; relu² rounded to bf16: half an ulp, 2e-3 of the value.
-  const double tol = c.up ? 4e-3 : 1e-4, rel = std::sqrt(sq / std::max(sq_ref, 1e-300));
+  const double tol = c.up ? 4e-3 : 1e-4;
+  const auto got = launch();
+  const auto [max_err, rel] = errors(got, ref, scale);
   const bool ok = max_err <= tol && tile_rows == 64;
   if (!ok) ++failures;
   std::printf("%-44s M %5d N %4d K %4d tile %2d rows: max %.2e rel-l2 %.2e (tol %.0e of max |ref|) %s\n", c.name, M, c.N, c.K, tile_rows, max_err, rel, tol, ok ? "ok" : "FAIL");
+
+  // The same with the split-tail workspace, twice.
+  float* ws = nullptr;
+  unsigned* counters = nullptr;
+  const int n_counters = lm::cuda::grouped_gemm_split_counters();
+  lm::cuda::check(cudaMalloc(&ws, size_t(lm::cuda::grouped_gemm_split_floats()) * sizeof(float)), "cudaMalloc");
+  lm::cuda::check(cudaMalloc(&counters, size_t(n_counters) * sizeof(unsigned)), "cudaMalloc");
+  lm::cuda::check(cudaMemset(counters, 0, size_t(n_counters) * sizeof(unsigned)), "cudaMemset");
+  p.split_ws = ws;
+  p.split_counters = counters;
+  const auto split1 = launch(), split2 = launch();
+  const auto [s_err, s_rel] = errors(split1, ref, scale);
+  size_t differ = 0;
+  for (size_t i = 0; i < got.size(); ++i) differ += std::memcmp(&got[i], &split1[i], sizeof(Out)) != 0;
+  const bool same = std::memcmp(split1.data(), split2.data(), split1.size() * sizeof(Out)) == 0;
+  const auto left = download(counters, size_t(n_counters));
+  const bool zeroed = std::all_of(left.begin(), left.end(), [](unsigned v) { return v == 0; });
+  const bool s_ok = s_err <= tol && same && zeroed && (!c.expect_split || differ > 0);
+  if (!s_ok) ++failures;
+  std::printf("%-44s split tail: max %.2e rel-l2 %.2e, %zu outputs differ from unsplit%s, repeat %s, counters %s %s\n", "", s_err, s_rel, differ,
+              c.expect_split ? " (expected > 0)" : "", same ? "bitwise equal" : "DIFFERS", zeroed ? "zero" : "NOT ZERO", s_ok ? "ok" : "FAIL");
+  cudaFree(ws);
+  cudaFree(counters);
   cudaFree(out);
 }
 
@@ -117,6 +154,17 @@ int main() {
     run_case<float>(g, {"wgmma down: fp32 rows, BN 224", {384, 0, 200, 129}, 200, 696, false});
     run_case<float>(g, {"wgmma down: ring wraps, BN 192", {512, 512, 17}, 384, 1032, false});
     run_case<bf16>(g, {"wgmma up: more items than SMs, BN 232", std::vector<int>(16, 256), 1856, 264, true});
+    // Split tails: fewer items than blocks (4 items on a 10-block grid: 2 parts; 8 items on 24 blocks,
+    // 42 k-steps: 3 parts), and SMs + 3 items of one column tile each (whole rounds, then 3 items in 2
+    // parts, one of them with an idle second warpgroup).
+    int device = 0, sms = 0;
+    lm::cuda::check(cudaGetDevice(&device), "cudaGetDevice");
+    lm::cuda::check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+    run_case<bf16>(g, {"wgmma up: split tail, 4 items", {256}, 512, 1056, true, true});
+    run_case<bf16>(g, {"wgmma up: split tail, 8 items, BN 232", {128}, 1856, 2688, true, true});
+    std::vector<int> many(static_cast<size_t>(sms), 128);
+    many.insert(many.end(), {40, 128, 100});
+    run_case<float>(g, {"wgmma down: split tail after whole rounds", many, 256, 520, false, true});
   } catch (const std::exception& e) {
     std::fprintf(stderr, "test-cuda-moe-gemm: %s\n", e.what());
     return 1;
