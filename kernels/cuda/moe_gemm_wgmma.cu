@@ -67,6 +67,7 @@ struct Shape {
   static constexpr int SMEM = STAGES * STAGE_BYTES + 1024;  // + slack to align the ring on 1024 bytes
   static_assert(BN % 8 == 0 && BN <= 256 && B_BYTES % 1024 == 0, "wgmma N: a multiple of 8 up to 256; whole 8-row swizzle groups");
   static_assert(STAGES >= 3, "the ring needs 3 stages to overlap loads with MMAs");
+  static_assert(STAGES * STAGE_BYTES >= (BM + MAX_SPLIT) * MAX_BN * 4, "a split part's rows of every part fit in the ring");
 };
 
 /** The experts that hold rows, in plan order: first plan tile and super tiles before each; see build_index. */
@@ -194,16 +195,55 @@ __device__ __forceinline__ void store_out(const GroupedGemmParams& p, int64_t o,
   else p.out[o] = v;
 }
 
+/** The wait for a split item's parts and the sums of this part's rows (see finish_part). */
+template <class S, bool RELU2>
+__device__ __forceinline__ void reduce_parts(const GroupedGemmParams& p, const Schedule& sched, const Unit& u, const Item& item, float* ring) {
+  constexpr int BN = S::BN, STRIDE = BM * MAX_BN;
+  const int t = threadIdx.x - 128, part = u.q % sched.split;
+  __threadfence();
+  bar_sync(1, 256);
+  unsigned* arrive = p.split_counters + 2 * (u.item - sched.whole);
+  if (t == 0) {
+    atomicAdd(arrive, 1u);
+    while (ld_acquire(arrive) < static_cast<unsigned>(sched.split)) __nanosleep(32);
+    __threadfence();
+  }
+  bar_sync(1, 256);
+  // This part's rows of every part, contiguous in each (rows of MAX_BN floats), into the free ring with
+  // 16-byte cp.async (all in flight at once: one L2 round trip), then summed in part order from shared
+  // memory. Columns past N (never written by a part) are copied but not stored.
+  const int per = (BM + sched.split - 1) / sched.split, r0 = part * per, rows = min(r0 + per, item.rows) - r0;
+  const int cols = min(BN, p.N - item.n0), slice = max(rows, 0) * MAX_BN, vecs = slice / 4;
+  const float* base = p.split_ws + int64_t(u.q - part) * STRIDE + r0 * MAX_BN;
+  for (int i = t; i < sched.split * vecs; i += 256) {
+    const int q = i / vecs, v = i % vecs;
+    cp_async16(smem_addr(ring + q * slice + 4 * v), base + q * STRIDE + 4 * v, true);
+  }
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
+  bar_sync(1, 256);
+  for (int e = t; e < rows * cols; e += 256) {
+    const int r = e / cols, c = e % cols;
+    float v = 0.f;
+    for (int q = 0; q < sched.split; ++q) v += ring[q * slice + r * MAX_BN + c];
+    store_out<RELU2>(p, int64_t(item.p0 + r0 + r) * p.N + item.n0 + c, v);
+  }
+  bar_sync(1, 256);
+  if (t == 0 && atomicAdd(arrive + 1, 1u) == static_cast<unsigned>(sched.split - 1)) {
+    arrive[0] = 0;
+    arrive[1] = 0;
+  }
+}
+
 /**
  * A split tail item's part (both consumer warpgroups, named barrier 1): its sums d (busy: this
  * warpgroup holds rows) to the workspace, wait for the item's other parts, then rows [part · BM / S,
- * …) summed over the parts in part order through the epilogue; the last part out zeroes the counters.
+ * …) of every part into the ring (free by then) and summed in part order through the epilogue; the
+ * last part out zeroes the counters.
  */
 template <class S, bool RELU2>
-__device__ __forceinline__ void finish_part(const GroupedGemmParams& p, const Schedule& sched, const Unit& u, const Item& item, const float (&d)[S::BN / 2], bool busy) {
+__device__ __forceinline__ void finish_part(const GroupedGemmParams& p, const Schedule& sched, const Unit& u, const Item& item, const float (&d)[S::BN / 2], bool busy, float* ring) {
   constexpr int BN = S::BN, STRIDE = BM * MAX_BN;
   const int t = threadIdx.x - 128, w = t / 128, warp = (t % 128) >> 5, lane = t & 31;
-  const int part = u.q % sched.split;
   if (busy) {
     float* ws = p.split_ws + int64_t(u.q) * STRIDE;
 #pragma unroll
@@ -214,29 +254,7 @@ __device__ __forceinline__ void finish_part(const GroupedGemmParams& p, const Sc
       for (int j = 0; j < BN / 8; ++j) *reinterpret_cast<float2*>(ws + r * MAX_BN + 8 * j + 2 * (lane & 3)) = make_float2(d[4 * j + 2 * h], d[4 * j + 2 * h + 1]);
     }
   }
-  __threadfence();
-  bar_sync(1, 256);
-  unsigned* arrive = p.split_counters + 2 * (u.item - sched.whole);
-  if (t == 0) {
-    atomicAdd(arrive, 1u);
-    while (ld_acquire(arrive) < static_cast<unsigned>(sched.split)) __nanosleep(32);
-    __threadfence();
-  }
-  bar_sync(1, 256);
-  const int per = (BM + sched.split - 1) / sched.split, r0 = part * per, r1 = min(r0 + per, item.rows);
-  const int cols = min(BN, p.N - item.n0);
-  const float* base = p.split_ws + int64_t(u.q - part) * STRIDE;
-  for (int e = t; e < (r1 - r0) * cols; e += 256) {
-    const int r = r0 + e / cols, c = e % cols;
-    float v = 0.f;
-    for (int q = 0; q < sched.split; ++q) v += __ldcg(base + q * STRIDE + r * MAX_BN + c);
-    store_out<RELU2>(p, int64_t(item.p0 + r) * p.N + item.n0 + c, v);
-  }
-  bar_sync(1, 256);
-  if (t == 0 && atomicAdd(arrive + 1, 1u) == static_cast<unsigned>(sched.split - 1)) {
-    arrive[0] = 0;
-    arrive[1] = 0;
-  }
+  reduce_parts<S, RELU2>(p, sched, u, item, ring);
 }
 
 template <class S, bool RELU2>
@@ -257,6 +275,7 @@ __global__ void __launch_bounds__(THREADS, 1) grouped_gemm_wgmma_kernel(GroupedG
   build_index(p, *p.num_tiles, index);  // ends with a block barrier, which also publishes the barriers' init
 
   const uint32_t ring = (smem_addr(smem) + 1023) & ~1023u;
+  float* const ring_f = reinterpret_cast<float*>(smem + (ring - smem_addr(smem)));  // the ring, free after a split part's main loop
   const int col_tiles = (p.N + BN - 1) / BN, ktiles = (p.K + BK - 1) / BK, items = index.super0[index.count] * col_tiles;
   const int wg = threadIdx.x / 128, tid = threadIdx.x % 128;
   const Schedule sched(items, gridDim.x, ktiles, p.split_ws != nullptr && p.split_counters != nullptr);
@@ -318,7 +337,7 @@ __global__ void __launch_bounds__(THREADS, 1) grouped_gemm_wgmma_kernel(GroupedG
         mbar_wait(smem_addr(&full_bar[it % STAGES]), (it / STAGES) & 1);
         if (lane == 0) mbar_arrive(smem_addr(&empty_bar[it % STAGES]));
       }
-      if (u.q >= 0) finish_part<S, RELU2>(p, sched, u, item, d, false);
+      if (u.q >= 0) finish_part<S, RELU2>(p, sched, u, item, d, false, ring_f);
       continue;
     }
 #pragma unroll
@@ -341,7 +360,7 @@ __global__ void __launch_bounds__(THREADS, 1) grouped_gemm_wgmma_kernel(GroupedG
     fence_regs(d);
     if (lane == 0) mbar_arrive(smem_addr(&empty_bar[(it - 1) % STAGES]));
     if (u.q >= 0) {
-      finish_part<S, RELU2>(p, sched, u, item, d, true);
+      finish_part<S, RELU2>(p, sched, u, item, d, true, ring_f);
       continue;
     }
 
