@@ -11,7 +11,9 @@
 // Inputs are random (never zeros) and rotate among several buffers where one set would sit in L2.
 // Each time is the median of per-call cudaEvent timings after two warm-up calls.
 #include <algorithm>
+#include <functional>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -44,7 +46,7 @@ float* dev_uniform(int64_t n, uint64_t seed, float lo, float hi) {
 
 /** Median milliseconds of `reps` calls of fn(rep), each between two events, after two warm-up calls. */
 template <class F>
-double median_ms(int reps, F&& fn) {
+double median_ms(int reps, F&& fn, const std::function<void(int, double)>& each = {}) {
   cudaEvent_t e0, e1;
   check(cudaEventCreate(&e0), "cudaEventCreate");
   check(cudaEventCreate(&e1), "cudaEventCreate");
@@ -59,6 +61,7 @@ double median_ms(int reps, F&& fn) {
     float t = 0.f;
     check(cudaEventElapsedTime(&t, e0, e1), "cudaEventElapsedTime");
     ms.push_back(t);
+    if (each) each(i, t);
   }
   check(cudaGetLastError(), "benchmark launches");
   cudaEventDestroy(e0);
@@ -178,10 +181,24 @@ void bench_moe_gemm(int slots, const char* key) {
   float* split_ws = dev_alloc<float>(lm::cuda::grouped_gemm_split_floats());
   unsigned* split_counters = dev_alloc<unsigned>(lm::cuda::grouped_gemm_split_counters());
   check(cudaMemset(split_counters, 0, sizeof(unsigned) * lm::cuda::grouped_gemm_split_counters()), "cudaMemset");
-  const double nosplit_ms = median_ms(20, [&](int) { lm::cuda::grouped_gemm(up, nullptr); });
+  // Interleaved (split, unsplit, split, …): both see the same clocks.
+  lm::cuda::GroupedGemmParams plain = up;
   up.split_ws = split_ws;
   up.split_counters = split_counters;
-  const double ms = median_ms(20, [&](int) { lm::cuda::grouped_gemm(up, nullptr); });
+  std::vector<double> times[2];
+  median_ms(40, [&](int i) { lm::cuda::grouped_gemm(i % 2 == 0 ? up : plain, nullptr); }, [&](int i, double t) { times[i % 2].push_back(t); });
+  for (auto& t : times) std::sort(t.begin(), t.end());
+  const double ms = times[0][times[0].size() / 2], nosplit_ms = times[1][times[1].size() / 2];
+  if (std::getenv("LM_BENCH_SPLIT_SWEEP")) {  // dev: the split tail with at most 2, 4, 8 parts, interleaved with unsplit
+    for (const char* cap : {"2", "4", "8"}) {
+      setenv("LM_CUDA_MOE_SPLIT_MAX", cap, 1);
+      std::vector<double> t2[2];
+      median_ms(40, [&](int i) { lm::cuda::grouped_gemm(i % 2 == 0 ? up : plain, nullptr); }, [&](int i, double t) { t2[i % 2].push_back(t); });
+      for (auto& t : t2) std::sort(t.begin(), t.end());
+      std::printf("split sweep %s: at most %s parts %.3f ms, unsplit %.3f ms (min %.3f / %.3f)\n", key, cap, t2[0][t2[0].size() / 2], t2[1][t2[1].size() / 2], t2[0][0], t2[1][0]);
+    }
+    unsetenv("LM_CUDA_MOE_SPLIT_MAX");
+  }
   const double plan_ms = median_ms(20, [&](int) { lm::cuda::moe_plan(d_ids, R, k, E, tile_rows, plan, nullptr); });
   const double bytes = 2.0 * E * wsize, flops = 2.0 * M * wsize;
   const double tflops = flops / (ms * 1e-3) / 1e12;

@@ -37,6 +37,7 @@
 // and runs the epilogue on them. Results stay deterministic; a tail item's rows sum in S partial sums.
 // The blocks of one item wait for each other: the grid is at most one block per SM, so all are resident.
 #include <algorithm>
+#include <cstdlib>
 
 #include "cuda/common.cuh"
 #include "cuda/moe_gemm_sm90.cuh"
@@ -162,10 +163,10 @@ struct Unit {
 /** The persistent schedule: whole items blockIdx.x, + G, … below `whole`, then the split tail (see the top). */
 struct Schedule {
   int whole, split, ktiles, tail;
-  __device__ Schedule(int items, int G, int ktiles_, bool can_split) : whole(items), split(1), ktiles(ktiles_), tail(0) {
+  __device__ Schedule(int items, int G, int ktiles_, int max_split) : whole(items), split(1), ktiles(ktiles_), tail(0) {
     const int t = items % G;
-    if (can_split && t > 0) {
-      const int s = min(min(G / t, MAX_SPLIT), ktiles / MIN_PART_KSTEPS);
+    if (max_split >= 2 && t > 0) {
+      const int s = min(min(G / t, max_split), ktiles / MIN_PART_KSTEPS);
       if (s >= 2) split = s, whole = items - t, tail = t;
     }
   }
@@ -258,7 +259,7 @@ __device__ __forceinline__ void finish_part(const GroupedGemmParams& p, const Sc
 }
 
 template <class S, bool RELU2>
-__global__ void __launch_bounds__(THREADS, 1) grouped_gemm_wgmma_kernel(GroupedGemmParams p) {
+__global__ void __launch_bounds__(THREADS, 1) grouped_gemm_wgmma_kernel(GroupedGemmParams p, int max_split) {
 #ifdef LM_MOE_WGMMA
   constexpr int BN = S::BN, STAGES = S::STAGES;
   extern __shared__ __align__(1024) unsigned char smem[];  // (STAGES) × {A (BM, BK), B (BN, BK)}, swizzled
@@ -278,7 +279,7 @@ __global__ void __launch_bounds__(THREADS, 1) grouped_gemm_wgmma_kernel(GroupedG
   float* const ring_f = reinterpret_cast<float*>(smem + (ring - smem_addr(smem)));  // the ring, free after a split part's main loop
   const int col_tiles = (p.N + BN - 1) / BN, ktiles = (p.K + BK - 1) / BK, items = index.super0[index.count] * col_tiles;
   const int wg = threadIdx.x / 128, tid = threadIdx.x % 128;
-  const Schedule sched(items, gridDim.x, ktiles, p.split_ws != nullptr && p.split_counters != nullptr);
+  const Schedule sched(items, gridDim.x, ktiles, p.split_ws != nullptr && p.split_counters != nullptr ? max_split : 1);
   uint32_t it = 0;  // k-steps through the ring so far: stage it % STAGES, phase (it / STAGES) & 1
   Unit u;
 
@@ -405,7 +406,11 @@ void launch(const GroupedGemmParams& p, cudaStream_t s) {
   check(cudaGetDevice(&device), "grouped_gemm: cudaGetDevice");
   check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "grouped_gemm: cudaDeviceGetAttribute");
   const int64_t items = int64_t(p.max_tiles) * ceil_div(p.N, S::BN);
-  kernel<<<static_cast<int>(std::min<int64_t>(sms, items)), THREADS, S::SMEM, s>>>(p);
+  // Dev switch for A/B timing, read at every launch: LM_CUDA_MOE_SPLIT_MAX=<n> caps the parts of a
+  // split tail item (1: no split), default MAX_SPLIT.
+  const char* cap = std::getenv("LM_CUDA_MOE_SPLIT_MAX");
+  const int max_split = cap != nullptr && *cap != '\0' ? std::clamp(std::atoi(cap), 1, MAX_SPLIT) : MAX_SPLIT;
+  kernel<<<static_cast<int>(std::min<int64_t>(sms, items)), THREADS, S::SMEM, s>>>(p, max_split);
   LM_LAUNCH_CHECK("grouped_gemm (wgmma)");
 }
 
