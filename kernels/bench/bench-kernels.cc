@@ -181,14 +181,23 @@ void bench_moe_gemm(int slots, const char* key) {
   float* split_ws = dev_alloc<float>(lm::cuda::grouped_gemm_split_floats());
   unsigned* split_counters = dev_alloc<unsigned>(lm::cuda::grouped_gemm_split_counters());
   check(cudaMemset(split_counters, 0, sizeof(unsigned) * lm::cuda::grouped_gemm_split_counters()), "cudaMemset");
-  // Interleaved (split, unsplit, split, …): both see the same clocks.
-  lm::cuda::GroupedGemmParams plain = up;
+  // As the engine runs it (weight tiles by tensor copies from one (E, N, K) array, the last round
+  // split along K), and without each of the two, interleaved so that all see the same clocks.
+  lm::cuda::GroupedGemmParams plain = up;  // no split; weights by per-thread copies through the pointer table
   up.split_ws = split_ws;
   up.split_counters = split_counters;
-  std::vector<double> times[2];
-  median_ms(40, [&](int i) { lm::cuda::grouped_gemm(i % 2 == 0 ? up : plain, nullptr); }, [&](int i, double t) { times[i % 2].push_back(t); });
+  lm::cuda::GroupedGemmParams no_tma = up;
+  up.w_base = w;
+  up.w_stride = wsize;
+  up.w_experts = E;
+  lm::cuda::GroupedGemmParams no_split = up;
+  no_split.split_ws = nullptr;
+  no_split.split_counters = nullptr;
+  const lm::cuda::GroupedGemmParams* variants[4] = {&up, &no_tma, &no_split, &plain};
+  std::vector<double> times[4];
+  median_ms(80, [&](int i) { lm::cuda::grouped_gemm(*variants[i % 4], nullptr); }, [&](int i, double t) { times[i % 4].push_back(t); });
   for (auto& t : times) std::sort(t.begin(), t.end());
-  const double ms = times[0][times[0].size() / 2], nosplit_ms = times[1][times[1].size() / 2];
+  const double ms = times[0][times[0].size() / 2], no_tma_ms = times[1][times[1].size() / 2], nosplit_ms = times[2][times[2].size() / 2], plain_ms = times[3][times[3].size() / 2];
   if (std::getenv("LM_BENCH_SPLIT_SWEEP")) {  // dev: the split tail with at most 2, 4, 8 parts, interleaved with unsplit
     for (const char* cap : {"2", "4", "8"}) {
       setenv("LM_CUDA_MOE_SPLIT_MAX", cap, 1);
@@ -202,9 +211,11 @@ void bench_moe_gemm(int slots, const char* key) {
   const double plan_ms = median_ms(20, [&](int) { lm::cuda::moe_plan(d_ids, R, k, E, tile_rows, plan, nullptr); });
   const double bytes = 2.0 * E * wsize, flops = 2.0 * M * wsize;
   const double tflops = flops / (ms * 1e-3) / 1e12;
-  std::printf("grouped expert GEMM %s: %d slots (%d per expert), tile %d rows: %.3f ms, %.0f TFLOP/s, %.0f GB/s of weights (plan %.3f ms, not included; %.3f ms without the split tail)\n", key, M, M / E,
-              tile_rows, ms, tflops, bytes / (ms * 1e-3) / 1e9, plan_ms, nosplit_ms);
-  bench_line(key, tflops, "TFLOP/s", ms, bytes, flops, "\"tile_rows\": " + std::to_string(tile_rows) + ", \"plan_ms\": " + std::to_string(plan_ms) + ", \"nosplit_ms\": " + std::to_string(nosplit_ms));
+  std::printf("grouped expert GEMM %s: %d slots (%d per expert), tile %d rows: %.3f ms, %.0f TFLOP/s, %.0f GB/s of weights (plan %.3f ms, not included; %.3f ms with per-thread weight copies, %.3f ms without the split tail, %.3f ms without either)\n",
+              key, M, M / E, tile_rows, ms, tflops, bytes / (ms * 1e-3) / 1e9, plan_ms, no_tma_ms, nosplit_ms, plain_ms);
+  bench_line(key, tflops, "TFLOP/s", ms, bytes, flops,
+             "\"tile_rows\": " + std::to_string(tile_rows) + ", \"plan_ms\": " + std::to_string(plan_ms) + ", \"no_tma_ms\": " + std::to_string(no_tma_ms) + ", \"nosplit_ms\": " + std::to_string(nosplit_ms) +
+                 ", \"plain_ms\": " + std::to_string(plain_ms));
   cudaFree(split_ws);
   cudaFree(split_counters);
   cudaFree(w);

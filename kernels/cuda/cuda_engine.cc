@@ -228,6 +228,9 @@ struct Moe {
   std::vector<bf16*> up, down;
   const bf16* const* up_table;    // (E) device array of the up pointers, for grouped_gemm
   const bf16* const* down_table;  // (E) likewise for down
+  // All experts' up (E, inter, Din) and down (E, Din, inter) matrices are one array each, so the
+  // grouped GEMM reads weight tiles by tensor copies (GroupedGemmParams::w_base).
+  const bf16 *up_all, *down_all;
   Mlp shared;
 };
 struct Layer {
@@ -452,9 +455,11 @@ class CudaEngine final : public Engine {
     return n;
   }
 
-  bf16* mat(const std::string& name, const std::vector<int64_t>& shape, float dummy_bound = 0.f) {
+  bf16* mat(const std::string& name, const std::vector<int64_t>& shape, float dummy_bound = 0.f) { return mat_at(arena_.alloc_n<bf16>(numel(shape), name), name, shape, dummy_bound); }
+
+  /** Tensor `name` (bf16 on the device) written to d, which holds numel(shape) values. */
+  bf16* mat_at(bf16* d, const std::string& name, const std::vector<int64_t>& shape, float dummy_bound = 0.f) {
     const int64_t n = numel(shape);
-    bf16* d = arena_.alloc_n<bf16>(n, name);
     if (opts_.dummy) {
       const float b = dummy_bound > 0.f ? dummy_bound : 1.f / std::sqrt(static_cast<float>(shape.back()));
       cuda::fill_dummy_bf16(d, n, opts_.dummy_seed * 1000003ull + ++dummy_counter_, -b, b, stream_);
@@ -553,11 +558,15 @@ class CudaEngine final : public Engine {
           E.fc2 = mat(m + "fc2_latent_proj.weight", {H, Lt});
           E.fc2_b = opt_vec(spec_.mlp_bias, m + "fc2_latent_proj.bias", {H});
         }
+        bf16* up_all = arena_.alloc_n<bf16>(nE * inter * Din, m + "experts up");
+        bf16* down_all = arena_.alloc_n<bf16>(nE * Din * inter, m + "experts down");
         for (int64_t e = 0; e < nE; ++e) {
           const std::string ep = m + "experts." + std::to_string(e) + ".";
-          E.up.push_back(mat(ep + "up_proj.weight", {inter, Din}));
-          E.down.push_back(mat(ep + "down_proj.weight", {Din, inter}));
+          E.up.push_back(mat_at(up_all + e * inter * Din, ep + "up_proj.weight", {inter, Din}));
+          E.down.push_back(mat_at(down_all + e * Din * inter, ep + "down_proj.weight", {Din, inter}));
         }
+        E.up_all = up_all;
+        E.down_all = down_all;
         E.up_table = pointer_table(E.up, m + "experts up pointers");
         E.down_table = pointer_table(E.down, m + "experts down pointers");
         E.shared = load_mlp(m + "shared_experts.", H, spec_.moe_shared_expert_intermediate_size);
@@ -834,9 +843,9 @@ void CudaEngine::moe(const Moe& E, const bf16* u, int R, float* h) {
   prof_.mark("moe.experts", stream_);
   bf16* act16 = scratch_.get<bf16>("moe-act16", int64_t(M) * inter);  // (M, inter) expert-major
   float* xo = scratch_.get<float>("moe-out", int64_t(M) * Din);        // (M, Din) expert-major
-  cuda::GroupedGemmParams up{v, Din, plan.src_row, E.up_table, inter, Din, plan.tiles, plan.num_tiles, max_tiles, tile_rows, act16, nullptr, moe_split_ws_, moe_split_counters_};
+  cuda::GroupedGemmParams up{v, Din, plan.src_row, E.up_table, inter, Din, plan.tiles, plan.num_tiles, max_tiles, tile_rows, act16, nullptr, moe_split_ws_, moe_split_counters_, E.up_all, int64_t(inter) * Din, nE};
   cuda::grouped_gemm(up, stream_);
-  cuda::GroupedGemmParams down{act16, inter, nullptr, E.down_table, Din, inter, plan.tiles, plan.num_tiles, max_tiles, tile_rows, nullptr, xo, moe_split_ws_, moe_split_counters_};
+  cuda::GroupedGemmParams down{act16, inter, nullptr, E.down_table, Din, inter, plan.tiles, plan.num_tiles, max_tiles, tile_rows, nullptr, xo, moe_split_ws_, moe_split_counters_, E.down_all, int64_t(Din) * inter, nE};
   cuda::grouped_gemm(down, stream_);
   if (spec_.moe_latent_size > 0) {
     float* routed = scratch_.get<float>("moe-routed", int64_t(R) * Din);

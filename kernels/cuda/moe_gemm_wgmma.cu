@@ -39,6 +39,10 @@
 #include <algorithm>
 #include <cstdlib>
 
+#include <cuda.h>  // CUtensorMap (the encoder is reached through the runtime: no libcuda link)
+
+#include <string>
+
 #include "cuda/common.cuh"
 #include "cuda/moe_gemm_sm90.cuh"
 #include "cuda/moe_gemm_wgmma.cuh"
@@ -184,6 +188,17 @@ struct Schedule {
   }
 };
 
+/** The one arrival of the TMA thread on a stage's full barrier, announcing the bytes its tensor copy completes. */
+__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+/** Tensor copy of the weight box at (k, n, expert) into shared memory (128-byte swizzle), completing on bar. */
+__device__ __forceinline__ void tma_load_3d(uint32_t dst, const CUtensorMap* map, int k, int n, int e, uint32_t bar) {
+  asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(dst), "l"(reinterpret_cast<uint64_t>(map)), "r"(k),
+               "r"(n), "r"(e), "r"(bar)
+               : "memory");
+}
+
 __device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
   unsigned v;
   asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
@@ -259,7 +274,7 @@ __device__ __forceinline__ void finish_part(const GroupedGemmParams& p, const Sc
 }
 
 template <class S, bool RELU2>
-__global__ void __launch_bounds__(THREADS, 1) grouped_gemm_wgmma_kernel(GroupedGemmParams p, int max_split) {
+__global__ void __launch_bounds__(THREADS, 1) grouped_gemm_wgmma_kernel(GroupedGemmParams p, int max_split, const __grid_constant__ CUtensorMap w_map, bool tma) {
 #ifdef LM_MOE_WGMMA
   constexpr int BN = S::BN, STAGES = S::STAGES;
   extern __shared__ __align__(1024) unsigned char smem[];  // (STAGES) × {A (BM, BK), B (BN, BK)}, swizzled
@@ -268,7 +283,7 @@ __global__ void __launch_bounds__(THREADS, 1) grouped_gemm_wgmma_kernel(GroupedG
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < STAGES; ++s) {
-      mbar_init(smem_addr(&full_bar[s]), 128);
+      mbar_init(smem_addr(&full_bar[s]), tma ? 129 : 128);  // the producers' cp.async arrivals (+ the tensor copy's expect_tx)
       mbar_init(smem_addr(&empty_bar[s]), 8);
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
@@ -312,11 +327,18 @@ __global__ void __launch_bounds__(THREADS, 1) grouped_gemm_wgmma_kernel(GroupedG
             cp_async16(sa + j * 2048, ok ? a_src[j] + k0 : p.a, ok);
           }
         }
+        if (tma) {  // the weight tile by one tensor copy: rows past N and columns past K arrive as zeros
+          if (tid == 0) {
+            mbar_expect_tx(smem_addr(&full_bar[s]), S::B_BYTES);
+            tma_load_3d(ring + s * S::STAGE_BYTES + S::A_BYTES, &w_map, k0, item.n0, item.expert, smem_addr(&full_bar[s]));
+          }
+        } else {
 #pragma unroll
-        for (int j = 0; j < (BN + 15) / 16; ++j) {
-          if (BN % 16 == 0 || j < BN / 16 || r0 < BN % 16) {  // tile row r0 + 16·j < BN
-            const bool ok = k_ok && r0 + 16 * j < b_rows;
-            cp_async16(sb + j * 2048, ok ? b_src + j * b_step + k0 : W, ok);
+          for (int j = 0; j < (BN + 15) / 16; ++j) {
+            if (BN % 16 == 0 || j < BN / 16 || r0 < BN % 16) {  // tile row r0 + 16·j < BN
+              const bool ok = k_ok && r0 + 16 * j < b_rows;
+              cp_async16(sb + j * 2048, ok ? b_src + j * b_step + k0 : W, ok);
+            }
           }
         }
         mbar_arrive_cp_async(smem_addr(&full_bar[s]));
@@ -394,6 +416,37 @@ __global__ void __launch_bounds__(THREADS, 1) grouped_gemm_wgmma_kernel(GroupedG
 #endif
 }
 
+/** cuTensorMapEncodeTiled through the runtime's driver entry point (no libcuda link). */
+using EncodeTiled = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*, const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
+                                 CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+
+/**
+ * The 3-D map (K, N, experts) over p.w_base, boxes of BK × BN × 1 in the 128-byte swizzle; false
+ * (the per-thread copies then) where the layout does not allow one: strides not multiples of 16
+ * bytes, a base not 16-byte aligned, or no encoder in the driver. LM_CUDA_MOE_TMA=0 turns it off.
+ */
+bool weight_map(const GroupedGemmParams& p, int bn, CUtensorMap& map) {
+  static const EncodeTiled encode = []() -> EncodeTiled {
+    const char* v = std::getenv("LM_CUDA_MOE_TMA");
+    if (v != nullptr && std::string(v) == "0") return nullptr;
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found) != cudaSuccess || found != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();
+      return nullptr;
+    }
+    return reinterpret_cast<EncodeTiled>(fn);
+  }();
+  if (encode == nullptr || p.w_experts < 1 || p.w_stride < int64_t(p.N) * p.K || p.w_stride % 8 != 0 || p.K % 8 != 0 || reinterpret_cast<uintptr_t>(p.w_base) % 16 != 0) return false;
+  const cuuint64_t dims[3] = {static_cast<cuuint64_t>(p.K), static_cast<cuuint64_t>(p.N), static_cast<cuuint64_t>(p.w_experts)};
+  const cuuint64_t strides[2] = {static_cast<cuuint64_t>(p.K) * sizeof(bf16), static_cast<cuuint64_t>(p.w_stride) * sizeof(bf16)};
+  const cuuint32_t box[3] = {BK, static_cast<cuuint32_t>(bn), 1}, elem[3] = {1, 1, 1};
+  const CUresult r = encode(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, const_cast<bf16*>(p.w_base), dims, strides, box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) throw Error("grouped_gemm: cuTensorMapEncodeTiled failed (" + std::to_string(static_cast<int>(r)) + ")");
+  return true;
+}
+
 template <class S, bool RELU2>
 void launch(const GroupedGemmParams& p, cudaStream_t s) {
   auto kernel = grouped_gemm_wgmma_kernel<S, RELU2>;
@@ -410,7 +463,9 @@ void launch(const GroupedGemmParams& p, cudaStream_t s) {
   // split tail item (1: no split), default MAX_SPLIT.
   const char* cap = std::getenv("LM_CUDA_MOE_SPLIT_MAX");
   const int max_split = cap != nullptr && *cap != '\0' ? std::clamp(std::atoi(cap), 1, MAX_SPLIT) : MAX_SPLIT;
-  kernel<<<static_cast<int>(std::min<int64_t>(sms, items)), THREADS, S::SMEM, s>>>(p, max_split);
+  CUtensorMap map{};
+  const bool tma = p.w_base != nullptr && weight_map(p, S::BN, map);
+  kernel<<<static_cast<int>(std::min<int64_t>(sms, items)), THREADS, S::SMEM, s>>>(p, max_split, map, tma);
   LM_LAUNCH_CHECK("grouped_gemm (wgmma)");
 }
 

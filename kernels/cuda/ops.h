@@ -161,6 +161,12 @@ struct GroupedGemmParams {
   // zero). nullptr: no split.
   float* split_ws = nullptr;
   unsigned* split_counters = nullptr;
+  // Optional (the wgmma path): the experts' weights as one (w_experts, N, K) array, w[e] = w_base +
+  // e · w_stride (elements; a multiple of 8): the weight tiles then come by tensor copies (TMA)
+  // instead of per-thread 16-byte copies. nullptr: through w.
+  const bf16* w_base = nullptr;
+  int64_t w_stride = 0;
+  int w_experts = 0;
 };
 /** One launch for all experts; grid sized by max_tiles, blocks past the plan's tiles exit. */
 void grouped_gemm(const GroupedGemmParams& p, cudaStream_t s);

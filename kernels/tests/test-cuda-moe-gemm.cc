@@ -6,7 +6,8 @@
 // projection (fp32). Outputs are poisoned with NaN first, so an unwritten element fails. Every case
 // runs twice more with the split-tail workspace: the same check against float64, two launches bitwise
 // equal (deterministic), the counters left zero, and where the last round is split (expect_split)
-// some tail outputs differ from the unsplit launch (the parts' sums ran).
+// some tail outputs differ from the unsplit launch (the parts' sums ran). Then the weights as one
+// (E, N, K) array, their tiles by tensor copies (TMA): bitwise equal to the per-thread copies.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -138,6 +139,25 @@ void run_case(std::mt19937& g, const Case& c) {
   if (!s_ok) ++failures;
   std::printf("%-44s split tail: max %.2e rel-l2 %.2e, %zu outputs differ from unsplit%s, repeat %s, counters %s %s\n", "", s_err, s_rel, differ,
               c.expect_split ? " (expected > 0)" : "", same ? "bitwise equal" : "DIFFERS", zeroed ? "zero" : "NOT ZERO", s_ok ? "ok" : "FAIL");
+
+  // The weights as one (E, N, K) array: tiles by tensor copies (TMA), with and without the split tail.
+  std::vector<float> all;
+  for (int e = 0; e < E; ++e) all.insert(all.end(), w[e].begin(), w[e].end());
+  p.w_base = dev(to_bf16(all));
+  p.w_stride = int64_t(c.N) * c.K;
+  p.w_experts = E;
+  for (const bool split : {true, false}) {
+    p.split_ws = split ? ws : nullptr;
+    p.split_counters = split ? counters : nullptr;
+    const auto tma = launch();
+    const auto [t_err, t_rel] = errors(tma, ref, scale);
+    const auto& same_as = split ? split1 : got;  // the same sums in the same order: bitwise equal
+    const bool t_same = std::memcmp(tma.data(), same_as.data(), tma.size() * sizeof(Out)) == 0;
+    const bool t_ok = t_err <= tol && t_same;
+    if (!t_ok) ++failures;
+    std::printf("%-44s weights by TMA%s: max %.2e rel-l2 %.2e, %s the per-thread copies' result %s\n", "", split ? ", split tail" : "", t_err, t_rel, t_same ? "bitwise equal to" : "DIFFERS from",
+                t_ok ? "ok" : "FAIL");
+  }
   cudaFree(ws);
   cudaFree(counters);
   cudaFree(out);
