@@ -35,6 +35,7 @@
 // GEMM at every batch size), LM_CUDA_CONV_IN_PROJ=0 (the decode conv as its own launch),
 // LM_CUDA_MOE_SPLIT_TAIL=0 (the grouped expert GEMM without its split last round).
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -375,22 +376,34 @@ class CudaEngine final : public Engine {
   int32_t* h_sampled_ = nullptr;  // pinned
   /**
    * LM_CUDA_GRAPH_TIMING=1 (developer switch): device time of each decode graph replay, between
-   * events around cudaGraphLaunch; the mean per bucket goes to stderr when the engine closes, to
-   * tell the device's share of a step from the host's.
+   * events around cudaGraphLaunch, and the host's time in the engine call (from its start to the
+   * graph launch, and in all); the means per bucket go to stderr when the engine closes, to tell the
+   * device's share of a step from the host's (a caller's wall time per step less the engine call is
+   * the binding's and the caller's).
    */
   struct GraphTiming {
     bool on = false;
     cudaEvent_t start = nullptr, end = nullptr;
-    std::map<int, std::pair<int, double>> per_bucket;  // bucket → (replays, ms)
+    std::chrono::steady_clock::time_point call_start, launched;
+    struct Sums {
+      int replays = 0;
+      double device_ms = 0, enqueue_ms = 0, call_ms = 0;
+    };
+    std::map<int, Sums> per_bucket;
     void add(int bucket) {
       float ms = 0.f;
       LM_CUDA_CHECK(cudaEventElapsedTime(&ms, start, end));
+      const auto now = std::chrono::steady_clock::now();
       auto& e = per_bucket[bucket];
-      ++e.first;
-      e.second += ms;
+      ++e.replays;
+      e.device_ms += ms;
+      e.enqueue_ms += std::chrono::duration<double, std::milli>(launched - call_start).count();
+      e.call_ms += std::chrono::duration<double, std::milli>(now - call_start).count();
     }
     ~GraphTiming() {
-      for (const auto& [bucket, e] : per_bucket) std::fprintf(stderr, "cuda engine: decode graph bucket %d: %d replays, %.4f ms of device time each\n", bucket, e.first, e.second / e.first);
+      for (const auto& [bucket, e] : per_bucket)
+        std::fprintf(stderr, "cuda engine: decode graph bucket %d: %d replays, %.4f ms of device time each; host %.4f ms from the call's start to the launch, %.4f ms in the call\n", bucket,
+                     e.replays, e.device_ms / e.replays, e.enqueue_ms / e.replays, e.call_ms / e.replays);
       if (start) cudaEventDestroy(start);
       if (end) cudaEventDestroy(end);
     }
@@ -966,6 +979,7 @@ float* CudaEngine::forward(const cuda::BatchView& b, const int32_t* tokens, cons
 }
 
 StepOutput CudaEngine::step(const std::vector<StepSeq>& batch) {
+  if (graph_timing_.on) graph_timing_.call_start = std::chrono::steady_clock::now();
   validate_batch(spec_, opts_, kv_layers() > 0, batch);
   if (batch.empty()) return {};
   StepOutput out;
@@ -1065,7 +1079,10 @@ StepOutput CudaEngine::step_decode(const std::vector<StepSeq>& batch) {
   if (graph.exec) {
     if (timed) LM_CUDA_CHECK(cudaEventRecord(graph_timing_.start, stream_));
     LM_CUDA_CHECK(cudaGraphLaunch(graph.exec, stream_));
-    if (timed) LM_CUDA_CHECK(cudaEventRecord(graph_timing_.end, stream_));
+    if (timed) {
+      graph_timing_.launched = std::chrono::steady_clock::now();
+      LM_CUDA_CHECK(cudaEventRecord(graph_timing_.end, stream_));
+    }
   } else {
     // This step runs eagerly (sizing every scratch buffer for the bucket), then the same work is
     // captured, not executed, for the next steps of this bucket.

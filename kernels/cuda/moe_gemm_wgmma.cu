@@ -35,7 +35,10 @@
 // q % S, S = min(G / tail, 8, ktiles / 4)), writes its fp32 sums to the workspace, and once all S parts
 // of the item are in (an arrival counter), sums rows [part · BM / S, …) of the S parts in part order
 // and runs the epilogue on them. Results stay deterministic; a tail item's rows sum in S partial sums.
-// The blocks of one item wait for each other: the grid is at most one block per SM, so all are resident.
+// The blocks of one item wait for each other: a launch with a workspace is cooperative (all blocks
+// resident at once, or an error — never a hang behind other work on the GPU), at most one block per
+// SM. The counters are reset by the last part out, so a workspace serves one launch at a time (one
+// stream), and this kernel is not launched under PDL (the next launch must not start early).
 #include <algorithm>
 #include <cstdlib>
 
@@ -216,10 +219,10 @@ template <class S, bool RELU2>
 __device__ __forceinline__ void reduce_parts(const GroupedGemmParams& p, const Schedule& sched, const Unit& u, const Item& item, float* ring) {
   constexpr int BN = S::BN, STRIDE = BM * MAX_BN;
   const int t = threadIdx.x - 128, part = u.q % sched.split;
-  __threadfence();
-  bar_sync(1, 256);
+  bar_sync(1, 256);  // the block's sums are written (CTA scope) …
   unsigned* arrive = p.split_counters + 2 * (u.item - sched.whole);
   if (t == 0) {
+    __threadfence();  // … and, cumulatively, visible at GPU scope before the arrival (the grid-sync order)
     atomicAdd(arrive, 1u);
     while (ld_acquire(arrive) < static_cast<unsigned>(sched.split)) __nanosleep(32);
     __threadfence();
@@ -465,7 +468,18 @@ void launch(const GroupedGemmParams& p, cudaStream_t s) {
   const int max_split = cap != nullptr && *cap != '\0' ? std::clamp(std::atoi(cap), 1, MAX_SPLIT) : MAX_SPLIT;
   CUtensorMap map{};
   const bool tma = p.w_base != nullptr && weight_map(p, S::BN, map);
-  kernel<<<static_cast<int>(std::min<int64_t>(sms, items)), THREADS, S::SMEM, s>>>(p, max_split, map, tma);
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(static_cast<unsigned>(std::min<int64_t>(sms, items)));
+  cfg.blockDim = dim3(THREADS);
+  cfg.dynamicSmemBytes = S::SMEM;
+  cfg.stream = s;
+  cudaLaunchAttribute coop{};
+  coop.id = cudaLaunchAttributeCooperative;  // a split tail's parts wait for each other: all blocks resident
+  coop.val.cooperative = 1;
+  const bool split = p.split_ws != nullptr && p.split_counters != nullptr && max_split >= 2;
+  cfg.attrs = split ? &coop : nullptr;
+  cfg.numAttrs = split ? 1 : 0;
+  check(cudaLaunchKernelEx(&cfg, kernel, p, max_split, map, tma), "grouped_gemm (wgmma): cudaLaunchKernelEx");
   LM_LAUNCH_CHECK("grouped_gemm (wgmma)");
 }
 
@@ -486,6 +500,11 @@ int column_tile(int N) {
   for (int bn : {256, 232, 224, 192, 128})  // widest first: ties keep the wider tile
     if (best == 0 || int64_t(ceil_div(N, bn)) * bn < int64_t(ceil_div(N, best)) * best) best = bn;
   return best;
+}
+
+bool takes_tma(const GroupedGemmParams& p) {
+  CUtensorMap map{};
+  return supported(p) && p.w_base != nullptr && weight_map(p, column_tile(p.N), map);
 }
 
 void grouped_gemm_wgmma(const GroupedGemmParams& p, cudaStream_t s) {
@@ -514,5 +533,6 @@ int device_sms() {
 // One part per block of the grid (at most one block per SM), one (arrival, done) pair per tail item.
 int64_t grouped_gemm_split_floats() { return int64_t(device_sms()) * moe_wgmma::BM * moe_wgmma::MAX_BN; }
 int grouped_gemm_split_counters() { return 2 * device_sms(); }
+bool grouped_gemm_takes_tma(const GroupedGemmParams& p) { return p.tile_rows == moe_wgmma::TILE_ROWS && moe_wgmma::takes_tma(p); }
 
 }  // namespace lm::cuda

@@ -14,6 +14,9 @@ bool supported(const GroupedGemmParams& p);
 /** Column tile width for N output columns: the fewest padded columns among 256, 232, 224, 192, 128, widest on ties. */
 int column_tile(int N);
 
+/** Whether grouped_gemm_wgmma takes p's weight tiles by tensor copies (w_base set and mappable, LM_CUDA_MOE_TMA not 0). */
+bool takes_tma(const GroupedGemmParams& p);
+
 /** grouped_gemm on wgmma (sm_90a); p must be supported(). */
 void grouped_gemm_wgmma(const GroupedGemmParams& p, cudaStream_t s);
 

@@ -173,6 +173,8 @@ void grouped_gemm(const GroupedGemmParams& p, cudaStream_t s);
 /** Workspace sizes of GroupedGemmParams::split_ws and split_counters on the current device. */
 int64_t grouped_gemm_split_floats();
 int grouped_gemm_split_counters();
+/** Whether grouped_gemm takes p's weight tiles by tensor copies (p.w_base; see GroupedGemmParams). */
+bool grouped_gemm_takes_tma(const GroupedGemmParams& p);
 
 /** out (R, D) fp32 (+)= Σ_j weight[r, j] · expert_out[slot_of[r, j]]. */
 void moe_combine(const float* expert_out, const int32_t* slot_of, const float* weights, int R, int k, int D, float* out, bool accumulate, cudaStream_t s);
