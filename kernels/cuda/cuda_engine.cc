@@ -313,6 +313,7 @@ class CudaEngine final : public Engine {
   }
 
   StepOutput step(const std::vector<StepSeq>& batch) override;
+  bool begin_step(const std::vector<StepSeq>& batch) override;
   StepProfile take_profile() override { return prof_.take(); }
 
  private:
@@ -741,6 +742,11 @@ class CudaEngine final : public Engine {
   } stash_;
   bool decode_fits(const std::vector<StepSeq>& batch) const;
   StepOutput step_decode(const std::vector<StepSeq>& batch);
+  /** The first half of step_decode: the batch description up, then the graph replayed (or the bucket's first step run and captured); whether timed. */
+  bool enqueue_decode(const std::vector<StepSeq>& batch);
+  /** The second half: sampled tokens (and asked-for logits) back, once the step is done. */
+  StepOutput finish_decode(const std::vector<StepSeq>& batch, bool timed);
+  bool begun_ = false, begun_timed_ = false;  // begin_step replayed this step's graph
   /** The padded decode step of a bucket from the fixed description: forward and sampling. */
   void decode_body(int bucket);
 
@@ -978,13 +984,30 @@ float* CudaEngine::forward(const cuda::BatchView& b, const int32_t* tokens, cons
   return logits;
 }
 
-StepOutput CudaEngine::step(const std::vector<StepSeq>& batch) {
+bool CudaEngine::begin_step(const std::vector<StepSeq>& batch) {
+  begun_ = false;
+  if (graph_mode_ != GraphMode::Replay || batch.empty()) return false;
   if (graph_timing_.on) graph_timing_.call_start = std::chrono::steady_clock::now();
   validate_batch(spec_, opts_, kv_layers() > 0, batch);
+  if (!decode_fits(batch)) return false;
+  const auto g = graphs_.find(bucket_of(static_cast<int>(batch.size())));
+  if (g == graphs_.end() || !g->second.exec || g->second.scratch_generation != scratch_.generation()) return false;  // the bucket's first step captures: in step()
+  begun_timed_ = enqueue_decode(batch);
+  begun_ = true;
+  return true;
+}
+
+StepOutput CudaEngine::step(const std::vector<StepSeq>& batch) {
+  const bool begun = begun_;
+  begun_ = false;
+  if (!begun) {
+    if (graph_timing_.on) graph_timing_.call_start = std::chrono::steady_clock::now();
+    validate_batch(spec_, opts_, kv_layers() > 0, batch);
+  }
   if (batch.empty()) return {};
   StepOutput out;
-  if (graph_mode_ != GraphMode::Off && decode_fits(batch)) {
-    out = step_decode(batch);
+  if (begun || (graph_mode_ != GraphMode::Off && decode_fits(batch))) {
+    out = begun ? finish_decode(batch, begun_timed_) : step_decode(batch);
     if (opts_.mtp) {
       // Every sequence skips the head this step (decode_fits): keep each one's hidden row (the
       // graph's final-norm rows, in batch order) for the next drafting step's first MTP row.
@@ -1033,8 +1056,10 @@ void CudaEngine::decode_body(int bucket) {
   cuda::sample_tokens(logits, spec_.vocab_size, reinterpret_cast<const cuda::SampleRow*>(d_decode_ + l.sample_rows), bucket, d_sampled_, stream_);
 }
 
-StepOutput CudaEngine::step_decode(const std::vector<StepSeq>& batch) {
-  const int nseq = static_cast<int>(batch.size()), bucket = bucket_of(nseq), V = spec_.vocab_size;
+StepOutput CudaEngine::step_decode(const std::vector<StepSeq>& batch) { return finish_decode(batch, enqueue_decode(batch)); }
+
+bool CudaEngine::enqueue_decode(const std::vector<StepSeq>& batch) {
+  const int nseq = static_cast<int>(batch.size()), bucket = bucket_of(nseq);
   const DecodeLayout l = decode_layout();
   auto arr = [&](size_t off) { return reinterpret_cast<int32_t*>(h_decode_ + off); };
   auto* rows = reinterpret_cast<cuda::SampleRow*>(h_decode_ + l.sample_rows);
@@ -1111,6 +1136,11 @@ StepOutput CudaEngine::step_decode(const std::vector<StepSeq>& batch) {
     }
   }
 
+  return timed;
+}
+
+StepOutput CudaEngine::finish_decode(const std::vector<StepSeq>& batch, bool timed) {
+  const int nseq = static_cast<int>(batch.size()), bucket = bucket_of(nseq), V = spec_.vocab_size;
   StepOutput out;
   out.tokens.assign(batch.size(), -1);
   LM_CUDA_CHECK(cudaMemcpyAsync(h_sampled_, d_sampled_, nseq * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));

@@ -212,6 +212,17 @@ class Engine {
  public:
   virtual ~Engine() = default;
   virtual StepOutput step(const std::vector<StepSeq>& batch) = 0;
+  /**
+   * Optional first half of step(batch) on the caller's thread, before step(batch) runs on another:
+   * where the backend can, it starts the step's device work now (the CUDA backend: a decode step
+   * replayed from its graph), so that the hand-over to the other thread overlaps the device's work.
+   * step() must be called next with the same batch. Returns whether anything was started; errors are
+   * left for step() to report.
+   */
+  virtual bool begin_step(const std::vector<StepSeq>& batch) {
+    (void)batch;
+    return false;
+  }
   virtual EngineInfo info() const = 0;
   /** A copy of one slot's Mamba state (conv then SSM, layer by layer), for tests and MTP checks. */
   virtual std::vector<float> slot_state(int slot) const = 0;

@@ -375,6 +375,12 @@ napi_value EngineStep(napi_env env, napi_callback_info info) {
     auto local_tokens = std::make_shared<int64_t>(0);
     for (const auto& q : *batch) *local_tokens += static_cast<int64_t>(q.tokens.size());
     *busy = true;
+    // The step's device work starts here where the backend can (a CUDA decode graph replay), so the
+    // hand-over to the pool thread overlaps it; an error is left for step() on the pool to report.
+    try {
+      engine->begin_step(*batch);
+    } catch (const std::exception&) {
+    }
     return queue_promise<lm::StepOutput>(
         env, "Engine.step", [engine, batch] { return engine->step(*batch); },
         [local_tokens](napi_env env, lm::StepOutput& out) {
