@@ -33,7 +33,8 @@
 // timing: LM_CUDA_PDL=0 (plain launches), LM_CUDA_MOE_DECODE=N (moe_decode.cu for decode steps of
 // at most N ≤ MOE_DECODE_MAX_ROWS sequences and rows; 0: the MoE through moe_plan and the grouped
 // GEMM at every batch size), LM_CUDA_CONV_IN_PROJ=0 (the decode conv as its own launch),
-// LM_CUDA_MOE_SPLIT_TAIL=0 (the grouped expert GEMM without its split last round).
+// LM_CUDA_MOE_SPLIT_TAIL=0 (the grouped expert GEMM without its split last round),
+// LM_CUDA_BEGIN_STEP=0 (a decode graph replayed on the pool thread, not the caller's).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -265,6 +266,7 @@ class CudaEngine final : public Engine {
     if (const char* rows = std::getenv("LM_CUDA_MOE_DECODE")) moe_decode_rows_ = std::clamp(std::atoi(rows), 0, cuda::MOE_DECODE_MAX_ROWS);
     conv_in_proj_ = env_switch("LM_CUDA_CONV_IN_PROJ");
     moe_split_tail_ = env_switch("LM_CUDA_MOE_SPLIT_TAIL");
+    begin_on_caller_ = env_switch("LM_CUDA_BEGIN_STEP");
     if (const char* t = std::getenv("LM_CUDA_GRAPH_TIMING"); t && std::strcmp(t, "1") == 0) {
       graph_timing_.on = true;
       LM_CUDA_CHECK(cudaEventCreate(&graph_timing_.start));
@@ -747,6 +749,7 @@ class CudaEngine final : public Engine {
   /** The second half: sampled tokens (and asked-for logits) back, once the step is done. */
   StepOutput finish_decode(const std::vector<StepSeq>& batch, bool timed);
   bool begun_ = false, begun_timed_ = false;  // begin_step replayed this step's graph
+  bool begin_on_caller_ = true;                // LM_CUDA_BEGIN_STEP=0: begin_step starts nothing
   /** The padded decode step of a bucket from the fixed description: forward and sampling. */
   void decode_body(int bucket);
 
@@ -986,7 +989,7 @@ float* CudaEngine::forward(const cuda::BatchView& b, const int32_t* tokens, cons
 
 bool CudaEngine::begin_step(const std::vector<StepSeq>& batch) {
   begun_ = false;
-  if (graph_mode_ != GraphMode::Replay || batch.empty()) return false;
+  if (!begin_on_caller_ || graph_mode_ != GraphMode::Replay || batch.empty()) return false;
   if (graph_timing_.on) graph_timing_.call_start = std::chrono::steady_clock::now();
   validate_batch(spec_, opts_, kv_layers() > 0, batch);
   if (!decode_fits(batch)) return false;
