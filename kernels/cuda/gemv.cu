@@ -12,9 +12,6 @@
 // order. Epilogues: fp32 (+ beta · y), or relu(acc)² rounded to bf16 (the MLP's up projection).
 // Launched with programmatic dependent launch: each warp issues its first weight loads before
 // waiting for the kernel that produces x.
-#include <cstdlib>
-#include <string>
-
 #include "cuda/common.cuh"
 #include "cuda/gemv.cuh"
 #include "cuda/launch.cuh"
@@ -30,7 +27,6 @@ struct MultiParams {
   const bf16* x;
   int M, K;
   float beta;
-  bool l2_prefetch;  // each warp asks L2 for all its weight rows before pdl_wait (LM_CUDA_L2_PREFETCH=0: off)
   int n;  // projections
   SkinnyOut out[SKINNY_MAX_OUTS];
   int block0[SKINNY_MAX_OUTS + 1];  // first block of each projection; block0[n] = grid
@@ -96,7 +92,6 @@ __global__ void __launch_bounds__(WARPS * 32) skinny_gemm_kernel(MultiParams p) 
 #pragma unroll
   for (int r = 0; r < ROWS; ++r) w_rows[r] = out.W + static_cast<int64_t>(min(n0 + r, N - 1)) * p.K;
   WeightStream<ROWS, MT> ws;
-  if (active && p.l2_prefetch && lane == 0) l2_prefetch_rows(w_rows[0], min(ROWS, N - n0), p.K);  // the warp's rows are contiguous
   if (active) ws.preload(w_rows, p.K);
   ConvLane<MT> cl;
   if (CONV && active && lane < ROWS * MT) cl.load(p.conv, n0 + lane / MT, lane % MT, p.M);
@@ -142,16 +137,7 @@ __global__ void __launch_bounds__(WARPS * 32) skinny_gemm_kernel(MultiParams p) 
   }
 }
 
-bool l2_prefetch_on() {
-  static const bool on = [] {
-    const char* v = std::getenv("LM_CUDA_L2_PREFETCH");
-    return v == nullptr || std::string(v) != "0";
-  }();
-  return on;
-}
-
 namespace {
-
 template <int ROWS, bool CONV = false>
 void launch_rows(const MultiParams& p, int blocks, cudaStream_t s) {
   const dim3 grid(blocks), block(WARPS * 32);
@@ -173,7 +159,7 @@ void skinny_gemm_multi(const bf16* x, int M, int K, const SkinnyOut* outs, int n
   if (M == 0) return;
   if (n < 1 || n > SKINNY_MAX_OUTS) throw Error("skinny_gemm_multi: 1 to " + std::to_string(SKINNY_MAX_OUTS) + " projections, got " + std::to_string(n));
   if (!skinny_gemm_supported(M, K, x, x)) throw Error("skinny_gemm_multi: needs 1 <= M <= " + std::to_string(SKINNY_MAX_M) + ", K % 8 == 0 and a 16-byte aligned x");
-  MultiParams p{x, M, K, beta, l2_prefetch_on(), n, {}, {}, {}};
+  MultiParams p{x, M, K, beta, n, {}, {}, {}};
   const int rows = ROWS_PER_WARP;
   int blocks = 0;
   for (int i = 0; i < n; ++i) {
@@ -193,7 +179,7 @@ void skinny_gemm_conv(const bf16* x, int M, int K, const bf16* W, int N, float* 
   if (!skinny_gemm_supported(M, K, x, W)) throw Error("skinny_gemm_conv: needs 1 <= M <= " + std::to_string(SKINNY_MAX_M) + ", K % 8 == 0 and 16-byte aligned x and W");
   if (conv.K < 1 || conv.K - 1 > CONV_MAX_WINDOW || conv.col0 < 0 || conv.C < 1 || conv.col0 + conv.C > N || !conv.seq_slot || !conv.xbc || !conv.state || !conv.w)
     throw Error("skinny_gemm_conv: the conv columns must lie inside the projection, conv_kernel in [1, 4], and state, taps, slots and output given");
-  MultiParams p{x, M, K, 0.f, l2_prefetch_on(), 1, {}, {}, conv};
+  MultiParams p{x, M, K, 0.f, 1, {}, {}, conv};
   p.out[0] = {W, N, y, nullptr};
   p.block0[0] = 0;
   p.block0[1] = ceil_div(N, ROWS_PER_WARP * WARPS);

@@ -23,22 +23,6 @@ __device__ __forceinline__ uint4 ld_stream(const uint4* p) {
   return v;
 }
 
-/**
- * Asks L2 for `rows` consecutive weight rows of K bf16 from `first` (one bulk prefetch, no registers,
- * nothing waits on it): a kernel launched early under PDL issues it before pdl_wait, so its weights
- * stream in while its predecessor finishes. K % 8 == 0 and 16-byte aligned rows; does nothing when
- * the switch l2_prefetch_on() is off (LM_CUDA_L2_PREFETCH=0, for A/B timing).
- */
-__device__ __forceinline__ void l2_prefetch_rows(const bf16* first, int rows, int K) {
-  if (rows <= 0) return;
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(first), "r"(static_cast<uint32_t>(rows) * static_cast<uint32_t>(K) * 2u) : "memory");
-}
-#endif  // __CUDACC__
-
-/** Host: whether the decode kernels prefetch their weight rows into L2 (LM_CUDA_L2_PREFETCH=0: no; read once). */
-bool l2_prefetch_on();
-
-#ifdef __CUDACC__
 /** The 8 bf16 of a 16-byte slice as floats. */
 __device__ __forceinline__ void to_float8(const uint4& v, float (&f)[8]) {
   const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);

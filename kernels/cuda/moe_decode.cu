@@ -77,7 +77,6 @@ __global__ void __launch_bounds__(THREADS) moe_decode_route_kernel(MoeDecodePara
 #pragma unroll
   for (int r = 0; r < ROWS; ++r) w_rows[r] = W + static_cast<int64_t>(min(n0 + r, N - 1)) * p.H;
   WeightStream<ROWS, MT> ws;
-  if (n0 < N && p.l2_prefetch && lane == 0) l2_prefetch_rows(w_rows[0], min(ROWS, N - n0), p.H);
   if (n0 < N) ws.preload(w_rows, p.H);
   pdl_wait();
   pdl_trigger();
@@ -144,11 +143,6 @@ __global__ void __launch_bounds__(THREADS) moe_decode_down_kernel(MoeDecodeParam
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int M = p.R * p.k, N = p.Din, n0 = (blockIdx.y * WARPS + warp) * ROWS;
   const bool shared = static_cast<int>(blockIdx.x) == M;
-  if (p.l2_prefetch && lane == 0 && n0 < N) {  // the routing was written by the route kernel, two launches back: readable before pdl_wait
-    const int K = shared ? p.S : p.inter;
-    const bf16* W = shared ? p.shared_down : p.down[p.ids[blockIdx.x]];  // a repeated expert is asked for twice: harmless
-    l2_prefetch_rows(W + static_cast<int64_t>(n0) * K, min(ROWS, N - n0), K);
-  }
   pdl_wait();
   pdl_trigger();
   if ((shared || expert_group(p.ids, M, blockIdx.x, members, &count, &first)) && n0 < N) {
@@ -236,9 +230,7 @@ void down_rows(const MoeDecodeParams& p, cudaStream_t s) {
 
 void moe_decode_route(const MoeDecodeParams& p, cudaStream_t s) {
   require(p, "moe_decode_route");
-  MoeDecodeParams q = p;
-  q.l2_prefetch = p.l2_prefetch && l2_prefetch_on();
-  route_rows<ROWS_PER_WARP>(q, s);
+  route_rows<ROWS_PER_WARP>(p, s);
 }
 
 void moe_decode_up(const MoeDecodeParams& p, cudaStream_t s) {
@@ -248,9 +240,7 @@ void moe_decode_up(const MoeDecodeParams& p, cudaStream_t s) {
 
 void moe_decode_down(const MoeDecodeParams& p, cudaStream_t s) {
   require(p, "moe_decode_down");
-  MoeDecodeParams q = p;
-  q.l2_prefetch = p.l2_prefetch && l2_prefetch_on();
-  down_rows<ROWS_PER_WARP>(q, s);
+  down_rows<ROWS_PER_WARP>(p, s);
 }
 
 }  // namespace lm::cuda

@@ -218,7 +218,6 @@ struct MoeDecodeParams {
   float* expert_out;             // scratch (R·k, Din)
   float* shared_out;             // scratch (R, Din)
   unsigned* counters;            // (moe_decode_counters(Din)) zeroed once; every launch leaves them zero
-  bool l2_prefetch = true;       // the route and down kernels ask L2 for their weight rows before waiting on their predecessor (set from LM_CUDA_L2_PREFETCH at launch)
 };
 /** Counters MoeDecodeParams::counters needs for Din output columns. */
 int moe_decode_counters(int Din);
