@@ -480,10 +480,14 @@ void launch(const GroupedGemmParams& p, cudaStream_t s) {
   cudaLaunchAttribute coop{};
   coop.id = cudaLaunchAttributeCooperative;  // a split tail's parts wait for each other: all blocks resident
   coop.val.cooperative = 1;
-  const bool split = p.split_ws != nullptr && p.split_counters != nullptr && max_split >= 2;
+  static const bool cooperative = [device] {  // devices (or sharing modes) without cooperative launches never split
+    int v = 0;
+    return cudaDeviceGetAttribute(&v, cudaDevAttrCooperativeLaunch, device) == cudaSuccess && v != 0;
+  }();
+  const bool split = cooperative && p.split_ws != nullptr && p.split_counters != nullptr && max_split >= 2;
   cfg.attrs = split ? &coop : nullptr;
   cfg.numAttrs = split ? 1 : 0;
-  check(cudaLaunchKernelEx(&cfg, kernel, p, max_split, map, tma), "grouped_gemm (wgmma): cudaLaunchKernelEx");
+  check(cudaLaunchKernelEx(&cfg, kernel, p, split ? max_split : 1, map, tma), "grouped_gemm (wgmma): cudaLaunchKernelEx");
   LM_LAUNCH_CHECK("grouped_gemm (wgmma)");
 }
 
