@@ -196,18 +196,22 @@ void bench_moe_gemm(int slots, const char* key) {
   // The figure: 20 launches as before (the GPU still cool); then the four interleaved, 20 each, for
   // the comparison (the GPU warms: all four slower by about the same factor).
   const double ms = median_ms(20, [&](int) { lm::cuda::grouped_gemm(up, nullptr); });
-  const lm::cuda::GroupedGemmParams* variants[4] = {&up, &no_tma, &no_split, &plain};
-  std::vector<double> times[4];
-  median_ms(80, [&](int i) { lm::cuda::grouped_gemm(*variants[i % 4], nullptr); }, [&](int i, double t) { times[i % 4].push_back(t); });
-  for (auto& t : times) std::sort(t.begin(), t.end());
-  const double warm_ms = times[0][times[0].size() / 2], no_tma_ms = times[1][times[1].size() / 2], nosplit_ms = times[2][times[2].size() / 2], plain_ms = times[3][times[3].size() / 2];
+  // Sorted times of each variant, launched in turn (reps each).
+  auto interleaved = [&](std::vector<const lm::cuda::GroupedGemmParams*> variants, int reps) {
+    const int n = static_cast<int>(variants.size());
+    std::vector<std::vector<double>> times(static_cast<size_t>(n));
+    median_ms(n * reps, [&](int i) { lm::cuda::grouped_gemm(*variants[static_cast<size_t>(i % n)], nullptr); }, [&](int i, double t) { times[static_cast<size_t>(i % n)].push_back(t); });
+    for (auto& t : times) std::sort(t.begin(), t.end());
+    return times;
+  };
+  auto median = [](const std::vector<double>& t) { return t[t.size() / 2]; };
+  const auto times = interleaved({&up, &no_tma, &no_split, &plain}, 20);
+  const double warm_ms = median(times[0]), no_tma_ms = median(times[1]), nosplit_ms = median(times[2]), plain_ms = median(times[3]);
   if (std::getenv("LM_BENCH_SPLIT_SWEEP")) {  // dev: the split tail with at most 2, 4, 8 parts, interleaved with unsplit
     for (const char* cap : {"2", "4", "8"}) {
       setenv("LM_CUDA_MOE_SPLIT_MAX", cap, 1);
-      std::vector<double> t2[2];
-      median_ms(40, [&](int i) { lm::cuda::grouped_gemm(i % 2 == 0 ? up : plain, nullptr); }, [&](int i, double t) { t2[i % 2].push_back(t); });
-      for (auto& t : t2) std::sort(t.begin(), t.end());
-      std::printf("split sweep %s: at most %s parts %.3f ms, unsplit %.3f ms (min %.3f / %.3f)\n", key, cap, t2[0][t2[0].size() / 2], t2[1][t2[1].size() / 2], t2[0][0], t2[1][0]);
+      const auto t2 = interleaved({&up, &plain}, 20);
+      std::printf("split sweep %s: at most %s parts %.3f ms, unsplit %.3f ms (min %.3f / %.3f)\n", key, cap, median(t2[0]), median(t2[1]), t2[0][0], t2[1][0]);
     }
     unsetenv("LM_CUDA_MOE_SPLIT_MAX");
   }

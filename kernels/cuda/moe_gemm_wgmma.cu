@@ -454,6 +454,22 @@ bool weight_map(const GroupedGemmParams& p, int bn, CUtensorMap& map) {
   return true;
 }
 
+int device_sms() {
+  int device = 0, sms = 0;
+  check(cudaGetDevice(&device), "grouped_gemm: cudaGetDevice");
+  check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "grouped_gemm: cudaDeviceGetAttribute");
+  return sms;
+}
+
+/** Whether the device takes cooperative launches (read once); devices or sharing modes without them never split. */
+bool cooperative_launches() {
+  static const bool on = [] {
+    int device = 0, v = 0;
+    return cudaGetDevice(&device) == cudaSuccess && cudaDeviceGetAttribute(&v, cudaDevAttrCooperativeLaunch, device) == cudaSuccess && v != 0;
+  }();
+  return on;
+}
+
 template <class S, bool RELU2>
 void launch(const GroupedGemmParams& p, cudaStream_t s) {
   auto kernel = grouped_gemm_wgmma_kernel<S, RELU2>;
@@ -462,9 +478,7 @@ void launch(const GroupedGemmParams& p, cudaStream_t s) {
     check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, S::SMEM), "grouped_gemm: cudaFuncSetAttribute");
     configured = true;
   }
-  int device = 0, sms = 0;
-  check(cudaGetDevice(&device), "grouped_gemm: cudaGetDevice");
-  check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "grouped_gemm: cudaDeviceGetAttribute");
+  const int sms = device_sms();
   const int64_t items = int64_t(p.max_tiles) * ceil_div(p.N, S::BN);
   // Dev switch for A/B timing, read at every launch: LM_CUDA_MOE_SPLIT_MAX=<n> caps the parts of a
   // split tail item (1: no split), default MAX_SPLIT.
@@ -480,11 +494,7 @@ void launch(const GroupedGemmParams& p, cudaStream_t s) {
   cudaLaunchAttribute coop{};
   coop.id = cudaLaunchAttributeCooperative;  // a split tail's parts wait for each other: all blocks resident
   coop.val.cooperative = 1;
-  static const bool cooperative = [device] {  // devices (or sharing modes) without cooperative launches never split
-    int v = 0;
-    return cudaDeviceGetAttribute(&v, cudaDevAttrCooperativeLaunch, device) == cudaSuccess && v != 0;
-  }();
-  const bool split = cooperative && p.split_ws != nullptr && p.split_counters != nullptr && max_split >= 2;
+  const bool split = cooperative_launches() && p.split_ws != nullptr && p.split_counters != nullptr && max_split >= 2;
   cfg.attrs = split ? &coop : nullptr;
   cfg.numAttrs = split ? 1 : 0;
   check(cudaLaunchKernelEx(&cfg, kernel, p, split ? max_split : 1, map, tma), "grouped_gemm (wgmma): cudaLaunchKernelEx");
@@ -529,18 +539,9 @@ void grouped_gemm_wgmma(const GroupedGemmParams& p, cudaStream_t s) {
 
 namespace lm::cuda {
 
-namespace {
-int device_sms() {
-  int device = 0, sms = 0;
-  check(cudaGetDevice(&device), "grouped_gemm: cudaGetDevice");
-  check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "grouped_gemm: cudaDeviceGetAttribute");
-  return sms;
-}
-}  // namespace
-
 // One part per block of the grid (at most one block per SM), one (arrival, done) pair per tail item.
-int64_t grouped_gemm_split_floats() { return int64_t(device_sms()) * moe_wgmma::BM * moe_wgmma::MAX_BN; }
-int grouped_gemm_split_counters() { return 2 * device_sms(); }
+int64_t grouped_gemm_split_floats() { return int64_t(moe_wgmma::device_sms()) * moe_wgmma::BM * moe_wgmma::MAX_BN; }
+int grouped_gemm_split_counters() { return 2 * moe_wgmma::device_sms(); }
 bool grouped_gemm_takes_tma(const GroupedGemmParams& p) { return p.tile_rows == moe_wgmma::TILE_ROWS && moe_wgmma::takes_tma(p); }
 
 }  // namespace lm::cuda
