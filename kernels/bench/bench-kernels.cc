@@ -210,7 +210,7 @@ void bench_moe_gemm(int slots, const char* key) {
   if (std::getenv("LM_BENCH_SPLIT_SWEEP")) {  // dev: the split tail with at most 2, 4, 8 parts, interleaved with unsplit
     for (const char* cap : {"2", "4", "8"}) {
       setenv("LM_CUDA_MOE_SPLIT_MAX", cap, 1);
-      const auto t2 = interleaved({&up, &plain}, 20);
+      const auto t2 = interleaved({&up, &no_split}, 20);  // both with TMA weights
       std::printf("split sweep %s: at most %s parts %.3f ms, unsplit %.3f ms (min %.3f / %.3f)\n", key, cap, median(t2[0]), median(t2[1]), t2[0][0], t2[1][0]);
     }
     unsetenv("LM_CUDA_MOE_SPLIT_MAX");
