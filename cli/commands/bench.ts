@@ -67,6 +67,10 @@ engine and kernels write <date>-<kind>-<device>-<commit>.json into --json-dir (c
     jsonDir: flag(z.string().min(1).optional(), "engine, kernels: where to write the JSON file (default: bench/results of the repository)", { placeholder: "DIR", env: null }),
     commit: flag(z.string().regex(/^[0-9A-Za-z_.-]+$/, "expected a commit id").optional(), "commit recorded in the JSON (default: git HEAD, -dirty when tracked files differ; set it where the copy has no or a stale .git)", { placeholder: "ID", env: "LATENTMESH_COMMIT" }),
     ks: flag(parse.intList({ min: 0 }).default([0, 1, 2, 3]), "mtp: draft depths to time", { placeholder: "LIST", env: null }),
+    rounds: flag(parse.int({ min: 1, max: 10 }).default(1), "mtp: load the plain and the MTP engine in turn this many times and keep each cell's fastest round (GPU clocks drift as it warms)", {
+      placeholder: "N",
+      env: null,
+    }),
     acceptance: flag(
       z
         .string()
@@ -124,7 +128,7 @@ engine and kernels write <date>-<kind>-<device>-<commit>.json into --json-dir (c
     if (suite === "mtp") {
       const { runMtpBench } = await import("../../bench/mtp.js");
       const table = await runMtpBench({
-        modelDir: resolve(modelDir), loadFormat, backend: f.backend, batches: f.batches, ks: f.ks, context: f.context, steps: f.steps,
+        modelDir: resolve(modelDir), loadFormat, backend: f.backend, batches: f.batches, ks: f.ks, context: f.context, steps: f.steps, rounds: f.rounds,
         threads: f.threads || availableParallelism(), acceptance: f.acceptance, progress: (line) => log.info(line),
       });
       process.stdout.write(`${table}\n`);

@@ -35,6 +35,10 @@
 // GEMM at every batch size), LM_CUDA_CONV_IN_PROJ=0 (the decode conv as its own launch),
 // LM_CUDA_MOE_SPLIT_TAIL=0 (the grouped expert GEMM without its split last round),
 // LM_CUDA_BEGIN_STEP=0 (a decode graph replayed on the pool thread, not the caller's).
+// LM_CUDA_DEV_OMIT=stage,... leaves stages out of every step for leave-one-out timing of graph
+// replays (the outputs are then wrong; the engine says so on stderr): norm (the blocks' input
+// norms), gnorm (Mamba's gated norm), ssm (the state update / scan), kvw (the KV cache write),
+// attn (the attention kernel), sample (device sampling).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -267,6 +271,13 @@ class CudaEngine final : public Engine {
     conv_in_proj_ = env_switch("LM_CUDA_CONV_IN_PROJ");
     moe_split_tail_ = env_switch("LM_CUDA_MOE_SPLIT_TAIL");
     begin_on_caller_ = env_switch("LM_CUDA_BEGIN_STEP");
+    if (const char* o = std::getenv("LM_CUDA_DEV_OMIT"); o && *o) {
+      const std::string list = std::string(",") + o + ",";
+      const char* names[] = {"norm", "gnorm", "ssm", "kvw", "attn", "sample"};
+      for (int i = 0; i < 6; ++i)
+        if (list.find(std::string(",") + names[i] + ",") != std::string::npos) omit_ |= 1u << i;
+      std::fprintf(stderr, "cuda engine: LM_CUDA_DEV_OMIT=%s: stages left out for timing, outputs are wrong\n", o);
+    }
     if (const char* t = std::getenv("LM_CUDA_GRAPH_TIMING"); t && std::strcmp(t, "1") == 0) {
       graph_timing_.on = true;
       LM_CUDA_CHECK(cudaEventCreate(&graph_timing_.start));
@@ -750,6 +761,9 @@ class CudaEngine final : public Engine {
   StepOutput finish_decode(const std::vector<StepSeq>& batch, bool timed);
   bool begun_ = false, begun_timed_ = false;  // begin_step replayed this step's graph
   bool begin_on_caller_ = true;                // LM_CUDA_BEGIN_STEP=0: begin_step starts nothing
+  enum Omit : unsigned { OmitNorm = 1, OmitGnorm = 2, OmitSsm = 4, OmitKvw = 8, OmitAttn = 16, OmitSample = 32 };
+  unsigned omit_ = 0;                          // LM_CUDA_DEV_OMIT (timing only)
+  bool omit(Omit o) const { return (omit_ & o) != 0; }
   /** The padded decode step of a bucket from the fixed description: forward and sampling. */
   void decode_body(int bucket);
 
@@ -888,7 +902,7 @@ void CudaEngine::moe(const Moe& E, const bf16* u, int R, float* h) {
 void CudaEngine::run_block(const Layer& L, const cuda::BatchView& b, float* h, bf16* u, int R) {
   const int H = spec_.hidden_size;
   prof_.mark("block_norm", stream_);
-  cuda::rmsnorm_bf16(h, nullptr, R, H, L.norm, spec_.norm_eps, u, stream_);
+  if (!omit(OmitNorm)) cuda::rmsnorm_bf16(h, nullptr, R, H, L.norm, spec_.norm_eps, u, stream_);
   switch (L.kind) {
     case BlockKind::Mamba: {
       const auto& M = L.mamba;
@@ -926,7 +940,8 @@ void CudaEngine::run_block(const Layer& L, const cuda::BatchView& b, float* h, b
       cuda::SsmParams sp{nh, spec_.mamba_head_dim, spec_.n_groups, spec_.ssm_state_size, xbc, CD, zx + I + CD, proj, M.dt_bias, M.A, M.D,
                          spec_.time_step_min, spec_.time_step_max, ssm_state_ + int64_t(M.index) * state_slots() * ssm_state_size(), y};
       prof_.mark("mamba.ssm", stream_);
-      if (b.max_len > cuda::SSM_RECURRENT_MAX_LEN && cuda::ssd_chunked_supported(sp.head_dim, sp.dstate, spec_.chunk_size)) {
+      if (omit(OmitSsm)) {
+      } else if (b.max_len > cuda::SSM_RECURRENT_MAX_LEN && cuda::ssd_chunked_supported(sp.head_dim, sp.dstate, spec_.chunk_size)) {
         float* cb = scratch_.get<float>("ssd-cb", cuda::ssd_chunked_workspace_floats(R, spec_.n_groups, spec_.chunk_size));
         cuda::ssd_chunked_scan(b, sp, spec_.chunk_size, cb, stream_);  // long sequences
         cuda::ssm_scan(b, sp, stream_, /*short_only=*/true);
@@ -934,7 +949,7 @@ void CudaEngine::run_block(const Layer& L, const cuda::BatchView& b, float* h, b
         cuda::ssm_scan(b, sp, stream_);
       }
       prof_.mark("mamba.gated_norm", stream_);
-      cuda::gated_rmsnorm(y, zx, proj, M.norm, R, I, I / spec_.n_groups, spec_.norm_eps, y16, stream_);
+      if (!omit(OmitGnorm)) cuda::gated_rmsnorm(y, zx, proj, M.norm, R, I, I / spec_.n_groups, spec_.norm_eps, y16, stream_);
       prof_.mark("mamba.out_proj", stream_);
       gemm_.run(y16, R, I, M.out_proj, H, h, 1.f, stream_);
       cuda::add_bias(h, M.out_b, R, H, stream_);
@@ -953,9 +968,9 @@ void CudaEngine::run_block(const Layer& L, const cuda::BatchView& b, float* h, b
       bf16* kc = k_cache_ + A.index * kv_layer_size();
       bf16* vc = v_cache_ + A.index * kv_layer_size();
       prof_.mark("attn.core", stream_);
-      cuda::kv_write(b, k, v, nkv, hd, kc, vc, stream_);
+      if (!omit(OmitKvw)) cuda::kv_write(b, k, v, nkv, hd, kc, vc, stream_);
       float* ws = scratch_.get<float>("attn-workspace", cuda::paged_attention_workspace_floats(b, nq, hd));
-      cuda::paged_attention(b, q, nq, nkv, hd, kc, vc, o, ws, stream_);
+      if (!omit(OmitAttn)) cuda::paged_attention(b, q, nq, nkv, hd, kc, vc, o, ws, stream_);
       prof_.mark("attn.o_proj", stream_);
       gemm_.run(o, R, int64_t(nq) * hd, A.o, H, h, 1.f, stream_);
       break;
@@ -977,6 +992,11 @@ float* CudaEngine::forward(const cuda::BatchView& b, const int32_t* tokens, cons
   bf16* u = scratch_.get<bf16>("u", int64_t(R) * H);
   prof_.mark("embedding", stream_);
   cuda::embedding_gather(tokens, R, embed_, H, h, stream_);
+  if (omit(OmitNorm)) LM_CUDA_CHECK(cudaMemsetAsync(u, 0, int64_t(R) * H * sizeof(bf16), stream_));  // timing only: finite inputs
+  if (omit(OmitGnorm) && n_mamba_ > 0) {
+    const int64_t I = spec_.mamba_inner();
+    LM_CUDA_CHECK(cudaMemsetAsync(scratch_.get<bf16>("mamba-y16", int64_t(R) * I), 0, int64_t(R) * I * sizeof(bf16), stream_));
+  }
   for (const Layer& L : layers_) run_block(L, b, h, u, R);
   if (NL == 0) return nullptr;
   bf16* hn = scratch_.get<bf16>("final-norm", int64_t(NL) * H);
@@ -1011,12 +1031,7 @@ StepOutput CudaEngine::step(const std::vector<StepSeq>& batch) {
   StepOutput out;
   if (begun || (graph_mode_ != GraphMode::Off && decode_fits(batch))) {
     out = begun ? finish_decode(batch, begun_timed_) : step_decode(batch);
-    if (opts_.mtp) {
-      // Every sequence skips the head this step (decode_fits): keep each one's hidden row (the
-      // graph's final-norm rows, in batch order) for the next drafting step's first MTP row.
-      const int bucket = bucket_of(static_cast<int>(batch.size()));
-      const auto* slots = reinterpret_cast<const int32_t*>(d_decode_ + decode_layout().slot);
-      cuda::move_rows_bf16(scratch_.get<bf16>("final-norm", int64_t(bucket) * spec_.hidden_size), nullptr, slots, bucket, spec_.hidden_size, mtp_hidden_, stream_);
+    if (opts_.mtp) {  // the graph stored each sequence's hidden row (decode_body)
       for (const auto& q : batch) {
         mtp_pos_[q.slot] = q.position;
         mtp_token_[q.slot] = -1;
@@ -1056,7 +1071,14 @@ void CudaEngine::decode_body(int bucket) {
   b.row_seq = at(l.row_seq);
   b.max_len = 1;
   float* logits = forward(b, at(l.tokens), at(l.logit_rows), bucket);
-  cuda::sample_tokens(logits, spec_.vocab_size, reinterpret_cast<const cuda::SampleRow*>(d_decode_ + l.sample_rows), bucket, d_sampled_, stream_);
+  if (!omit(OmitSample)) cuda::sample_tokens(logits, spec_.vocab_size, reinterpret_cast<const cuda::SampleRow*>(d_decode_ + l.sample_rows), bucket, d_sampled_, stream_);
+  if (opts_.mtp) {
+    // Every sequence of a decode-graph step skips the MTP head (decode_fits): keep each one's hidden
+    // row (the final-norm rows, in batch order) for its next drafting step's first MTP row. Inside
+    // the graph, so a step that speculates nothing costs what a plain engine's step costs (padding
+    // rows write the scratch slot's row).
+    cuda::move_rows_bf16(scratch_.get<bf16>("final-norm", int64_t(bucket) * spec_.hidden_size), nullptr, at(l.slot), bucket, spec_.hidden_size, mtp_hidden_, stream_);
+  }
 }
 
 StepOutput CudaEngine::step_decode(const std::vector<StepSeq>& batch) { return finish_decode(batch, enqueue_decode(batch)); }
