@@ -12,19 +12,10 @@
 // order. Epilogues: fp32 (+ beta · y), or relu(acc)² rounded to bf16 (the MLP's up projection).
 // Launched with programmatic dependent launch: each warp issues its first weight loads before
 // waiting for the kernel that produces x.
-// On sm_90 a block's weight rows (8 of them, contiguous in W) arrive by one bulk copy (TMA) into
-// shared memory, issued before pdl_wait(): the whole block's bytes are in flight from its first
-// instruction, where the per-warp register stream keeps 4 KB in flight and walks the rows in
-// dependent rounds. The dot products read the same slices in the same order either way (bitwise
-// the same outputs). LM_CUDA_SKINNY_BULK=0 takes the register stream (A/B timing).
-#include <cstdlib>
-#include <cstring>
-
 #include "cuda/common.cuh"
 #include "cuda/gemv.cuh"
 #include "cuda/launch.cuh"
 #include "cuda/ops.h"
-#include "cuda/sm90.cuh"
 
 namespace lm::cuda {
 
@@ -42,20 +33,7 @@ struct MultiParams {
   SkinnyConv conv;                  // CONV instances: the conv1d epilogue of out[0]
 };
 constexpr int CONV_MAX_WINDOW = 3;  // conv_kernel ≤ 4 in the conv epilogue
-constexpr int BULK_MAX_SMEM = 112 * 1024;  // a block's weight rows in shared memory: two blocks per SM at least
 }  // namespace
-
-namespace {
-bool bulk_env() {
-  const char* v = std::getenv("LM_CUDA_SKINNY_BULK");
-  return !(v && std::strcmp(v, "0") == 0);
-}
-}  // namespace
-
-bool& skinny_bulk_flag() {
-  static bool on = bulk_env();
-  return on;
-}
 
 /**
  * The conv1d epilogue (CONV, skinny_gemm_conv): lane l < ROWS·MT of a warp owns output (l / MT,
@@ -101,38 +79,20 @@ struct ConvLane {
   }
 };
 
-template <int ROWS, int MT, bool CONV, bool BULK>
+template <int ROWS, int MT, bool CONV>
 __global__ void __launch_bounds__(WARPS * 32) skinny_gemm_kernel(MultiParams p) {
   constexpr int ROWS_PER_BLOCK = ROWS * WARPS;
-  extern __shared__ __align__(128) uint4 block_rows[];  // BULK: the block's weight rows, (rows, K / 8) uint4
-  __shared__ __align__(8) unsigned long long rows_bar;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   int o = 0;
   while (o + 1 < p.n && static_cast<int>(blockIdx.x) >= p.block0[o + 1]) ++o;
   const SkinnyOut& out = p.out[o];
-  const int nb = (static_cast<int>(blockIdx.x) - p.block0[o]) * ROWS_PER_BLOCK;
-  const int N = out.N, n0 = nb + warp * ROWS;
+  const int N = out.N, n0 = (static_cast<int>(blockIdx.x) - p.block0[o]) * ROWS_PER_BLOCK + warp * ROWS;
   const bool active = n0 < N;
   const bf16* w_rows[ROWS];
 #pragma unroll
   for (int r = 0; r < ROWS; ++r) w_rows[r] = out.W + static_cast<int64_t>(min(n0 + r, N - 1)) * p.K;
   WeightStream<ROWS, MT> ws;
-  const int block_rows_n = min(ROWS_PER_BLOCK, N - nb);  // ≥ 1: every block has rows
-  if constexpr (BULK) {
-    // The weights are constants: the copy starts before pdl_wait. Warp 0 always has rows, so the
-    // block outlives its copy.
-    if (threadIdx.x == 0) {
-      const uint32_t bar = sm90::smem_addr(&rows_bar);
-      sm90::mbar_init(bar, 1);
-      sm90::fence_mbar_init();
-      const uint32_t bytes = static_cast<uint32_t>(block_rows_n) * p.K * sizeof(bf16);
-      sm90::mbar_expect_tx(bar, bytes);
-      sm90::bulk_copy_g2s(sm90::smem_addr(block_rows), out.W + static_cast<int64_t>(nb) * p.K, bytes, bar);
-    }
-    __syncthreads();  // the barrier is initialised before anyone waits on it
-  } else {
-    if (active) ws.preload(w_rows, p.K);
-  }
+  if (active) ws.preload(w_rows, p.K);
   ConvLane<MT> cl;
   if (CONV && active && lane < ROWS * MT) cl.load(p.conv, n0 + lane / MT, lane % MT, p.M);
   pdl_wait();
@@ -142,31 +102,7 @@ __global__ void __launch_bounds__(WARPS * 32) skinny_gemm_kernel(MultiParams p) 
 #pragma unroll
     for (int m = 0; m < MT; ++m) x[m] = p.x + static_cast<int64_t>(min(m, p.M - 1)) * p.K;
     float acc[ROWS][MT];
-    if constexpr (BULK) {
-      // Slices lane, lane + 32, ... of each row in order, as WeightStream::dot takes them.
-      const int K8 = p.K / 8;
-      const uint4* srow[ROWS];
-#pragma unroll
-      for (int r = 0; r < ROWS; ++r) srow[r] = block_rows + static_cast<int64_t>(min(warp * ROWS + r, block_rows_n - 1)) * K8;
-#pragma unroll
-      for (int r = 0; r < ROWS; ++r)
-#pragma unroll
-        for (int m = 0; m < MT; ++m) acc[r][m] = 0.f;
-      sm90::mbar_wait(sm90::smem_addr(&rows_bar), 0);
-#pragma unroll 2
-      for (int k8 = lane; k8 < K8; k8 += 32) {
-        uint4 w[ROWS];
-#pragma unroll
-        for (int r = 0; r < ROWS; ++r) w[r] = srow[r][k8];
-        WeightStream<ROWS, MT>::slice(w, x, p.M, k8, acc);
-      }
-#pragma unroll
-      for (int r = 0; r < ROWS; ++r)
-#pragma unroll
-        for (int m = 0; m < MT; ++m) acc[r][m] = warp_sum(acc[r][m]);
-    } else {
-      ws.dot(w_rows, x, p.M, p.K, acc);
-    }
+    ws.dot(w_rows, x, p.M, p.K, acc);
     if (CONV) {  // every lane holds the sums: lane l writes output (l / MT, l % MT)
       if (lane >= ROWS * MT) return;
       const int r = lane / MT, m = lane % MT;
@@ -202,51 +138,16 @@ __global__ void __launch_bounds__(WARPS * 32) skinny_gemm_kernel(MultiParams p) 
 }
 
 namespace {
-/** Whether this device runs bulk copies (sm_90 and later), asked once. */
-bool device_has_bulk() {
-  static const bool has = [] {
-    int dev = 0, major = 0;
-    LM_CUDA_CHECK(cudaGetDevice(&dev));
-    LM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-    return major >= 9;
-  }();
-  return has;
-}
-
-size_t bulk_smem(int K) { return static_cast<size_t>(ROWS_PER_WARP * WARPS) * K * sizeof(bf16); }
-}  // namespace
-
-bool skinny_gemm_bulk(int K) { return skinny_bulk_flag() && bulk_smem(K) <= BULK_MAX_SMEM && device_has_bulk(); }
-
-namespace {
-template <int ROWS, int MT, bool CONV>
-void launch_one(const char* what, const MultiParams& p, dim3 grid, dim3 block, cudaStream_t s) {
-  static_assert(ROWS == ROWS_PER_WARP, "bulk_smem sizes blocks of ROWS_PER_WARP rows per warp");
-  const size_t smem = bulk_smem(p.K);
-  if (skinny_gemm_bulk(p.K)) {
-    // Raised once per instance to the ceiling (occupancy follows each launch's own size), before
-    // any graph capture: a decode bucket's first step runs eagerly.
-    static const bool raised = [] {
-      LM_CUDA_CHECK(cudaFuncSetAttribute(skinny_gemm_kernel<ROWS, MT, CONV, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, BULK_MAX_SMEM));
-      return true;
-    }();
-    (void)raised;
-    launch(what, skinny_gemm_kernel<ROWS, MT, CONV, true>, grid, block, smem, s, p);
-  } else {
-    launch(what, skinny_gemm_kernel<ROWS, MT, CONV, false>, grid, block, 0, s, p);
-  }
-}
-
 template <int ROWS, bool CONV = false>
 void launch_rows(const MultiParams& p, int blocks, cudaStream_t s) {
   const dim3 grid(blocks), block(WARPS * 32);
   const int M = p.M;
   const char* what = CONV ? "skinny_gemm_conv" : "skinny_gemm";
-  if (M <= 1) launch_one<ROWS, 1, CONV>(what, p, grid, block, s);
-  else if (M <= 2) launch_one<ROWS, 2, CONV>(what, p, grid, block, s);
-  else if (M <= 4) launch_one<ROWS, 4, CONV>(what, p, grid, block, s);
-  else if (M <= 8) launch_one<ROWS, 8, CONV>(what, p, grid, block, s);
-  else launch_one<ROWS, 16, CONV>(what, p, grid, block, s);
+  if (M <= 1) launch(what, skinny_gemm_kernel<ROWS, 1, CONV>, grid, block, 0, s, p);
+  else if (M <= 2) launch(what, skinny_gemm_kernel<ROWS, 2, CONV>, grid, block, 0, s, p);
+  else if (M <= 4) launch(what, skinny_gemm_kernel<ROWS, 4, CONV>, grid, block, 0, s, p);
+  else if (M <= 8) launch(what, skinny_gemm_kernel<ROWS, 8, CONV>, grid, block, 0, s, p);
+  else launch(what, skinny_gemm_kernel<ROWS, 16, CONV>, grid, block, 0, s, p);
 }
 }  // namespace
 

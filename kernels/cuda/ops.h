@@ -270,10 +270,6 @@ struct SkinnyConv {
 void skinny_gemm_conv(const bf16* x, int M, int K, const bf16* W, int N, float* y, const SkinnyConv& conv, cudaStream_t s);
 /** Up to SKINNY_MAX_OUTS projections of the same x (M, K) in one launch (attention's q, k, v), each output as skinny_gemm's. */
 void skinny_gemm_multi(const bf16* x, int M, int K, const SkinnyOut* outs, int n, float beta, cudaStream_t s);
-/** Whether the skinny kernels load each block's weight rows by one bulk copy on sm_90 (default; LM_CUDA_SKINNY_BULK=0 clears it). Same outputs either way. */
-bool& skinny_bulk_flag();
-/** Whether skinny launches with this K take the bulk copy now (flag, shared-memory size, sm_90). */
-bool skinny_gemm_bulk(int K);
 
 /** MTP (mtp.cu): out (R, 2H) bf16 = [rmsnorm(embed[tokens[r]]) · enorm ; rmsnorm(hidden[r]) · hnorm]. */
 void mtp_input(const int32_t* tokens, const bf16* hidden, int R, const bf16* embed, const float* enorm, const float* hnorm, int H, float eps, bf16* out, cudaStream_t s);

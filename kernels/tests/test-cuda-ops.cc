@@ -665,73 +665,6 @@ void test_skinny_multi(std::mt19937& g) {
 }
 
 /**
- * The skinny kernels' two weight paths give the same bits: each block's rows by one bulk copy into
- * shared memory (sm_90, the default) and the per-warp register stream (skinny_bulk_flag() off).
- * fp32 outputs (beta 0 and 1), relu² bf16 outputs and the conv epilogue; K of Nano's projections
- * (2688, 4096, 1856) and 8; N with a partial last block (259, 5) and whole ones; M through every
- * row template. On sm_90 the bulk path must be the one taken (skinny_gemm_bulk) at these K.
- */
-void test_skinny_bulk(std::mt19937& g) {
-  if (!lm::cuda::skinny_gemm_bulk(2688)) {
-    int dev = 0, major = 0;
-    cudaGetDevice(&dev);
-    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-    const bool ok = major < 9 || !lm::cuda::skinny_bulk_flag();
-    if (!ok) ++failures;
-    std::printf("skinny bulk path: not taken (compute capability %d) %s\n", major, ok ? "ok (skipped)" : "FAIL");
-    return;
-  }
-  struct Case {
-    int K, N;
-  };
-  int cases = 0, differ = 0;
-  for (const Case c : {Case{2688, 4096}, {2688, 259}, {4096, 2688}, {1856, 5}, {8, 37}}) {
-    const int MMAX = lm::cuda::SKINNY_MAX_M;
-    auto x = randn(g, int64_t(MMAX) * c.K);
-    const bf16* dx = dev(to_bf16(x));
-    bf16* dw = dev_dummy(int64_t(c.N) * c.K, 300 + c.N, 1.f / std::sqrt(float(c.K)));
-    const auto y0 = randn(g, int64_t(MMAX) * c.N);
-    for (int M : {1, 2, 3, 8, 16}) {
-      const int64_t n = int64_t(M) * c.N;
-      // mode 0: fp32 beta 0, 1: fp32 beta 1, 2: relu² bf16
-      for (int mode = 0; mode < 3; ++mode) {
-        std::vector<std::vector<uint16_t>> bits(2);
-        for (int bulk = 0; bulk < 2; ++bulk) {
-          lm::cuda::skinny_bulk_flag() = bulk == 1;
-          if (mode < 2) {
-            float* y = dev(std::vector<float>(y0.begin(), y0.begin() + n));
-            lm::cuda::skinny_gemm(dx, M, c.K, dw, c.N, y, mode == 1 ? 1.f : 0.f, nullptr);
-            const auto h = host(y, n);
-            bits[bulk].resize(2 * n);
-            std::memcpy(bits[bulk].data(), h.data(), n * 4);
-            cudaFree(y);
-          } else {
-            bf16* y16 = dev(std::vector<bf16>(n, __float2bfloat16(NAN)));
-            const lm::cuda::SkinnyOut out{dw, c.N, nullptr, y16};
-            lm::cuda::skinny_gemm_multi(dx, M, c.K, &out, 1, 0.f, nullptr);
-            std::vector<bf16> h(n);
-            lm::cuda::check(cudaMemcpy(h.data(), y16, n * sizeof(bf16), cudaMemcpyDeviceToHost), "cudaMemcpy");
-            bits[bulk].resize(n);
-            std::memcpy(bits[bulk].data(), h.data(), n * 2);
-            cudaFree(y16);
-          }
-        }
-        lm::cuda::skinny_bulk_flag() = true;
-        ++cases;
-        if (bits[0] != bits[1]) {
-          ++differ;
-          std::printf("  skinny bulk vs stream differ: K %d N %d M %d mode %d\n", c.K, c.N, M, mode);
-        }
-      }
-    }
-    cudaFree(const_cast<bf16*>(dx));
-    cudaFree(dw);
-  }
-  if (differ) ++failures;
-  std::printf("%-34s %d cases bitwise equal to the register stream: %s\n", "skinny bulk copy path", cases - differ, differ ? "FAIL" : "ok");
-}
-
-/**
  * conv1d_silu_step (one launch: each sequence's one row, then its state shifted) against
  * conv1d_silu + conv_state_update on the same inputs: outputs and the whole state buffer (slots no
  * sequence uses included) equal bitwise, the header's claim that the arithmetic is the same; and
@@ -1181,7 +1114,6 @@ int main() {
     test_conv_step(g);
     test_conv_in_proj(g);
     test_skinny_multi(g);
-    test_skinny_bulk(g);
     test_moe_decode(g, {1, 2688, 128, 1, 1, 6, 2688, 1856, 3712, false});  // Nano widths, one row
     test_moe_decode(g, {2, 2688, 128, 8, 4, 6, 2688, 1856, 3712, false});  // group routing
     test_moe_decode(g, {3, 2688, 128, 4, 2, 6, 2688, 1856, 3712, true});   // rows sharing experts
