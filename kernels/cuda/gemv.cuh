@@ -19,14 +19,7 @@ namespace lm::cuda {
 /** A 16-byte load of streamed (read-once) data: read-only path, not kept in L1. */
 __device__ __forceinline__ uint4 ld_stream(const uint4* p) {
   uint4 v;
-#if LM_WEIGHT_EVICT_FIRST
-  // Experiment (kernels/dev/NOTES.md): weights first out of L2, so the step's state stays there.
-  uint64_t pol;
-  asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));  // not volatile: hoisted and shared
-  asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p), "l"(pol));
-#else
   asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
-#endif
   return v;
 }
 

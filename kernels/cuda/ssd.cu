@@ -72,13 +72,6 @@ __global__ void ssm_scan_kernel(BatchView b, SsmParams p, bool short_only) {
 //   rows fastest,      4 warps × 4 rows  0.80-0.86 / 0.95
 //   rows fastest,      8 warps × 4 rows  0.84-0.86 / 0.94-0.95
 //   rows fastest,      8 warps × 2 rows  0.867-0.873 / 0.93-0.94   (taken: steadiest at b32)
-#if LM_WEIGHT_EVICT_FIRST  // experiment (kernels/dev/NOTES.md): the state kept in L2 between steps
-#define LM_STATE_LD(p) __ldcg(p)
-#define LM_STATE_ST(p, v) __stcg(p, v)
-#else
-#define LM_STATE_LD(p) __ldcs(p)
-#define LM_STATE_ST(p, v) __stcs(p, v)
-#endif
 constexpr int UPDATE_WARPS = 8;
 constexpr int UPDATE_ROWS = 2;
 constexpr int UPDATE_MAX_CHUNKS = 4;  // N ≤ 512
@@ -104,7 +97,7 @@ __global__ void __launch_bounds__(WARPS * 32) ssm_update_kernel(BatchView b, Ssm
   for (int r = 0; r < ROWS; ++r)
 #pragma unroll
     for (int c = 0; c < CHUNKS; ++c)
-      if (active && p0 + r < P && c * 32 + lane < N4) S[r][c] = LM_STATE_LD(st + r * N4 + c * 32 + lane);
+      if (active && p0 + r < P && c * 32 + lane < N4) S[r][c] = __ldcs(st + r * N4 + c * 32 + lane);
   const float A = p.A[h], Dh = p.D[h], bias = p.dt_bias[h];
   pdl_wait();
   pdl_trigger();
@@ -150,7 +143,7 @@ __global__ void __launch_bounds__(WARPS * 32) ssm_update_kernel(BatchView b, Ssm
   for (int r = 0; r < ROWS; ++r)
 #pragma unroll
     for (int c = 0; c < CHUNKS; ++c)
-      if (p0 + r < P && c * 32 + lane < N4) LM_STATE_ST(st + r * N4 + c * 32 + lane, S[r][c]);
+      if (p0 + r < P && c * 32 + lane < N4) __stcs(st + r * N4 + c * 32 + lane, S[r][c]);
 }
 
 static bool update_kernel_fits(const SsmParams& p) {
