@@ -272,10 +272,20 @@ class CudaEngine final : public Engine {
     moe_split_tail_ = env_switch("LM_CUDA_MOE_SPLIT_TAIL");
     begin_on_caller_ = env_switch("LM_CUDA_BEGIN_STEP");
     if (const char* o = std::getenv("LM_CUDA_DEV_OMIT"); o && *o) {
-      const std::string list = std::string(",") + o + ",";
-      const char* names[] = {"norm", "gnorm", "ssm", "kvw", "attn", "sample"};
-      for (int i = 0; i < 6; ++i)
-        if (list.find(std::string(",") + names[i] + ",") != std::string::npos) omit_ |= 1u << i;
+      const char* names[] = {"norm", "gnorm", "ssm", "kvw", "attn", "sample"};  // bit i: the Omit values in order
+      std::string list = o;
+      for (size_t at = 0; at <= list.size();) {
+        const size_t end = std::min(list.find(',', at), list.size());
+        const std::string name = list.substr(at, end - at);
+        if (name.empty()) {
+          at = end + 1;
+          continue;
+        }
+        const auto* hit = std::find_if(std::begin(names), std::end(names), [&](const char* n) { return name == n; });
+        if (hit == std::end(names)) throw Error("LM_CUDA_DEV_OMIT: unknown stage '" + name + "' (norm, gnorm, ssm, kvw, attn, sample)");
+        omit_ |= 1u << (hit - std::begin(names));
+        at = end + 1;
+      }
       std::fprintf(stderr, "cuda engine: LM_CUDA_DEV_OMIT=%s: stages left out for timing, outputs are wrong\n", o);
     }
     if (const char* t = std::getenv("LM_CUDA_GRAPH_TIMING"); t && std::strcmp(t, "1") == 0) {
@@ -941,6 +951,7 @@ void CudaEngine::run_block(const Layer& L, const cuda::BatchView& b, float* h, b
                          spec_.time_step_min, spec_.time_step_max, ssm_state_ + int64_t(M.index) * state_slots() * ssm_state_size(), y};
       prof_.mark("mamba.ssm", stream_);
       if (omit(OmitSsm)) {
+        // timing only: the state update left out
       } else if (b.max_len > cuda::SSM_RECURRENT_MAX_LEN && cuda::ssd_chunked_supported(sp.head_dim, sp.dstate, spec_.chunk_size)) {
         float* cb = scratch_.get<float>("ssd-cb", cuda::ssd_chunked_workspace_floats(R, spec_.n_groups, spec_.chunk_size));
         cuda::ssd_chunked_scan(b, sp, spec_.chunk_size, cb, stream_);  // long sequences
