@@ -312,18 +312,21 @@ std::vector<int32_t> prompt(int n, int salt) {
  */
 void test_engine_verify(int S, const std::vector<int>& ks, bool latent) {
   const int V = 301, N = 40, Lp = 9;
-  auto plain = lm::create_engine(engine_options(false, latent));
-  std::vector<std::vector<int32_t>> ref(S);               // ref[i][t]: token t (0: the prefill's)
-  std::vector<std::vector<std::vector<float>>> logits(S);  // logits[i][t]: after feeding ref[i][t]
-  std::vector<std::vector<std::vector<float>>> state(S);   // state[i][t]: after feeding ref[i][t]
-  {
+  auto prefill_batch = [&] {  // every sequence's prompt from position 0
     std::vector<lm::StepSeq> pre;
     for (int i = 0; i < S; ++i) {
       lm::StepSeq q;
       q.slot = i, q.tokens = prompt(Lp, i), q.position = 0, q.block_table = table(i);
       pre.push_back(q);
     }
-    const auto out = plain->step(pre);
+    return pre;
+  };
+  auto plain = lm::create_engine(engine_options(false, latent));
+  std::vector<std::vector<int32_t>> ref(S);               // ref[i][t]: token t (0: the prefill's)
+  std::vector<std::vector<std::vector<float>>> logits(S);  // logits[i][t]: after feeding ref[i][t]
+  std::vector<std::vector<std::vector<float>>> state(S);   // state[i][t]: after feeding ref[i][t]
+  {
+    const auto out = plain->step(prefill_batch());
     for (int i = 0; i < S; ++i) ref[i].push_back(out.tokens[i]);
     for (int t = 0; t < N + 10; ++t) {
       std::vector<lm::StepSeq> dec;
@@ -341,13 +344,7 @@ void test_engine_verify(int S, const std::vector<int>& ks, bool latent) {
     }
   }
   auto mtp = lm::create_engine(engine_options(true, latent));
-  std::vector<lm::StepSeq> pre;
-  for (int i = 0; i < S; ++i) {
-    lm::StepSeq q;
-    q.slot = i, q.tokens = prompt(Lp, i), q.position = 0, q.block_table = table(i);
-    pre.push_back(q);
-  }
-  const auto out0 = mtp->step(pre);
+  const auto out0 = mtp->step(prefill_batch());
   bool tokens_ok = true, logits_ok = true, state_ok = true;
   int rows = 0, steps = 0, accepted = 0, rejected = 0;
   for (int i = 0; i < S; ++i) tokens_ok = tokens_ok && out0.tokens[i] == ref[i][0];
